@@ -1,0 +1,79 @@
+//! The PostgreSQL pool and the schema migrations, shared by the aggregator (writes) and the API (reads).
+//!
+//! Pools are created lazily: a service starts even while the database is down and its queries fail
+//! (and are retried, or answered 503) until it is back, instead of crash-looping at startup.
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::DatabaseSettings;
+
+/// The migrations in `migrations/`, embedded at compile time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// Errors from pool creation and migrations.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid DATABASE_URL: {0}")]
+    Url(#[source] sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stopped before the database was reachable")]
+    Cancelled,
+}
+
+/// A pool that connects on first use, with bounded size and acquire timeout.
+pub fn lazy_pool(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    let options: PgConnectOptions = settings
+        .database_url
+        .expose()
+        .parse()
+        .map_err(DbError::Url)?;
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.database_max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(options.application_name("tickpipe")))
+}
+
+/// Applies pending migrations, waiting for the database with backoff. sqlx takes an advisory lock,
+/// so several services starting together apply each migration exactly once.
+pub async fn migrate(pool: &PgPool, shutdown: &CancellationToken) -> Result<(), DbError> {
+    let mut backoff = Backoff::default();
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(error)) if is_connection_error(&error) => {
+                let (delay, attempt) = backoff.next_delay();
+                tracing::warn!(%error, attempt, retry_in = ?delay, "database unreachable; retrying migrations");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Err(DbError::Cancelled),
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Whether an error means "the database is not reachable right now" rather than "the query is wrong".
+pub fn is_connection_error(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // 57P01..57P03: admin shutdown, crash shutdown, cannot connect now (starting up);
+        // 08xxx: connection exceptions.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
+        _ => false,
+    }
+}

@@ -1,0 +1,46 @@
+//! Kafka client settings and topic creation shared by the services.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+/// A client configuration with the bootstrap servers and a client id set; callers add the rest.
+pub fn client_config(brokers: &str, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", client_id)
+        // Prefer IPv4 for "localhost": the native broker listens on 127.0.0.1 only.
+        .set("broker.address.family", "v4");
+    config
+}
+
+/// Creates `topic` unless it exists. An existing topic is used as it is, whatever its partition count.
+pub async fn ensure_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i32,
+) -> Result<bool, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(brokers, "tickpipe-admin").create()?;
+    let new_topic = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics([&new_topic], &options).await?;
+    for result in results {
+        match result {
+            Ok(_) => return Ok(true),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => return Ok(false),
+            Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+        }
+    }
+    Ok(false)
+}

@@ -1,0 +1,234 @@
+//! Helpers for integration tests against the real Kafka broker and PostgreSQL.
+//!
+//! The services come from `scripts/services.sh up` (the test command `scripts/test.sh` starts them).
+//! Nothing here fakes either one. Every test gets its own topic and its own database, so tests run
+//! in parallel without seeing each other's data. When a service is unreachable the helpers panic
+//! with a message naming the command that starts it: a test never skips silently.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use sqlx::{Connection, PgConnection, PgPool};
+use tickpipe_common::config::{DatabaseSettings, DatabaseUrl};
+
+const START_HINT: &str = "start them with `scripts/services.sh up` (scripts/test.sh does this)";
+
+/// The broker address tests use: `KAFKA_BROKERS`, as printed by `scripts/services.sh env`.
+pub fn kafka_brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// The admin database URL tests use: `DATABASE_URL`, as printed by `scripts/services.sh env`.
+pub fn admin_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/stocks".to_owned())
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let salt: u32 = rand::thread_rng().gen();
+    format!("{prefix}_{}_{nanos}_{salt:08x}", std::process::id())
+}
+
+/// Panics unless the broker answers a metadata request within a few seconds.
+pub fn require_kafka() -> String {
+    let brokers = kafka_brokers();
+    let consumer: BaseConsumer = client(&brokers)
+        .create()
+        .unwrap_or_else(|e| panic!("cannot create a Kafka client for {brokers}: {e}"));
+    if let Err(error) = consumer.fetch_metadata(None, Duration::from_secs(10)) {
+        panic!("Kafka is not reachable at {brokers} ({error}); {START_HINT}");
+    }
+    brokers
+}
+
+fn client(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4");
+    config
+}
+
+/// Creates a fresh topic with `partitions` partitions and returns its name.
+pub async fn create_topic(prefix: &str, partitions: i32) -> String {
+    let brokers = require_kafka();
+    let topic = unique_name(prefix);
+    tickpipe_common::kafka::ensure_topic(&brokers, &topic, partitions, 1)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create topic {topic}: {e}"));
+    topic
+}
+
+/// One record to produce: partition, Kafka timestamp in Unix ms, value bytes.
+#[derive(Debug, Clone)]
+pub struct TestRecord {
+    pub partition: i32,
+    pub timestamp_ms: i64,
+    pub value: Vec<u8>,
+}
+
+impl TestRecord {
+    pub fn new(partition: i32, timestamp_ms: i64, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            partition,
+            timestamp_ms,
+            value: value.into(),
+        }
+    }
+}
+
+/// Produces the records in order and waits until every one is acknowledged.
+pub async fn produce(topic: &str, records: &[TestRecord]) {
+    let producer: FutureProducer = client(&kafka_brokers())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let mut deliveries = Vec::with_capacity(records.len());
+    for record in records {
+        let future = producer
+            .send_result(
+                FutureRecord::<(), _>::to(topic)
+                    .partition(record.partition)
+                    .timestamp(record.timestamp_ms)
+                    .payload(&record.value),
+            )
+            .unwrap_or_else(|(e, _)| panic!("enqueue to {topic}: {e}"));
+        deliveries.push(future);
+    }
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => panic!("delivery to {topic} failed: {e}"),
+            Err(_) => panic!("delivery to {topic} cancelled"),
+        }
+    }
+}
+
+/// Reads every record of every partition of `topic` from the beginning until `expected` records
+/// have arrived or `timeout` passes; returns what arrived.
+pub fn consume_all(topic: &str, expected: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    let brokers = require_kafka();
+    let consumer: BaseConsumer = client(&brokers)
+        .set("group.id", unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut assignment = TopicPartitionList::new();
+    for topic_metadata in metadata.topics() {
+        for partition in topic_metadata.partitions() {
+            assignment
+                .add_partition_offset(topic, partition.id(), Offset::Beginning)
+                .expect("assignment");
+        }
+    }
+    consumer.assign(&assignment).expect("assign");
+    let deadline = std::time::Instant::now() + timeout;
+    let mut messages = Vec::new();
+    while messages.len() < expected && std::time::Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            messages.push(message.detach());
+        }
+    }
+    messages
+}
+
+/// Header value of a consumed message as a string.
+pub fn header(message: &OwnedMessage, key: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h: &Header<'_, &[u8]>| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Headers builder re-exported for tests that produce their own headers.
+pub fn headers() -> OwnedHeaders {
+    OwnedHeaders::new()
+}
+
+/// A database of its own for one test, migrated, with a pool and its URL.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDatabase {
+    /// Creates and migrates a fresh database on the server of `DATABASE_URL`.
+    pub async fn create() -> Self {
+        let admin_url = admin_database_url();
+        let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {admin_url} ({e}); {START_HINT}")
+        });
+        let name = unique_name("test");
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+        let url = replace_database(&admin_url, &name);
+        let settings = DatabaseSettings {
+            database_url: DatabaseUrl::new(url.clone()),
+            database_max_connections: 4,
+        };
+        let pool = tickpipe_common::db::lazy_pool(&settings).expect("pool");
+        tickpipe_common::db::MIGRATOR
+            .run(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("migrate {name}: {e}"));
+        Self { name, url, pool }
+    }
+
+    pub fn settings(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            database_url: DatabaseUrl::new(self.url.clone()),
+            database_max_connections: 4,
+        }
+    }
+}
+
+/// The same URL with another database name (the path after the last `/`, before any `?`).
+pub fn replace_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let prefix = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
+    match query {
+        Some(query) => format!("{prefix}/{database}?{query}"),
+        None => format!("{prefix}/{database}"),
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

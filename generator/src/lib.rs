@@ -1,0 +1,184 @@
+//! The generator: a steady stream of stock-ticker JSON into the Kafka topic `stocks`.
+//!
+//! [`run`] creates the topic if it is missing, then sends one [`TickerMessage`] per tick of an
+//! absolute schedule ([`schedule`]), each stamped with its creation time, which is the event time
+//! downstream. Deliveries are idempotent with acks=all and every delivery report is counted. It does
+//! not aggregate, and it does not retry a message that the broker rejected for good: that one is
+//! logged and counted as failed.
+//!
+//! [`TickerMessage`]: tickpipe_common::message::TickerMessage
+
+pub mod metrics;
+pub mod producer;
+pub mod schedule;
+pub mod settings;
+pub mod stocks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tickpipe_common::backoff::Backoff;
+use tickpipe_common::kafka::ensure_topic;
+use tickpipe_common::telemetry::serve_metrics;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::GeneratorMetrics;
+use crate::producer::TickerProducer;
+use crate::schedule::Schedule;
+use crate::settings::Settings;
+use crate::stocks::MessageSource;
+
+/// How long a shutdown waits for in-flight messages to be acknowledged.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most schedule-lag samples kept for the run summary (one minute at 10 msgs/s needs 600).
+const MAX_LAG_SAMPLES: usize = 1_000_000;
+
+/// Why the generator stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GeneratorError {
+    #[error(transparent)]
+    Metrics(#[from] tickpipe_common::telemetry::MetricsServerError),
+    #[error("cannot create the Kafka producer: {0}")]
+    Producer(#[source] rdkafka::error::KafkaError),
+    #[error("flushing in-flight messages failed: {0}")]
+    Flush(#[source] rdkafka::error::KafkaError),
+    #[error("{failed} of {sent} messages were not delivered")]
+    Undelivered { sent: u64, failed: u64 },
+}
+
+/// What a run did: counts and how closely it kept its schedule.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+    /// How late each send was against its schedule (empty when unthrottled).
+    pub schedule_lag: Vec<Duration>,
+}
+
+/// Runs the generator until `shutdown` is cancelled or `GENERATOR_MAX_MESSAGES` are acknowledged.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<RunSummary, GeneratorError> {
+    let mut registry = Registry::default();
+    let metrics = GeneratorMetrics::register(&mut registry);
+    serve_metrics(settings.generator.metrics_addr, Arc::new(registry), shutdown.clone()).await?;
+    run_with_metrics(settings, metrics, shutdown).await
+}
+
+/// [`run`] without the metrics endpoint; benchmarks and tests drive this one.
+pub async fn run_with_metrics(
+    settings: Settings,
+    metrics: GeneratorMetrics,
+    shutdown: CancellationToken,
+) -> Result<RunSummary, GeneratorError> {
+    let generator = &settings.generator;
+    let topic = &settings.kafka.kafka_topic;
+    if !wait_for_topic(&settings, &shutdown).await {
+        return Ok(RunSummary::default());
+    }
+    let producer = TickerProducer::new(&settings.kafka.kafka_brokers, topic, metrics.clone())
+        .map_err(GeneratorError::Producer)?;
+    metrics.configured_rate.set(generator.generator_rate);
+    let mut source = MessageSource::new(&generator.generator_stocks, generator.generator_seed);
+
+    let start = Instant::now();
+    let schedule = Schedule::new(start, generator.generator_rate);
+    let mut summary = RunSummary::default();
+    let mut last_timestamp_ms = 0i64;
+    let mut last_rate_update = start;
+    tracing::info!(%topic, rate = generator.generator_rate, "producing");
+
+    while generator.generator_max_messages.is_none_or(|max| summary.sent < max) {
+        if let Some(due) = schedule.due(summary.sent) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            let lag = Instant::now().saturating_duration_since(due);
+            metrics.schedule_lag.observe(lag.as_secs_f64());
+            if summary.schedule_lag.len() < MAX_LAG_SAMPLES {
+                summary.schedule_lag.push(lag);
+            }
+        } else if shutdown.is_cancelled() {
+            break;
+        }
+        // Non-decreasing event times even if the wall clock steps back.
+        last_timestamp_ms = last_timestamp_ms.max(chrono_now_ms());
+        let payload = source.next_message().encode();
+        if producer.send(&payload, last_timestamp_ms).await {
+            metrics.sent.inc();
+        }
+        summary.sent += 1;
+        if last_rate_update.elapsed() >= Duration::from_secs(1) {
+            last_rate_update = Instant::now();
+            metrics.achieved_rate.set(summary.sent as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+
+    tracing::info!(sent = summary.sent, "stopping: flushing in-flight messages");
+    let tracker = producer.flush(FLUSH_TIMEOUT).await.map_err(GeneratorError::Flush)?;
+    summary.elapsed = start.elapsed();
+    summary.acknowledged = tracker.acknowledged();
+    summary.failed = tracker.failed();
+    tracing::info!(
+        sent = summary.sent,
+        acknowledged = summary.acknowledged,
+        failed = summary.failed,
+        elapsed = ?summary.elapsed,
+        "generator stopped"
+    );
+    if summary.failed > 0 {
+        return Err(GeneratorError::Undelivered {
+            sent: summary.sent,
+            failed: summary.failed,
+        });
+    }
+    Ok(summary)
+}
+
+/// Creates the topic if missing, retrying with backoff while the broker is unreachable.
+/// Returns false if shut down first.
+async fn wait_for_topic(settings: &Settings, shutdown: &CancellationToken) -> bool {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    loop {
+        let attempt = ensure_topic(
+            &settings.kafka.kafka_brokers,
+            &settings.kafka.kafka_topic,
+            settings.generator.generator_partitions,
+            settings.generator.kafka_replication_factor,
+        );
+        let result = tokio::select! {
+            result = attempt => result,
+            _ = shutdown.cancelled() => return false,
+        };
+        match result {
+            Ok(created) => {
+                tracing::info!(topic = %settings.kafka.kafka_topic, created, "topic ready");
+                return true;
+            }
+            Err(error) => {
+                let (delay, attempt) = backoff.next_delay();
+                tracing::warn!(
+                    brokers = %settings.kafka.kafka_brokers,
+                    %error,
+                    attempt,
+                    retry_in = ?delay,
+                    "Kafka not reachable; retrying"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return false,
+                }
+            }
+        }
+    }
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

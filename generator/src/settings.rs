@@ -1,0 +1,140 @@
+//! The generator's configuration (see the README's configuration table).
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use tickpipe_common::config::{ConfigError, KafkaSettings, Layers, TelemetrySettings};
+
+use crate::stocks::StockList;
+
+/// Everything the generator reads from its configuration layers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub telemetry: TelemetrySettings,
+    pub kafka: KafkaSettings,
+    pub generator: GeneratorSettings,
+}
+
+impl Settings {
+    pub fn load(layers: &Layers) -> Result<Self, ConfigError> {
+        let settings = Self {
+            telemetry: layers.section()?,
+            kafka: layers.section()?,
+            generator: layers.section()?,
+        };
+        settings.generator.check()?;
+        Ok(settings)
+    }
+}
+
+/// The generator's own variables.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GeneratorSettings {
+    /// `GENERATOR_RATE`: messages per second; 0 means as fast as the broker accepts.
+    #[serde(default = "default_rate")]
+    pub generator_rate: f64,
+    /// `GENERATOR_STOCKS`: `NAME=MEAN` pairs, comma-separated.
+    #[serde(default)]
+    pub generator_stocks: StockList,
+    /// `GENERATOR_MAX_MESSAGES`: stop after this many messages (all acknowledged), exit 0.
+    #[serde(default)]
+    pub generator_max_messages: Option<u64>,
+    /// `GENERATOR_SEED`: makes the sequence of messages reproducible.
+    #[serde(default)]
+    pub generator_seed: Option<u64>,
+    /// `GENERATOR_PARTITIONS`: partitions of the topic when the generator creates it.
+    #[serde(default = "default_partitions")]
+    pub generator_partitions: i32,
+    /// `KAFKA_REPLICATION_FACTOR`: replication factor of the topic when the generator creates it.
+    #[serde(default = "default_replication_factor")]
+    pub kafka_replication_factor: i32,
+    /// `METRICS_ADDR`: where `/metrics` is served.
+    #[serde(default = "default_metrics_addr")]
+    pub metrics_addr: SocketAddr,
+}
+
+impl GeneratorSettings {
+    fn check(&self) -> Result<(), ConfigError> {
+        if !self.generator_rate.is_finite() || self.generator_rate < 0.0 {
+            return Err(ConfigError::new(
+                "GENERATOR_RATE",
+                format!(
+                    "expected messages per second, a number >= 0 (0 = unthrottled), got {}",
+                    self.generator_rate
+                ),
+            ));
+        }
+        if self.generator_partitions < 1 {
+            return Err(ConfigError::new(
+                "GENERATOR_PARTITIONS",
+                "expected an integer >= 1",
+            ));
+        }
+        if self.kafka_replication_factor < 1 {
+            return Err(ConfigError::new(
+                "KAFKA_REPLICATION_FACTOR",
+                "expected an integer >= 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_rate() -> f64 {
+    10.0
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+
+fn default_replication_factor() -> i32 {
+    1
+}
+
+fn default_metrics_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9101))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let layers = Layers::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))?;
+        Settings::load(&layers)
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let settings = load(&[]).expect("defaults");
+        assert_eq!(settings.generator.generator_rate, 10.0);
+        assert_eq!(settings.generator.generator_partitions, 3);
+        assert_eq!(settings.generator.generator_stocks.to_string(), "AMZN=1902,MSFT=107,AAPL=215");
+        assert_eq!(settings.generator.generator_max_messages, None);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_and_the_form() {
+        for (name, value) in [
+            ("GENERATOR_RATE", "abc"),
+            ("GENERATOR_RATE", "-1"),
+            ("GENERATOR_STOCKS", "AMZN=1902,MSFT"),
+            ("GENERATOR_MAX_MESSAGES", "ten"),
+            ("GENERATOR_PARTITIONS", "0"),
+            ("METRICS_ADDR", "nowhere"),
+        ] {
+            let error = load(&[(name, value)]).expect_err(value).to_string();
+            assert!(error.contains(name), "{name}={value}: {error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_bad_stock_entry_is_named() {
+        let error = load(&[("GENERATOR_STOCKS", "AMZN=1902,MSFT=cheap")])
+            .expect_err("invalid")
+            .to_string();
+        assert!(error.contains("MSFT=cheap"), "{error}");
+    }
+}
