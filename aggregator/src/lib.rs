@@ -1,1 +1,78 @@
-pub fn x(){}
+//! The aggregator: exact per-ticker average prices over tumbling event-time windows, in PostgreSQL.
+//!
+//! One message's path: [`consumer`] polls a record and validates it (invalid ones go to the
+//! [`dead_letters`] topic), [`partition`] adds its prices to the open window of its partition and
+//! decides when windows are final, and [`store`] adds final windows to `window_prices` in the same
+//! transaction as the partition's progress. That shared transaction is what makes the table exact
+//! across crashes, restarts and rebalances; the README's "Exactly once" section explains why.
+//!
+//! It does not serve the data (the API does) and does not trust offsets committed to Kafka.
+
+pub mod consumer;
+pub mod dead_letters;
+pub mod metrics;
+pub mod partition;
+pub mod settings;
+pub mod store;
+pub mod throttle;
+pub mod window;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::AggregatorMetrics;
+use crate::settings::Settings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AggregatorError {
+    #[error(transparent)]
+    Metrics(#[from] tickpipe_common::telemetry::MetricsServerError),
+    #[error(transparent)]
+    Database(#[from] tickpipe_common::db::DbError),
+    #[error("Kafka client error: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the consume loop panicked")]
+    Panicked,
+}
+
+/// Runs the aggregator until `shutdown` is cancelled.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), AggregatorError> {
+    let mut registry = Registry::default();
+    let metrics = AggregatorMetrics::register(&mut registry);
+    serve_metrics_on(settings.aggregator.metrics_addr, registry, &shutdown).await?;
+    run_with_metrics(settings, metrics, shutdown).await
+}
+
+async fn serve_metrics_on(addr: SocketAddr, registry: Registry, shutdown: &CancellationToken) -> Result<SocketAddr, AggregatorError> {
+    Ok(tickpipe_common::telemetry::serve_metrics(addr, Arc::new(registry), shutdown.clone()).await?)
+}
+
+/// [`run`] without the metrics endpoint, for tests and benchmarks that read the metrics directly.
+pub async fn run_with_metrics(settings: Settings, metrics: AggregatorMetrics, shutdown: CancellationToken) -> Result<(), AggregatorError> {
+    let pool = tickpipe_common::db::lazy_pool(&settings.database)?;
+    match tickpipe_common::db::migrate(&pool, &shutdown).await {
+        Ok(()) => {}
+        Err(tickpipe_common::db::DbError::Cancelled) => return Ok(()),
+        Err(error) => return Err(error.into()),
+    }
+    let dlq_ready = tickpipe_common::kafka::ensure_topic_with_retry(
+        &settings.kafka.kafka_brokers,
+        &settings.aggregator.aggregator_dlq_topic,
+        1,
+        1,
+        &shutdown,
+    )
+    .await;
+    if !dlq_ready {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Handle::current();
+    let loop_shutdown = shutdown.clone();
+    tokio::task::spawn_blocking(move || consumer::consume(&settings, pool, metrics, runtime, loop_shutdown))
+        .await
+        .map_err(|_| AggregatorError::Panicked)??;
+    Ok(())
+}

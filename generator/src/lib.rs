@@ -18,8 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use tickpipe_common::backoff::Backoff;
-use tickpipe_common::kafka::ensure_topic;
+use tickpipe_common::kafka::ensure_topic_with_retry;
 use tickpipe_common::telemetry::serve_metrics;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +74,15 @@ pub async fn run_with_metrics(
 ) -> Result<RunSummary, GeneratorError> {
     let generator = &settings.generator;
     let topic = &settings.kafka.kafka_topic;
-    if !wait_for_topic(&settings, &shutdown).await {
+    let topic_ready = ensure_topic_with_retry(
+        &settings.kafka.kafka_brokers,
+        topic,
+        generator.generator_partitions,
+        generator.kafka_replication_factor,
+        &shutdown,
+    )
+    .await;
+    if !topic_ready {
         return Ok(RunSummary::default());
     }
     let producer = TickerProducer::new(&settings.kafka.kafka_brokers, topic, metrics.clone())
@@ -105,7 +112,7 @@ pub async fn run_with_metrics(
             break;
         }
         // Non-decreasing event times even if the wall clock steps back.
-        last_timestamp_ms = last_timestamp_ms.max(chrono_now_ms());
+        last_timestamp_ms = last_timestamp_ms.max(tickpipe_common::clock::now_ms());
         let payload = source.next_message().encode();
         if producer.send(&payload, last_timestamp_ms).await {
             metrics.sent.inc();
@@ -138,47 +145,3 @@ pub async fn run_with_metrics(
     Ok(summary)
 }
 
-/// Creates the topic if missing, retrying with backoff while the broker is unreachable.
-/// Returns false if shut down first.
-async fn wait_for_topic(settings: &Settings, shutdown: &CancellationToken) -> bool {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-    loop {
-        let attempt = ensure_topic(
-            &settings.kafka.kafka_brokers,
-            &settings.kafka.kafka_topic,
-            settings.generator.generator_partitions,
-            settings.generator.kafka_replication_factor,
-        );
-        let result = tokio::select! {
-            result = attempt => result,
-            _ = shutdown.cancelled() => return false,
-        };
-        match result {
-            Ok(created) => {
-                tracing::info!(topic = %settings.kafka.kafka_topic, created, "topic ready");
-                return true;
-            }
-            Err(error) => {
-                let (delay, attempt) = backoff.next_delay();
-                tracing::warn!(
-                    brokers = %settings.kafka.kafka_brokers,
-                    %error,
-                    attempt,
-                    retry_in = ?delay,
-                    "Kafka not reachable; retrying"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return false,
-                }
-            }
-        }
-    }
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}

@@ -29,15 +29,24 @@ pub enum DbError {
 
 /// A pool that connects on first use, with bounded size and acquire timeout.
 pub fn lazy_pool(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
-    let options: PgConnectOptions = settings
-        .database_url
-        .expose()
-        .parse()
-        .map_err(DbError::Url)?;
-    Ok(PgPoolOptions::new()
+    Ok(pool_with(settings, connect_options(settings)?))
+}
+
+/// Like [`lazy_pool`], with every session read-only: a second guard beside the read-only role.
+pub fn read_only_pool(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    let options = connect_options(settings)?.options([("default_transaction_read_only", "on")]);
+    Ok(pool_with(settings, options))
+}
+
+fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
+    settings.database_url.expose().parse().map_err(DbError::Url)
+}
+
+fn pool_with(settings: &DatabaseSettings, options: PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
         .acquire_timeout(Duration::from_secs(3))
-        .connect_lazy_with(options.application_name("tickpipe")))
+        .connect_lazy_with(options.application_name("tickpipe"))
 }
 
 /// Applies pending migrations, waiting for the database with backoff. sqlx takes an advisory lock,

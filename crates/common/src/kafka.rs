@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
@@ -43,4 +47,37 @@ pub async fn ensure_topic(
         }
     }
     Ok(false)
+}
+
+/// [`ensure_topic`], retried with backoff and one log line per attempt while the broker is
+/// unreachable. Returns false if `shutdown` is cancelled first.
+pub async fn ensure_topic_with_retry(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i32,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    loop {
+        let attempt = ensure_topic(brokers, topic, partitions, replication_factor);
+        let result = tokio::select! {
+            result = attempt => result,
+            _ = shutdown.cancelled() => return false,
+        };
+        match result {
+            Ok(created) => {
+                tracing::info!(%topic, created, "topic ready");
+                return true;
+            }
+            Err(error) => {
+                let (delay, attempt) = backoff.next_delay();
+                tracing::warn!(%brokers, %topic, %error, attempt, retry_in = ?delay, "Kafka not reachable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return false,
+                }
+            }
+        }
+    }
 }

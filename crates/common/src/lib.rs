@@ -16,3 +16,13 @@ pub mod kafka;
 pub mod message;
 pub mod shutdown;
 pub mod telemetry;
+
+/// Wall-clock time in Unix milliseconds, the unit of Kafka record timestamps.
+pub mod clock {
+    pub fn now_ms() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or_default()
+    }
+}

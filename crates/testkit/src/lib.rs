@@ -232,3 +232,14 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Runs `scripts/services.sh <command>` (e.g. `restart-postgres`) and panics if it fails.
+pub fn services(command: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/services.sh");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .arg(command)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {script} {command}: {e}"));
+    assert!(status.success(), "{script} {command} failed: {status}");
+}

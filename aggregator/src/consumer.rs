@@ -1,0 +1,354 @@
+//! The consume loop: Kafka records in, window rows and progress out.
+//!
+//! It runs on a dedicated thread with a synchronous `BaseConsumer`, because the rebalance callback
+//! must look up each newly assigned partition's progress in PostgreSQL *before* the partition is
+//! assigned, so that consumption starts exactly at the stored resume offset and never at whatever
+//! offset Kafka's group happens to hold. On that thread the async database calls are driven with
+//! `Handle::block_on`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tickpipe_common::backoff::Backoff;
+use tickpipe_common::clock::now_ms;
+use tickpipe_common::kafka::client_config;
+use tickpipe_common::message::{InvalidMessage, InvalidReason, TickerMessage};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letters::DeadLetters;
+use crate::metrics::{AggregatorMetrics, PartitionLabel, ReasonLabel};
+use crate::partition::{Outcome, PartitionState, Progress};
+use crate::settings::Settings;
+use crate::store::{self, Commit};
+use crate::throttle::Throttle;
+
+/// Records stamped further than this into the future are invalid.
+const MAX_FUTURE_SKEW_MS: i64 = 60_000;
+/// How often caught-up partitions advance their watermark by the wall clock.
+const IDLE_TICK: Duration = Duration::from_millis(200);
+
+/// A partition assignment change seen by the rebalance callback, applied by the loop.
+#[derive(Debug)]
+enum Rebalanced {
+    Assigned(Vec<(i32, Progress)>),
+    Revoked(Vec<i32>),
+}
+
+/// Consumer context: claims partitions in PostgreSQL during rebalances and reports lag.
+#[derive(Debug)]
+pub struct AggregatorContext {
+    runtime: Handle,
+    pool: PgPool,
+    topic: String,
+    shutdown: CancellationToken,
+    metrics: AggregatorMetrics,
+    events: Mutex<Vec<Rebalanced>>,
+}
+
+impl AggregatorContext {
+    /// Claims a partition, retrying while the database is unreachable. `None` if shutting down.
+    fn claim(&self, partition: i32) -> Option<Progress> {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.runtime.block_on(store::claim(&self.pool, &self.topic, partition)) {
+                Ok(progress) => return Some(progress),
+                Err(error) => {
+                    let (delay, attempt) = backoff.next_delay();
+                    tracing::warn!(%error, partition, attempt, retry_in = ?delay, "cannot claim partition; retrying");
+                    if self.shutdown.is_cancelled() {
+                        return None;
+                    }
+                    std::thread::sleep(delay);
+                }
+            }
+        }
+    }
+
+    fn push(&self, event: Rebalanced) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event);
+        }
+    }
+
+    fn take_events(&self) -> Vec<Rebalanced> {
+        self.events.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default()
+    }
+}
+
+impl ClientContext for AggregatorContext {
+    fn stats(&self, statistics: Statistics) {
+        for topic in statistics.topics.values() {
+            for (&partition, stats) in &topic.partitions {
+                if partition >= 0 && stats.consumer_lag >= 0 {
+                    self.metrics.consumer_lag.get_or_create(&PartitionLabel { partition }).set(stats.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for AggregatorContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let partitions: Vec<i32> = tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut claimed = Vec::with_capacity(partitions.len());
+                for partition in partitions {
+                    let Some(progress) = self.claim(partition) else { return };
+                    let offset = if progress.resume_offset < 0 { Offset::Beginning } else { Offset::Offset(progress.resume_offset) };
+                    if let Err(error) = tpl.set_partition_offset(&self.topic, partition, offset) {
+                        tracing::error!(%error, partition, "cannot set the resume offset");
+                    }
+                    tracing::info!(partition, resume_offset = progress.resume_offset, epoch = progress.epoch, "partition assigned");
+                    claimed.push((partition, progress));
+                }
+                match consumer.assign(tpl) {
+                    Ok(()) => self.push(Rebalanced::Assigned(claimed)),
+                    Err(error) => tracing::error!(%error, "assigning partitions failed"),
+                }
+            }
+            other => {
+                if other != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    tracing::warn!(error = ?other, "rebalance error; dropping the assignment");
+                }
+                tracing::info!(?partitions, "partitions revoked");
+                self.push(Rebalanced::Revoked(partitions));
+                if let Err(error) = consumer.unassign() {
+                    tracing::error!(%error, "unassigning partitions failed");
+                }
+            }
+        }
+    }
+}
+
+/// The loop's state: the assigned partitions and where their output goes.
+struct Processor {
+    runtime: Handle,
+    pool: PgPool,
+    topic: String,
+    window_ms: i64,
+    grace_ms: i64,
+    partitions: HashMap<i32, PartitionState>,
+    dead_letters: DeadLetters,
+    metrics: AggregatorMetrics,
+    shutdown: CancellationToken,
+    invalid_log: Throttle,
+    error_log: Throttle,
+}
+
+/// Consumes until `shutdown` is cancelled. Blocking: call it from `spawn_blocking`.
+pub fn consume(
+    settings: &Settings,
+    pool: PgPool,
+    metrics: AggregatorMetrics,
+    runtime: Handle,
+    shutdown: CancellationToken,
+) -> Result<(), KafkaError> {
+    let topic = settings.kafka.kafka_topic.clone();
+    let context = AggregatorContext {
+        runtime: runtime.clone(),
+        pool: pool.clone(),
+        topic: topic.clone(),
+        shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
+        events: Mutex::new(Vec::new()),
+    };
+    let consumer: BaseConsumer<AggregatorContext> = client_config(&settings.kafka.kafka_brokers, "tickpipe-aggregator")
+        .set("group.id", &settings.aggregator.aggregator_group_id)
+        // Progress lives in PostgreSQL; offsets committed to Kafka are informational only.
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
+        .set("partition.assignment.strategy", "range")
+        .set("statistics.interval.ms", "5000")
+        // Bounded prefetch keeps memory small during a backfill.
+        .set("queued.max.messages.kbytes", "8192")
+        .set("fetch.max.bytes", "8388608")
+        .create_with_context(context)?;
+    consumer.subscribe(&[&topic])?;
+
+    let mut processor = Processor {
+        runtime,
+        pool,
+        topic,
+        window_ms: settings.aggregator.window_ms(),
+        grace_ms: settings.aggregator.grace_ms(),
+        partitions: HashMap::new(),
+        dead_letters: DeadLetters::new(&settings.kafka.kafka_brokers, &settings.aggregator.aggregator_dlq_topic)?,
+        metrics,
+        shutdown: shutdown.clone(),
+        invalid_log: Throttle::new(Duration::from_secs(1)),
+        error_log: Throttle::new(Duration::from_secs(5)),
+    };
+    let mut last_idle_tick = Instant::now();
+    while !shutdown.is_cancelled() {
+        let polled = consumer.poll(Duration::from_millis(100));
+        for event in consumer.context().take_events() {
+            processor.rebalanced(event);
+        }
+        match polled {
+            None => {}
+            Some(Ok(message)) => processor.handle(&consumer, &message),
+            Some(Err(KafkaError::PartitionEOF(partition))) => processor.caught_up(partition),
+            Some(Err(error)) => {
+                if let Some(suppressed) = processor.error_log.allow() {
+                    tracing::warn!(%error, suppressed, "Kafka consumer error; librdkafka keeps retrying");
+                }
+            }
+        }
+        if last_idle_tick.elapsed() >= IDLE_TICK {
+            last_idle_tick = Instant::now();
+            processor.tick(&consumer);
+        }
+    }
+    tracing::info!("aggregator stopping; open windows are rebuilt from Kafka on the next start");
+    Ok(())
+}
+
+impl Processor {
+    fn rebalanced(&mut self, event: Rebalanced) {
+        match event {
+            Rebalanced::Assigned(claimed) => {
+                for (partition, progress) in claimed {
+                    self.partitions.insert(partition, PartitionState::new(partition, progress, self.window_ms, self.grace_ms));
+                }
+            }
+            Rebalanced::Revoked(partitions) => {
+                // Nothing to save: open windows are rebuilt by whoever resumes from the stored offset.
+                for partition in partitions {
+                    self.partitions.remove(&partition);
+                    self.metrics.consumer_lag.remove(&PartitionLabel { partition });
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, consumer: &BaseConsumer<AggregatorContext>, message: &BorrowedMessage<'_>) {
+        let partition = message.partition();
+        let offset = message.offset();
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            tracing::debug!(partition, offset, "record from a partition not assigned here; ignored");
+            return;
+        };
+        self.metrics.consumed.inc();
+        match decode(message, now_ms()) {
+            Ok((timestamp_ms, ticks)) => match state.apply(offset, timestamp_ms, &ticks) {
+                Outcome::Applied => {
+                    self.metrics.applied.inc();
+                }
+                Outcome::Late => {
+                    self.metrics.late.inc();
+                    tracing::debug!(partition, offset, timestamp_ms, "late record not applied");
+                }
+                Outcome::Replayed => {
+                    self.metrics.replayed.inc();
+                }
+            },
+            Err(invalid) => {
+                self.metrics.invalid.get_or_create(&ReasonLabel { reason: invalid.reason.as_str() }).inc();
+                if state.skip_invalid(offset) {
+                    self.dead_letters.send(message, &invalid);
+                }
+                if let Some(suppressed) = self.invalid_log.allow() {
+                    tracing::warn!(partition, offset, reason = %invalid.reason, detail = %invalid.detail, suppressed, "invalid record sent to the dead-letter topic");
+                }
+            }
+        }
+        self.flush(consumer, partition);
+    }
+
+    fn caught_up(&mut self, partition: i32) {
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.mark_caught_up();
+        }
+    }
+
+    fn tick(&mut self, consumer: &BaseConsumer<AggregatorContext>) {
+        let now = now_ms();
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        for partition in partitions {
+            if let Some(state) = self.partitions.get_mut(&partition) {
+                state.advance_idle(now);
+            }
+            self.flush(consumer, partition);
+        }
+    }
+
+    /// Writes the partition's final windows with its progress, retrying until it is done, the
+    /// partition is fenced, or the service shuts down. Consumption waits meanwhile: that is the
+    /// back-pressure of a database outage.
+    fn flush(&mut self, consumer: &BaseConsumer<AggregatorContext>, partition: i32) {
+        let Some(state) = self.partitions.get_mut(&partition) else { return };
+        let Some(flush) = state.take_closed() else { return };
+        if !self.dead_letters.settle(&self.runtime, &self.shutdown) {
+            return;
+        }
+        let mut backoff = Backoff::default();
+        loop {
+            let started = Instant::now();
+            match self.runtime.block_on(store::commit(&self.pool, &self.topic, &flush)) {
+                Ok(Commit::Written) => {
+                    self.metrics.write_latency.observe(started.elapsed().as_secs_f64());
+                    self.metrics.windows_written.inc_by(flush.rows.len() as u64);
+                    if !flush.rows.is_empty() {
+                        tracing::debug!(partition, windows = flush.rows.len(), resume_offset = flush.progress.resume_offset, "windows written");
+                    }
+                    self.commit_informational_offset(consumer, partition, flush.progress.resume_offset);
+                    return;
+                }
+                Ok(Commit::Fenced) => {
+                    self.metrics.fenced.inc();
+                    tracing::warn!(partition, "partition now owned by another instance; dropping its state");
+                    self.partitions.remove(&partition);
+                    return;
+                }
+                Err(error) => {
+                    let (delay, attempt) = backoff.next_delay();
+                    tracing::warn!(%error, partition, attempt, retry_in = ?delay, "writing windows failed; consumption paused until the database is back");
+                    if self.shutdown.is_cancelled() {
+                        return;
+                    }
+                    std::thread::sleep(delay);
+                }
+            }
+        }
+    }
+
+    /// Mirrors the stored resume offset into Kafka so that standard tools show the group's lag.
+    fn commit_informational_offset(&self, consumer: &BaseConsumer<AggregatorContext>, partition: i32, resume_offset: i64) {
+        if resume_offset < 0 {
+            return;
+        }
+        let mut offsets = TopicPartitionList::new();
+        if offsets.add_partition_offset(&self.topic, partition, Offset::Offset(resume_offset)).is_ok() {
+            let _ = consumer.commit(&offsets, CommitMode::Async);
+        }
+    }
+}
+
+/// Validates a record: its value by the wire schema, its timestamp by the clock.
+fn decode<'a>(message: &'a BorrowedMessage<'_>, now_ms: i64) -> Result<(i64, TickerMessage<'a>), InvalidMessage> {
+    let timestamp_ms = match message.timestamp().to_millis() {
+        Some(ms) if ms >= 0 => ms,
+        _ => return Err(InvalidMessage::new(InvalidReason::MissingTimestamp, "record has no timestamp")),
+    };
+    if timestamp_ms > now_ms + MAX_FUTURE_SKEW_MS {
+        return Err(InvalidMessage::new(
+            InvalidReason::FutureTimestamp,
+            format!("timestamp {timestamp_ms} is {} ms ahead of the clock", timestamp_ms - now_ms),
+        ));
+    }
+    let Some(payload) = message.payload() else {
+        return Err(InvalidMessage::new(InvalidReason::WrongShape, "record has no value"));
+    };
+    Ok((timestamp_ms, TickerMessage::decode(payload)?))
+}

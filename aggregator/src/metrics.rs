@@ -1,0 +1,58 @@
+//! The aggregator's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub partition: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct AggregatorMetrics {
+    pub consumed: Counter,
+    pub applied: Counter,
+    pub invalid: Family<ReasonLabel, Counter>,
+    pub late: Counter,
+    pub replayed: Counter,
+    pub windows_written: Counter,
+    pub fenced: Counter,
+    pub write_latency: Histogram,
+    pub consumer_lag: Family<PartitionLabel, Gauge>,
+}
+
+impl AggregatorMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            consumed: Counter::default(),
+            applied: Counter::default(),
+            invalid: Family::default(),
+            late: Counter::default(),
+            replayed: Counter::default(),
+            windows_written: Counter::default(),
+            fenced: Counter::default(),
+            write_latency: Histogram::new(exponential_buckets(0.000_5, 2.0, 14)),
+            consumer_lag: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("aggregator");
+        r.register("records_consumed", "Records read from Kafka", metrics.consumed.clone());
+        r.register("records_applied", "Valid records added to an open window", metrics.applied.clone());
+        r.register("records_invalid", "Invalid records sent to the dead-letter topic, by reason", metrics.invalid.clone());
+        r.register("records_late", "Valid records whose window was already written", metrics.late.clone());
+        r.register("records_replayed", "Records read again after a restart or rebalance, already accounted for", metrics.replayed.clone());
+        r.register("windows_written", "(ticker, window) contributions written to PostgreSQL", metrics.windows_written.clone());
+        r.register("writes_fenced", "Writes refused because another instance owns the partition", metrics.fenced.clone());
+        r.register("write_latency_seconds", "Duration of one window-and-progress transaction", metrics.write_latency.clone());
+        r.register("consumer_lag", "Records behind the end of each assigned partition", metrics.consumer_lag.clone());
+        metrics
+    }
+}

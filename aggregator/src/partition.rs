@@ -1,0 +1,413 @@
+//! What one Kafka partition contributes to the windows, and when its windows are final.
+//!
+//! This is the heart of exactly-once, kept free of I/O so it can be tested exhaustively:
+//!
+//! - The watermark is the highest record timestamp seen minus the grace period, or the wall clock
+//!   minus the grace period while the partition is caught up ([`PartitionState::advance_idle`]).
+//! - A window is final once the watermark passes its end. Every window starting before
+//!   `floor(watermark / width) * width` is final ("the boundary"); a record for such a window is late.
+//! - [`PartitionState::take_closed`] removes the final windows and returns them with the progress to
+//!   store in the same transaction: the offset to resume from (the lowest offset still inside an
+//!   open window), the watermark and the boundary.
+//!
+//! After a crash the state is rebuilt from that stored progress by replaying from the resume offset:
+//! records of windows before the stored boundary are skipped (they are in the table already, or were
+//! late), the others rebuild the open windows. So the table never counts a record twice or drops one.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tickpipe_common::message::TickerMessage;
+
+use crate::window::{window_start, Accumulator};
+
+/// A partition's durable progress: one row of `aggregator_progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Offset to seek to on assignment; -1 means the beginning of the partition.
+    pub resume_offset: i64,
+    /// Offset after the last record accounted for; -1 when none was.
+    pub next_offset: i64,
+    pub watermark_ms: i64,
+    pub closed_before_ms: i64,
+    /// Invalid records below this offset are already in the dead-letter topic.
+    pub dlq_next_offset: i64,
+    /// Ownership epoch; a write with an older epoch is refused (fencing).
+    pub epoch: i64,
+}
+
+impl Progress {
+    /// The progress of a partition never processed before.
+    pub fn fresh() -> Self {
+        Self {
+            resume_offset: -1,
+            next_offset: -1,
+            watermark_ms: 0,
+            closed_before_ms: 0,
+            dlq_next_offset: 0,
+            epoch: 0,
+        }
+    }
+}
+
+/// One (ticker, window) contribution of this partition, ready to be added to the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowRow {
+    pub ticker: String,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub totals: Accumulator,
+}
+
+/// Final windows and the progress that accounts for them, to be written in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flush {
+    pub partition: i32,
+    pub rows: Vec<WindowRow>,
+    pub progress: Progress,
+}
+
+/// What became of one valid record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Added to an open window.
+    Applied,
+    /// Its window was already final: counted as late, not applied.
+    Late,
+    /// Read again after a restart and already accounted for.
+    Replayed,
+}
+
+#[derive(Debug, Default)]
+struct OpenWindow {
+    first_offset: i64,
+    tickers: HashMap<Box<str>, Accumulator>,
+}
+
+/// In-memory state of one assigned partition.
+#[derive(Debug)]
+pub struct PartitionState {
+    partition: i32,
+    width_ms: i64,
+    grace_ms: i64,
+    epoch: i64,
+    watermark_ms: i64,
+    stored_closed_before_ms: i64,
+    next_offset: i64,
+    /// Offsets below this were processed before the restart that loaded this state.
+    replay_until: i64,
+    dlq_next_offset: i64,
+    open: BTreeMap<i64, OpenWindow>,
+    caught_up: bool,
+}
+
+impl PartitionState {
+    pub fn new(partition: i32, progress: Progress, width_ms: i64, grace_ms: i64) -> Self {
+        Self {
+            partition,
+            width_ms,
+            grace_ms,
+            epoch: progress.epoch,
+            watermark_ms: progress.watermark_ms,
+            stored_closed_before_ms: progress.closed_before_ms,
+            next_offset: progress.next_offset,
+            replay_until: progress.next_offset,
+            dlq_next_offset: progress.dlq_next_offset,
+            open: BTreeMap::new(),
+            caught_up: false,
+        }
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    pub fn watermark_ms(&self) -> i64 {
+        self.watermark_ms
+    }
+
+    /// Every window starting before this instant is final.
+    pub fn boundary_ms(&self) -> i64 {
+        window_start(self.watermark_ms, self.width_ms).max(self.stored_closed_before_ms)
+    }
+
+    /// Applies one valid record whose offset is `offset` and timestamp `timestamp_ms`.
+    pub fn apply(&mut self, offset: i64, timestamp_ms: i64, message: &TickerMessage<'_>) -> Outcome {
+        self.caught_up = false;
+        self.next_offset = self.next_offset.max(offset + 1);
+        let start = window_start(timestamp_ms, self.width_ms);
+        let outcome = if start < self.boundary_ms() {
+            if offset < self.replay_until {
+                Outcome::Replayed
+            } else {
+                Outcome::Late
+            }
+        } else {
+            let window = self.open.entry(start).or_insert_with(|| OpenWindow {
+                first_offset: offset,
+                tickers: HashMap::new(),
+            });
+            window.first_offset = window.first_offset.min(offset);
+            for tick in &message.tickers {
+                match window.tickers.get_mut(tick.name.as_ref()) {
+                    Some(totals) => totals.add(tick.price),
+                    None => {
+                        window.tickers.insert(tick.name.as_ref().into(), Accumulator::new(tick.price));
+                    }
+                }
+            }
+            Outcome::Applied
+        };
+        self.watermark_ms = self.watermark_ms.max(timestamp_ms - self.grace_ms);
+        outcome
+    }
+
+    /// Accounts for a record that carries no prices (invalid). Returns whether it still has to be
+    /// sent to the dead-letter topic, which is false when it was sent before a restart.
+    pub fn skip_invalid(&mut self, offset: i64) -> bool {
+        self.caught_up = false;
+        self.next_offset = self.next_offset.max(offset + 1);
+        if offset >= self.dlq_next_offset {
+            self.dlq_next_offset = offset + 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The consumer reached the end of the partition.
+    pub fn mark_caught_up(&mut self) {
+        self.caught_up = true;
+    }
+
+    /// While caught up, the watermark follows the wall clock, so the last window closes about one
+    /// grace period after its end even when no more records come.
+    pub fn advance_idle(&mut self, now_ms: i64) {
+        if self.caught_up {
+            self.watermark_ms = self.watermark_ms.max(now_ms - self.grace_ms);
+        }
+    }
+
+    /// Whether [`take_closed`](Self::take_closed) has anything to write: final windows, or a boundary
+    /// that moved past what is stored (so that late records stay late after a restart).
+    pub fn has_closed(&self) -> bool {
+        let boundary = self.boundary_ms();
+        boundary > self.stored_closed_before_ms
+            || self.open.keys().next().is_some_and(|&start| start < boundary)
+    }
+
+    /// Removes the final windows and returns them with the progress to store alongside.
+    pub fn take_closed(&mut self) -> Option<Flush> {
+        if !self.has_closed() {
+            return None;
+        }
+        let boundary = self.boundary_ms();
+        let still_open = self.open.split_off(&boundary);
+        let closed = std::mem::replace(&mut self.open, still_open);
+        let mut rows = Vec::new();
+        for (start, window) in closed {
+            let mut tickers: Vec<_> = window.tickers.into_iter().collect();
+            tickers.sort_by(|a, b| a.0.cmp(&b.0));
+            rows.extend(tickers.into_iter().map(|(ticker, totals)| WindowRow {
+                ticker: ticker.into(),
+                window_start_ms: start,
+                window_end_ms: start + self.width_ms,
+                totals,
+            }));
+        }
+        self.stored_closed_before_ms = boundary;
+        Some(Flush {
+            partition: self.partition,
+            rows,
+            progress: self.progress(),
+        })
+    }
+
+    /// The progress as of now: what a restart would resume from.
+    pub fn progress(&self) -> Progress {
+        let resume_offset = self
+            .open
+            .values()
+            .map(|w| w.first_offset)
+            .min()
+            .unwrap_or(self.next_offset);
+        Progress {
+            resume_offset,
+            next_offset: self.next_offset,
+            watermark_ms: self.watermark_ms,
+            closed_before_ms: self.stored_closed_before_ms,
+            dlq_next_offset: self.dlq_next_offset,
+            epoch: self.epoch,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+    use tickpipe_common::message::Tick;
+
+    const W: i64 = 30_000;
+    const GRACE: i64 = 2_000;
+    const T0: i64 = 1_795_773_600_000; // a window start
+
+    fn message(ticks: &[(&'static str, i64)]) -> TickerMessage<'static> {
+        TickerMessage {
+            tickers: ticks
+                .iter()
+                .map(|&(name, price)| Tick { name: Cow::Borrowed(name), price })
+                .collect(),
+        }
+    }
+
+    fn state() -> PartitionState {
+        PartitionState::new(0, Progress::fresh(), W, GRACE)
+    }
+
+    /// Feeds (offset, timestamp, ticks) records and collects every flush along the way.
+    fn feed(state: &mut PartitionState, records: &[(i64, i64, &[(&'static str, i64)])]) -> Vec<Flush> {
+        let mut flushes = Vec::new();
+        for &(offset, ts, ticks) in records {
+            state.apply(offset, ts, &message(ticks));
+            flushes.extend(state.take_closed());
+        }
+        flushes
+    }
+
+    fn rows(flushes: &[Flush]) -> Vec<(String, i64, Accumulator)> {
+        flushes
+            .iter()
+            .flat_map(|f| f.rows.iter().map(|r| (r.ticker.clone(), r.window_start_ms, r.totals)))
+            .collect()
+    }
+
+    #[test]
+    fn a_window_closes_when_the_watermark_passes_its_end() {
+        let mut s = state();
+        let flushes = feed(
+            &mut s,
+            &[
+                (0, T0 + 1_000, &[("AMZN", 100), ("MSFT", 10)]),
+                (1, T0 + 20_000, &[("AMZN", 200)]),
+                // Watermark T0+30_000 exactly: the window [T0, T0+30s) is final.
+                (2, T0 + 32_000, &[("AMZN", 400)]),
+            ],
+        );
+        let mut amzn = Accumulator::new(100);
+        amzn.add(200);
+        assert_eq!(
+            rows(&flushes),
+            vec![("AMZN".into(), T0, amzn), ("MSFT".into(), T0, Accumulator::new(10))]
+        );
+        let progress = flushes.last().expect("flush").progress;
+        assert_eq!(progress.resume_offset, 2, "offset 2 is still in an open window");
+        assert_eq!(progress.closed_before_ms, T0 + W);
+    }
+
+    #[test]
+    fn does_not_close_before_the_grace_period() {
+        let mut s = state();
+        let flushes = feed(&mut s, &[(0, T0 + 1_000, &[("AMZN", 1)]), (1, T0 + 31_999, &[("AMZN", 1)])]);
+        assert!(flushes.is_empty());
+    }
+
+    #[test]
+    fn out_of_order_within_grace_is_applied() {
+        let mut s = state();
+        let flushes = feed(
+            &mut s,
+            &[
+                (0, T0 + 29_000, &[("AAPL", 10)]),
+                (1, T0 + 31_000, &[("AAPL", 50)]),
+                (2, T0 + 5_000, &[("AAPL", 20)]), // older window, but watermark is T0+29s
+                (3, T0 + 40_000, &[("AAPL", 1)]),
+            ],
+        );
+        let mut first = Accumulator::new(10);
+        first.add(20);
+        assert_eq!(rows(&flushes), vec![("AAPL".into(), T0, first)]);
+    }
+
+    #[test]
+    fn late_beyond_grace_is_not_applied() {
+        let mut s = state();
+        s.apply(0, T0 + 1_000, &message(&[("AAPL", 10)]));
+        s.apply(1, T0 + 40_000, &message(&[("AAPL", 10)]));
+        assert!(s.take_closed().is_some());
+        assert_eq!(s.apply(2, T0 + 2_000, &message(&[("AAPL", 99)])), Outcome::Late);
+        assert!(s.take_closed().is_none());
+    }
+
+    #[test]
+    fn empty_windows_write_nothing() {
+        let mut s = state();
+        let flushes = feed(
+            &mut s,
+            &[(0, T0 + 1_000, &[("AMZN", 1)]), (1, T0 + 10 * W + 5_000, &[("AMZN", 2)])],
+        );
+        assert_eq!(rows(&flushes), vec![("AMZN".into(), T0, Accumulator::new(1))]);
+    }
+
+    #[test]
+    fn an_idle_partition_closes_by_the_wall_clock() {
+        let mut s = state();
+        s.apply(0, T0 + 1_000, &message(&[("MSFT", 7)]));
+        s.advance_idle(T0 + 60_000);
+        assert!(s.take_closed().is_none(), "not caught up yet: the wall clock does not count");
+        s.mark_caught_up();
+        s.advance_idle(T0 + 31_000);
+        assert!(s.take_closed().is_none(), "still within grace");
+        s.advance_idle(T0 + 32_000);
+        let flush = s.take_closed().expect("closed by the wall clock");
+        assert_eq!(flush.rows.len(), 1);
+        assert_eq!(flush.progress.resume_offset, 1);
+    }
+
+    #[test]
+    fn replay_from_stored_progress_rebuilds_exactly_the_same_rows() {
+        // A reference run over all records, and runs that "crash" after every possible flush and
+        // resume from the stored progress: the union of rows written must be identical.
+        let records: Vec<(i64, i64, &[(&'static str, i64)])> = vec![
+            (0, T0 + 1_000, &[("AMZN", 100)]),
+            (1, T0 + 25_000, &[("AMZN", 110), ("MSFT", 5)]),
+            (2, T0 + 31_000, &[("AMZN", 120)]),
+            (3, T0 + 29_500, &[("MSFT", 6)]), // within grace
+            (4, T0 + 33_000, &[("AMZN", 130)]), // closes the first window
+            (5, T0 + 10_000, &[("AMZN", 999)]), // late
+            (6, T0 + 61_000, &[("AMZN", 140)]),
+            (7, T0 + 45_000, &[("MSFT", 7)]),
+            (8, T0 + 95_000, &[("AMZN", 150)]),
+            (9, T0 + 121_000, &[("AMZN", 160)]),
+        ];
+        let reference = rows(&feed(&mut state(), &records));
+        for crash_after in 0..records.len() {
+            let mut first = state();
+            let mut written = Vec::new();
+            let mut stored = Progress::fresh();
+            for &(offset, ts, ticks) in &records[..=crash_after] {
+                first.apply(offset, ts, &message(ticks));
+                if let Some(flush) = first.take_closed() {
+                    written.extend(rows(std::slice::from_ref(&flush)));
+                    stored = flush.progress;
+                }
+            }
+            // Restart: resume from the stored progress and replay.
+            let mut second = PartitionState::new(0, stored, W, GRACE);
+            let resume = usize::try_from(stored.resume_offset.max(0)).expect("offset");
+            written.extend(rows(&feed(&mut second, &records[resume..])));
+            assert_eq!(written, reference, "crash after offset {crash_after}");
+        }
+    }
+
+    #[test]
+    fn invalid_records_go_to_the_dead_letter_topic_once() {
+        let mut s = state();
+        assert!(s.skip_invalid(3));
+        let mut stored = s.progress();
+        assert_eq!(stored.dlq_next_offset, 4);
+        stored.next_offset = 4;
+        let mut restarted = PartitionState::new(0, stored, W, GRACE);
+        assert!(!restarted.skip_invalid(3), "already delivered before the restart");
+        assert!(restarted.skip_invalid(5));
+    }
+}

@@ -1,0 +1,115 @@
+//! The aggregator's configuration (see the README's configuration table).
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use tickpipe_common::config::{ConfigError, DatabaseSettings, KafkaSettings, Layers, TelemetrySettings};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub telemetry: TelemetrySettings,
+    pub kafka: KafkaSettings,
+    pub database: DatabaseSettings,
+    pub aggregator: AggregatorSettings,
+}
+
+impl Settings {
+    pub fn load(layers: &Layers) -> Result<Self, ConfigError> {
+        let settings = Self {
+            telemetry: layers.section()?,
+            kafka: layers.section()?,
+            database: layers.section()?,
+            aggregator: layers.section()?,
+        };
+        settings.aggregator.check()?;
+        Ok(settings)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AggregatorSettings {
+    /// `AGGREGATOR_GROUP_ID`: the Kafka consumer group shared by all instances.
+    #[serde(default = "default_group_id")]
+    pub aggregator_group_id: String,
+    /// `AGGREGATOR_WINDOW_SECS`: width of the tumbling windows.
+    #[serde(default = "default_window_secs")]
+    pub aggregator_window_secs: u32,
+    /// `AGGREGATOR_GRACE_MS`: how far behind the newest timestamp a window stays open.
+    #[serde(default = "default_grace_ms")]
+    pub aggregator_grace_ms: u32,
+    /// `AGGREGATOR_DLQ_TOPIC`: where invalid records go, with the reason in headers.
+    #[serde(default = "default_dlq_topic")]
+    pub aggregator_dlq_topic: String,
+    /// `METRICS_ADDR`: where `/metrics` is served.
+    #[serde(default = "default_metrics_addr")]
+    pub metrics_addr: SocketAddr,
+}
+
+impl AggregatorSettings {
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.aggregator_window_secs == 0 || 86_400 % self.aggregator_window_secs != 0 {
+            return Err(ConfigError::new(
+                "AGGREGATOR_WINDOW_SECS",
+                "expected whole seconds that divide a day evenly (e.g. 30, 60, 300)",
+            ));
+        }
+        if self.aggregator_group_id.is_empty() {
+            return Err(ConfigError::new("AGGREGATOR_GROUP_ID", "expected a non-empty group id"));
+        }
+        Ok(())
+    }
+
+    pub fn window_ms(&self) -> i64 {
+        i64::from(self.aggregator_window_secs) * 1000
+    }
+
+    pub fn grace_ms(&self) -> i64 {
+        i64::from(self.aggregator_grace_ms)
+    }
+}
+
+fn default_group_id() -> String {
+    "stocks-aggregator".to_owned()
+}
+
+fn default_window_secs() -> u32 {
+    30
+}
+
+fn default_grace_ms() -> u32 {
+    2000
+}
+
+fn default_dlq_topic() -> String {
+    "stocks.dlq".to_owned()
+}
+
+fn default_metrics_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9102))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load(&Layers::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))?)
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = load(&[]).expect("defaults");
+        assert_eq!(s.aggregator.aggregator_group_id, "stocks-aggregator");
+        assert_eq!(s.aggregator.window_ms(), 30_000);
+        assert_eq!(s.aggregator.grace_ms(), 2_000);
+        assert_eq!(s.aggregator.aggregator_dlq_topic, "stocks.dlq");
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (name, value) in [("AGGREGATOR_WINDOW_SECS", "7"), ("AGGREGATOR_WINDOW_SECS", "x"), ("AGGREGATOR_GRACE_MS", "-1")] {
+            let error = load(&[(name, value)]).expect_err(value).to_string();
+            assert!(error.contains(name), "{error}");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The aggregator's writes to PostgreSQL: claiming a partition, and committing final windows
+//! together with the partition's progress in one transaction.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
+
+use crate::partition::{Flush, Progress};
+
+/// Result of a commit attempt that reached the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    Written,
+    /// Another instance claimed the partition since we did: nothing was written.
+    Fenced,
+}
+
+/// Takes ownership of a partition: bumps its epoch (fencing any former owner) and returns the
+/// progress to resume from, creating the row for a partition never seen before.
+pub async fn claim(pool: &PgPool, topic: &str, partition: i32) -> Result<Progress, sqlx::Error> {
+    let fresh = Progress::fresh();
+    let row = sqlx::query(
+        "INSERT INTO aggregator_progress
+             (topic, kafka_partition, resume_offset, next_offset, watermark_ms, closed_before_ms, dlq_next_offset, owner_epoch)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 1)
+         ON CONFLICT (topic, kafka_partition)
+         DO UPDATE SET owner_epoch = aggregator_progress.owner_epoch + 1, updated_at = now()
+         RETURNING resume_offset, next_offset, watermark_ms, closed_before_ms, dlq_next_offset, owner_epoch",
+    )
+    .bind(topic)
+    .bind(partition)
+    .bind(fresh.resume_offset)
+    .bind(fresh.next_offset)
+    .bind(fresh.watermark_ms)
+    .bind(fresh.closed_before_ms)
+    .bind(fresh.dlq_next_offset)
+    .fetch_one(pool)
+    .await?;
+    Ok(Progress {
+        resume_offset: row.try_get("resume_offset")?,
+        next_offset: row.try_get("next_offset")?,
+        watermark_ms: row.try_get("watermark_ms")?,
+        closed_before_ms: row.try_get("closed_before_ms")?,
+        dlq_next_offset: row.try_get("dlq_next_offset")?,
+        epoch: row.try_get("owner_epoch")?,
+    })
+}
+
+/// Adds the flushed windows to the table and stores the progress, atomically, unless fenced.
+pub async fn commit(pool: &PgPool, topic: &str, flush: &Flush) -> Result<Commit, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let progress = &flush.progress;
+    // First, so that the ownership check also locks the row until commit.
+    let updated = sqlx::query(
+        "UPDATE aggregator_progress
+         SET resume_offset = $3, next_offset = $4, watermark_ms = $5, closed_before_ms = $6,
+             dlq_next_offset = $7, updated_at = now()
+         WHERE topic = $1 AND kafka_partition = $2 AND owner_epoch = $8",
+    )
+    .bind(topic)
+    .bind(flush.partition)
+    .bind(progress.resume_offset)
+    .bind(progress.next_offset)
+    .bind(progress.watermark_ms)
+    .bind(progress.closed_before_ms)
+    .bind(progress.dlq_next_offset)
+    .bind(progress.epoch)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        tx.rollback().await?;
+        return Ok(Commit::Fenced);
+    }
+    if !flush.rows.is_empty() {
+        let n = flush.rows.len();
+        let (mut tickers, mut starts, mut ends) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut sums, mut counts, mut mins, mut maxs) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for row in &flush.rows {
+            tickers.push(row.ticker.as_str());
+            starts.push(to_datetime(row.window_start_ms));
+            ends.push(to_datetime(row.window_end_ms));
+            sums.push(row.totals.sum);
+            counts.push(row.totals.count);
+            mins.push(row.totals.min);
+            maxs.push(row.totals.max);
+        }
+        // Contributions of other partitions to the same (ticker, window) add up.
+        sqlx::query(
+            "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price)
+             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
+             ON CONFLICT (ticker, window_start) DO UPDATE SET
+                 price_sum = window_prices.price_sum + EXCLUDED.price_sum,
+                 sample_count = window_prices.sample_count + EXCLUDED.sample_count,
+                 min_price = LEAST(window_prices.min_price, EXCLUDED.min_price),
+                 max_price = GREATEST(window_prices.max_price, EXCLUDED.max_price),
+                 updated_at = now()",
+        )
+        .bind(&tickers)
+        .bind(&starts)
+        .bind(&ends)
+        .bind(&sums)
+        .bind(&counts)
+        .bind(&mins)
+        .bind(&maxs)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO latest_windows (ticker, window_start)
+             SELECT ticker, max(window_start) FROM UNNEST($1::text[], $2::timestamptz[]) AS t(ticker, window_start)
+             GROUP BY ticker
+             ON CONFLICT (ticker) DO UPDATE SET window_start = GREATEST(latest_windows.window_start, EXCLUDED.window_start)",
+        )
+        .bind(&tickers)
+        .bind(&starts)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Commit::Written)
+}
+
+fn to_datetime(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
+}

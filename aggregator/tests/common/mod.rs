@@ -1,0 +1,129 @@
+//! Shared helpers of the aggregator's integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sqlx::{PgPool, Row};
+use tickpipe_aggregator::metrics::AggregatorMetrics;
+use tickpipe_aggregator::settings::Settings;
+use tickpipe_common::config::Layers;
+use tickpipe_common::message::{Tick, TickerMessage};
+use tickpipe_testkit::{TestDatabase, TestRecord};
+use tokio_util::sync::CancellationToken;
+
+/// 2026-11-27T10:00:00Z, a window start.
+pub const T0: i64 = 1_795_773_600_000;
+
+/// One expected (or stored) row: (ticker, window start ms) -> (sum, count, min, max).
+pub type Rows = BTreeMap<(String, i64), (i64, i64, i64, i64)>;
+
+pub fn value(ticks: &[(&str, i64)]) -> Vec<u8> {
+    TickerMessage {
+        tickers: ticks.iter().map(|&(name, price)| Tick { name: name.into(), price }).collect(),
+    }
+    .encode()
+}
+
+/// Aggregator settings for a test topic and database, from the same layers the binary reads.
+pub fn settings(topic: &str, db: &TestDatabase, extra: &[(&str, &str)]) -> Settings {
+    let mut vars = env_vars(topic, db);
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Settings::load(&Layers::from_vars(vars).expect("layers")).expect("settings")
+}
+
+/// The environment a child aggregator process gets.
+pub fn env_vars(topic: &str, db: &TestDatabase) -> Vec<(String, String)> {
+    vec![
+        ("KAFKA_BROKERS".into(), tickpipe_testkit::kafka_brokers()),
+        ("KAFKA_TOPIC".into(), topic.into()),
+        ("DATABASE_URL".into(), db.url.clone()),
+        ("AGGREGATOR_GROUP_ID".into(), format!("{topic}-group")),
+        ("AGGREGATOR_DLQ_TOPIC".into(), format!("{topic}.dlq")),
+        ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
+        ("RUST_LOG".into(), "info".into()),
+    ]
+}
+
+/// Starts an aggregator in this process; returns its metrics and the token that stops it.
+pub fn start(settings: Settings) -> (AggregatorMetrics, CancellationToken, tokio::task::JoinHandle<()>) {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = AggregatorMetrics::register(&mut registry);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        async move {
+            tickpipe_aggregator::run_with_metrics(settings, metrics, shutdown).await.expect("aggregator run");
+        }
+    });
+    (metrics, shutdown, task)
+}
+
+pub async fn stored_rows(pool: &PgPool) -> Rows {
+    let rows = sqlx::query(
+        "SELECT ticker, (extract(epoch FROM window_start) * 1000)::bigint AS start_ms,
+                (extract(epoch FROM window_end - window_start) * 1000)::bigint AS width_ms,
+                price_sum, sample_count, min_price, max_price, average_price
+         FROM window_prices",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("rows");
+    rows.into_iter()
+        .map(|r| {
+            let (sum, count): (i64, i64) = (r.get("price_sum"), r.get("sample_count"));
+            let average: f64 = r.get("average_price");
+            assert_eq!(average, sum as f64 / count as f64, "average is sum / count");
+            ((r.get("ticker"), r.get("start_ms")), (sum, count, r.get("min_price"), r.get("max_price")))
+        })
+        .collect()
+}
+
+pub async fn stored_samples(pool: &PgPool) -> i64 {
+    sqlx::query_scalar::<_, Option<i64>>("SELECT sum(sample_count)::bigint FROM window_prices")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(None)
+        .unwrap_or(0)
+}
+
+/// The rows one uninterrupted run must write for records that are never late: a plain group-by.
+pub fn reference(records: &[TestRecord], width_ms: i64) -> Rows {
+    let mut rows = Rows::new();
+    for record in records {
+        let Ok(message) = TickerMessage::decode(&record.value) else { continue };
+        let start = record.timestamp_ms.div_euclid(width_ms) * width_ms;
+        for tick in &message.tickers {
+            let entry = rows.entry((tick.name.to_string(), start)).or_insert((0, 0, i64::MAX, i64::MIN));
+            entry.0 += tick.price;
+            entry.1 += 1;
+            entry.2 = entry.2.min(tick.price);
+            entry.3 = entry.3.max(tick.price);
+        }
+    }
+    rows
+}
+
+/// `n` generator messages spread over `partitions`, timestamps increasing by `step_ms` per record
+/// with a jitter inside the grace period, starting at `T0`.
+pub fn generated_records(n: usize, partitions: i32, step_ms: i64, seed: u64) -> Vec<TestRecord> {
+    let stocks = tickpipe_generator::stocks::StockList::default();
+    let mut source = tickpipe_generator::stocks::MessageSource::new(&stocks, Some(seed));
+    (0..n)
+        .map(|i| {
+            let i = i as i64;
+            let jitter = (i * 7919) % 1500; // < 2 s grace: never late
+            TestRecord::new((i % i64::from(partitions)) as i32, T0 + i * step_ms - jitter, source.next_message().encode())
+        })
+        .collect()
+}
+
+/// Waits until the table holds `samples` prices in all, then a little longer to catch any excess.
+pub async fn wait_for_samples(pool: &PgPool, samples: i64, timeout: Duration) -> Rows {
+    tickpipe_testkit::eventually("all samples written", timeout, || async {
+        (stored_samples(pool).await >= samples).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stored_rows(pool).await
+}

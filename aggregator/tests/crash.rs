@@ -1,0 +1,107 @@
+//! Exactly once through SIGKILL, several instances and a database restart, against the real
+//! services. The aggregator runs as a child process (the real binary) so it can be killed for real.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use tickpipe_testkit::{create_topic, produce, TestDatabase};
+
+/// Tests here restart shared services or load the machine; run them one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn spawn_aggregator(topic: &str, db: &TestDatabase) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_aggregator"))
+        .env_clear()
+        .envs(env_vars(topic, db))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn aggregator")
+}
+
+fn kill_hard(child: &mut Child) {
+    // Child::kill sends SIGKILL: no shutdown code runs.
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+}
+
+async fn windows_written(db: &TestDatabase) -> i64 {
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM window_prices").fetch_one(&db.pool).await.unwrap_or(0)
+}
+
+/// Enough records that a run takes a while: 60,000 messages over 3 partitions, 50 minutes of event time.
+async fn prefilled_topic(prefix: &str) -> (String, Vec<tickpipe_testkit::TestRecord>) {
+    let topic = create_topic(prefix, 3).await;
+    let records = generated_records(60_000, 3, 50, 11);
+    produce(&topic, &records).await;
+    (topic, records)
+}
+
+fn total_samples(rows: &Rows) -> i64 {
+    rows.values().map(|v| v.1).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_stream_and_restarted_equals_an_uninterrupted_run() {
+    let _serial = SERIAL.lock().await;
+    let (topic, records) = prefilled_topic("crash").await;
+    let expected = reference(&records, 30_000);
+    let db = TestDatabase::create().await;
+
+    // Kill it three times at different points, each after it has written something new.
+    let mut child = spawn_aggregator(&topic, &db);
+    for round in 1..=3 {
+        let before = windows_written(&db).await;
+        tickpipe_testkit::eventually("progress before the kill", Duration::from_secs(60), || async {
+            (windows_written(&db).await > before).then_some(())
+        })
+        .await;
+        kill_hard(&mut child);
+        eprintln!("round {round}: killed after {} rows", windows_written(&db).await);
+        child = spawn_aggregator(&topic, &db);
+    }
+    let rows = wait_for_samples(&db.pool, total_samples(&expected), Duration::from_secs(120)).await;
+    kill_hard(&mut child);
+    assert_eq!(rows, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_sharing_partitions_one_killed_equals_an_uninterrupted_run() {
+    let _serial = SERIAL.lock().await;
+    let (topic, records) = prefilled_topic("pair").await;
+    let expected = reference(&records, 30_000);
+    let db = TestDatabase::create().await;
+
+    let mut first = spawn_aggregator(&topic, &db);
+    let mut second = spawn_aggregator(&topic, &db);
+    tickpipe_testkit::eventually("both instances writing", Duration::from_secs(60), || async {
+        (windows_written(&db).await > 10).then_some(())
+    })
+    .await;
+    kill_hard(&mut first);
+    let rows = wait_for_samples(&db.pool, total_samples(&expected), Duration::from_secs(120)).await;
+    kill_hard(&mut second);
+    assert_eq!(rows, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_stream_loses_and_doubles_nothing() {
+    let _serial = SERIAL.lock().await;
+    let (topic, records) = prefilled_topic("pgrestart").await;
+    let expected = reference(&records, 30_000);
+    let db = TestDatabase::create().await;
+
+    let mut child = spawn_aggregator(&topic, &db);
+    tickpipe_testkit::eventually("progress before the restart", Duration::from_secs(60), || async {
+        (windows_written(&db).await > 5).then_some(())
+    })
+    .await;
+    tickpipe_testkit::services("restart-postgres");
+    let rows = wait_for_samples(&db.pool, total_samples(&expected), Duration::from_secs(180)).await;
+    kill_hard(&mut child);
+    assert_eq!(rows, expected);
+}

@@ -1,0 +1,89 @@
+//! Errors as RFC 9457 `application/problem+json` documents that render themselves.
+//!
+//! The `detail` of a 400 names the parameter and the accepted form. A 500 never carries internals:
+//! the cause is logged, the client gets a generic sentence.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the status code says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no such resource: {0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::BadRequest(detail.into())
+    }
+
+    /// Classifies a database error: unreachable or timed out is 503, anything else 500.
+    pub fn from_database(error: sqlx::Error) -> Self {
+        if tickpipe_common::db::is_connection_error(&error) {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Internal(error.to_string())
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn public_detail(&self) -> String {
+        match self {
+            Self::BadRequest(detail) => detail.clone(),
+            Self::NotFound(path) => format!("no resource at {path}; see /v1/openapi.json"),
+            Self::MethodNotAllowed => "this resource only answers GET".to_owned(),
+            Self::Unavailable(_) => "the database is unavailable; retry shortly".to_owned(),
+            Self::Internal(_) => "the request could not be completed".to_owned(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Self::Unavailable(cause) => tracing::warn!(%cause, "answering 503"),
+            Self::Internal(cause) => tracing::error!(%cause, "answering 500"),
+            _ => {}
+        }
+        let problem = Problem {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.public_detail(),
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()
+    }
+}

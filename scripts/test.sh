@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The test command: starts a real Kafka broker and a real PostgreSQL (scripts/services.sh), runs
+# formatting, lints and every test against them, and stops the services even when something fails.
+#
+#   scripts/test.sh            # everything
+#   KEEP_SERVICES=1 scripts/test.sh   # leave the services running afterwards (faster re-runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+services=scripts/services.sh
+stop_services() {
+    if [[ -z "${KEEP_SERVICES:-}" ]]; then
+        bash "$services" down || true
+    fi
+}
+trap stop_services EXIT
+
+bash "$services" up
+eval "$(bash "$services" env)"
+echo "== services: KAFKA_BROKERS=$KAFKA_BROKERS DATABASE_URL=${DATABASE_URL%%@*}@..."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --locked -- --nocapture 2>&1 | tee "${TICKPIPE_STATE_DIR:-/tmp}/cargo-test.log"
+
