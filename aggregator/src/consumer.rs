@@ -59,7 +59,10 @@ impl AggregatorContext {
     fn claim(&self, partition: i32) -> Option<Progress> {
         let mut backoff = Backoff::default();
         loop {
-            match self.runtime.block_on(store::claim(&self.pool, &self.topic, partition)) {
+            match self
+                .runtime
+                .block_on(store::claim(&self.pool, &self.topic, partition))
+            {
                 Ok(progress) => return Some(progress),
                 Err(error) => {
                     let (delay, attempt) = backoff.next_delay();
@@ -80,7 +83,10 @@ impl AggregatorContext {
     }
 
     fn take_events(&self) -> Vec<Rebalanced> {
-        self.events.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default()
+        self.events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default()
     }
 }
 
@@ -89,7 +95,10 @@ impl ClientContext for AggregatorContext {
         for topic in statistics.topics.values() {
             for (&partition, stats) in &topic.partitions {
                 if partition >= 0 && stats.consumer_lag >= 0 {
-                    self.metrics.consumer_lag.get_or_create(&PartitionLabel { partition }).set(stats.consumer_lag);
+                    self.metrics
+                        .consumer_lag
+                        .get_or_create(&PartitionLabel { partition })
+                        .set(stats.consumer_lag);
                 }
             }
         }
@@ -97,18 +106,38 @@ impl ClientContext for AggregatorContext {
 }
 
 impl ConsumerContext for AggregatorContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let partitions: Vec<i32> = tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let mut claimed = Vec::with_capacity(partitions.len());
                 for partition in partitions {
-                    let Some(progress) = self.claim(partition) else { return };
-                    let offset = if progress.resume_offset < 0 { Offset::Beginning } else { Offset::Offset(progress.resume_offset) };
+                    let Some(progress) = self.claim(partition) else {
+                        return;
+                    };
+                    let offset = if progress.resume_offset < 0 {
+                        Offset::Beginning
+                    } else {
+                        Offset::Offset(progress.resume_offset)
+                    };
                     if let Err(error) = tpl.set_partition_offset(&self.topic, partition, offset) {
                         tracing::error!(%error, partition, "cannot set the resume offset");
                     }
-                    tracing::info!(partition, resume_offset = progress.resume_offset, epoch = progress.epoch, "partition assigned");
+                    tracing::info!(
+                        partition,
+                        resume_offset = progress.resume_offset,
+                        epoch = progress.epoch,
+                        "partition assigned"
+                    );
                     claimed.push((partition, progress));
                 }
                 match consumer.assign(tpl) {
@@ -162,18 +191,19 @@ pub fn consume(
         metrics: metrics.clone(),
         events: Mutex::new(Vec::new()),
     };
-    let consumer: BaseConsumer<AggregatorContext> = client_config(&settings.kafka.kafka_brokers, "tickpipe-aggregator")
-        .set("group.id", &settings.aggregator.aggregator_group_id)
-        // Progress lives in PostgreSQL; offsets committed to Kafka are informational only.
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "true")
-        .set("partition.assignment.strategy", "range")
-        .set("statistics.interval.ms", "5000")
-        // Bounded prefetch keeps memory small during a backfill.
-        .set("queued.max.messages.kbytes", "8192")
-        .set("fetch.max.bytes", "8388608")
-        .create_with_context(context)?;
+    let consumer: BaseConsumer<AggregatorContext> =
+        client_config(&settings.kafka.kafka_brokers, "tickpipe-aggregator")
+            .set("group.id", &settings.aggregator.aggregator_group_id)
+            // Progress lives in PostgreSQL; offsets committed to Kafka are informational only.
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            .set("partition.assignment.strategy", "range")
+            .set("statistics.interval.ms", "5000")
+            // Bounded prefetch keeps memory small during a backfill.
+            .set("queued.max.messages.kbytes", "8192")
+            .set("fetch.max.bytes", "8388608")
+            .create_with_context(context)?;
     consumer.subscribe(&[&topic])?;
 
     let mut processor = Processor {
@@ -183,7 +213,10 @@ pub fn consume(
         window_ms: settings.aggregator.window_ms(),
         grace_ms: settings.aggregator.grace_ms(),
         partitions: HashMap::new(),
-        dead_letters: DeadLetters::new(&settings.kafka.kafka_brokers, &settings.aggregator.aggregator_dlq_topic)?,
+        dead_letters: DeadLetters::new(
+            &settings.kafka.kafka_brokers,
+            &settings.aggregator.aggregator_dlq_topic,
+        )?,
         metrics,
         shutdown: shutdown.clone(),
         invalid_log: Throttle::new(Duration::from_secs(1)),
@@ -219,24 +252,37 @@ impl Processor {
         match event {
             Rebalanced::Assigned(claimed) => {
                 for (partition, progress) in claimed {
-                    self.partitions.insert(partition, PartitionState::new(partition, progress, self.window_ms, self.grace_ms));
+                    self.partitions.insert(
+                        partition,
+                        PartitionState::new(partition, progress, self.window_ms, self.grace_ms),
+                    );
                 }
             }
             Rebalanced::Revoked(partitions) => {
                 // Nothing to save: open windows are rebuilt by whoever resumes from the stored offset.
                 for partition in partitions {
                     self.partitions.remove(&partition);
-                    self.metrics.consumer_lag.remove(&PartitionLabel { partition });
+                    self.metrics
+                        .consumer_lag
+                        .remove(&PartitionLabel { partition });
                 }
             }
         }
     }
 
-    fn handle(&mut self, consumer: &BaseConsumer<AggregatorContext>, message: &BorrowedMessage<'_>) {
+    fn handle(
+        &mut self,
+        consumer: &BaseConsumer<AggregatorContext>,
+        message: &BorrowedMessage<'_>,
+    ) {
         let partition = message.partition();
         let offset = message.offset();
         let Some(state) = self.partitions.get_mut(&partition) else {
-            tracing::debug!(partition, offset, "record from a partition not assigned here; ignored");
+            tracing::debug!(
+                partition,
+                offset,
+                "record from a partition not assigned here; ignored"
+            );
             return;
         };
         self.metrics.consumed.inc();
@@ -254,7 +300,12 @@ impl Processor {
                 }
             },
             Err(invalid) => {
-                self.metrics.invalid.get_or_create(&ReasonLabel { reason: invalid.reason.as_str() }).inc();
+                self.metrics
+                    .invalid
+                    .get_or_create(&ReasonLabel {
+                        reason: invalid.reason.as_str(),
+                    })
+                    .inc();
                 if state.skip_invalid(offset) {
                     self.dead_letters.send(message, &invalid);
                 }
@@ -287,27 +338,48 @@ impl Processor {
     /// partition is fenced, or the service shuts down. Consumption waits meanwhile: that is the
     /// back-pressure of a database outage.
     fn flush(&mut self, consumer: &BaseConsumer<AggregatorContext>, partition: i32) {
-        let Some(state) = self.partitions.get_mut(&partition) else { return };
-        let Some(flush) = state.take_closed() else { return };
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        let Some(flush) = state.take_closed() else {
+            return;
+        };
         if !self.dead_letters.settle(&self.runtime, &self.shutdown) {
             return;
         }
         let mut backoff = Backoff::default();
         loop {
             let started = Instant::now();
-            match self.runtime.block_on(store::commit(&self.pool, &self.topic, &flush)) {
+            match self
+                .runtime
+                .block_on(store::commit(&self.pool, &self.topic, &flush))
+            {
                 Ok(Commit::Written) => {
-                    self.metrics.write_latency.observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .write_latency
+                        .observe(started.elapsed().as_secs_f64());
                     self.metrics.windows_written.inc_by(flush.rows.len() as u64);
                     if !flush.rows.is_empty() {
-                        tracing::debug!(partition, windows = flush.rows.len(), resume_offset = flush.progress.resume_offset, "windows written");
+                        tracing::debug!(
+                            partition,
+                            windows = flush.rows.len(),
+                            resume_offset = flush.progress.resume_offset,
+                            "windows written"
+                        );
                     }
-                    self.commit_informational_offset(consumer, partition, flush.progress.resume_offset);
+                    self.commit_informational_offset(
+                        consumer,
+                        partition,
+                        flush.progress.resume_offset,
+                    );
                     return;
                 }
                 Ok(Commit::Fenced) => {
                     self.metrics.fenced.inc();
-                    tracing::warn!(partition, "partition now owned by another instance; dropping its state");
+                    tracing::warn!(
+                        partition,
+                        "partition now owned by another instance; dropping its state"
+                    );
                     self.partitions.remove(&partition);
                     return;
                 }
@@ -324,31 +396,53 @@ impl Processor {
     }
 
     /// Mirrors the stored resume offset into Kafka so that standard tools show the group's lag.
-    fn commit_informational_offset(&self, consumer: &BaseConsumer<AggregatorContext>, partition: i32, resume_offset: i64) {
+    fn commit_informational_offset(
+        &self,
+        consumer: &BaseConsumer<AggregatorContext>,
+        partition: i32,
+        resume_offset: i64,
+    ) {
         if resume_offset < 0 {
             return;
         }
         let mut offsets = TopicPartitionList::new();
-        if offsets.add_partition_offset(&self.topic, partition, Offset::Offset(resume_offset)).is_ok() {
+        if offsets
+            .add_partition_offset(&self.topic, partition, Offset::Offset(resume_offset))
+            .is_ok()
+        {
             let _ = consumer.commit(&offsets, CommitMode::Async);
         }
     }
 }
 
 /// Validates a record: its value by the wire schema, its timestamp by the clock.
-fn decode<'a>(message: &'a BorrowedMessage<'_>, now_ms: i64) -> Result<(i64, TickerMessage<'a>), InvalidMessage> {
+fn decode<'a>(
+    message: &'a BorrowedMessage<'_>,
+    now_ms: i64,
+) -> Result<(i64, TickerMessage<'a>), InvalidMessage> {
     let timestamp_ms = match message.timestamp().to_millis() {
         Some(ms) if ms >= 0 => ms,
-        _ => return Err(InvalidMessage::new(InvalidReason::MissingTimestamp, "record has no timestamp")),
+        _ => {
+            return Err(InvalidMessage::new(
+                InvalidReason::MissingTimestamp,
+                "record has no timestamp",
+            ))
+        }
     };
     if timestamp_ms > now_ms + MAX_FUTURE_SKEW_MS {
         return Err(InvalidMessage::new(
             InvalidReason::FutureTimestamp,
-            format!("timestamp {timestamp_ms} is {} ms ahead of the clock", timestamp_ms - now_ms),
+            format!(
+                "timestamp {timestamp_ms} is {} ms ahead of the clock",
+                timestamp_ms - now_ms
+            ),
         ));
     }
     let Some(payload) = message.payload() else {
-        return Err(InvalidMessage::new(InvalidReason::WrongShape, "record has no value"));
+        return Err(InvalidMessage::new(
+            InvalidReason::WrongShape,
+            "record has no value",
+        ));
     };
     Ok((timestamp_ms, TickerMessage::decode(payload)?))
 }

@@ -42,7 +42,10 @@ pub struct DeadLetters {
 
 impl std::fmt::Debug for DeadLetters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetters").field("topic", &self.topic).field("pending", &self.pending.len()).finish()
+        f.debug_struct("DeadLetters")
+            .field("topic", &self.topic)
+            .field("pending", &self.pending.len())
+            .finish()
     }
 }
 
@@ -53,7 +56,11 @@ impl DeadLetters {
             .set("acks", "all")
             .set("linger.ms", "5")
             .create()?;
-        Ok(Self { producer, topic: topic.to_owned(), pending: Vec::new() })
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+            pending: Vec::new(),
+        })
     }
 
     /// Sends the original bytes of `message` with the reason it was rejected.
@@ -61,11 +68,26 @@ impl DeadLetters {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: headers::REASON, value: Some(invalid.reason.as_str()) })
-            .insert(Header { key: headers::DETAIL, value: Some(invalid.detail.as_str()) })
-            .insert(Header { key: headers::SOURCE_TOPIC, value: Some(message.topic()) })
-            .insert(Header { key: headers::SOURCE_PARTITION, value: Some(partition.as_str()) })
-            .insert(Header { key: headers::SOURCE_OFFSET, value: Some(offset.as_str()) });
+            .insert(Header {
+                key: headers::REASON,
+                value: Some(invalid.reason.as_str()),
+            })
+            .insert(Header {
+                key: headers::DETAIL,
+                value: Some(invalid.detail.as_str()),
+            })
+            .insert(Header {
+                key: headers::SOURCE_TOPIC,
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: headers::SOURCE_PARTITION,
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: headers::SOURCE_OFFSET,
+                value: Some(offset.as_str()),
+            });
         let letter = Letter {
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec),
@@ -76,7 +98,8 @@ impl DeadLetters {
     }
 
     fn enqueue(&mut self, letter: Letter) {
-        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(letter.headers.clone());
+        let mut record =
+            FutureRecord::<[u8], [u8]>::to(&self.topic).headers(letter.headers.clone());
         if let Some(key) = &letter.key {
             record = record.key(key.as_slice());
         }
@@ -86,7 +109,10 @@ impl DeadLetters {
         if let Some(timestamp) = letter.timestamp_ms {
             record = record.timestamp(timestamp);
         }
-        let future = self.producer.send_result(record).map_err(|(error, _)| error);
+        let future = self
+            .producer
+            .send_result(record)
+            .map_err(|(error, _)| error);
         match future {
             Ok(future) => self.pending.push((letter, future)),
             Err(error) => {

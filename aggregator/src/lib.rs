@@ -42,16 +42,25 @@ pub enum AggregatorError {
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), AggregatorError> {
     let mut registry = Registry::default();
     let metrics = AggregatorMetrics::register(&mut registry);
-    serve_metrics_on(settings.aggregator.metrics_addr, registry, &shutdown).await?;
-    run_with_metrics(settings, metrics, shutdown).await
-}
-
-async fn serve_metrics_on(addr: SocketAddr, registry: Registry, shutdown: &CancellationToken) -> Result<SocketAddr, AggregatorError> {
-    Ok(tickpipe_common::telemetry::serve_metrics(addr, Arc::new(registry), shutdown.clone()).await?)
+    let endpoint = Some((settings.aggregator.metrics_addr, registry));
+    aggregate(settings, metrics, endpoint, shutdown).await
 }
 
 /// [`run`] without the metrics endpoint, for tests and benchmarks that read the metrics directly.
-pub async fn run_with_metrics(settings: Settings, metrics: AggregatorMetrics, shutdown: CancellationToken) -> Result<(), AggregatorError> {
+pub async fn run_with_metrics(
+    settings: Settings,
+    metrics: AggregatorMetrics,
+    shutdown: CancellationToken,
+) -> Result<(), AggregatorError> {
+    aggregate(settings, metrics, None, shutdown).await
+}
+
+async fn aggregate(
+    settings: Settings,
+    metrics: AggregatorMetrics,
+    endpoint: Option<(SocketAddr, Registry)>,
+    shutdown: CancellationToken,
+) -> Result<(), AggregatorError> {
     let pool = tickpipe_common::db::lazy_pool(&settings.database)?;
     match tickpipe_common::db::migrate(&pool, &shutdown).await {
         Ok(()) => {}
@@ -69,10 +78,18 @@ pub async fn run_with_metrics(settings: Settings, metrics: AggregatorMetrics, sh
     if !dlq_ready {
         return Ok(());
     }
+    // Served only now, so that "healthy" means "migrated and about to consume": the API's
+    // container waits for it.
+    if let Some((addr, registry)) = endpoint {
+        tickpipe_common::telemetry::serve_metrics(addr, Arc::new(registry), shutdown.clone())
+            .await?;
+    }
     let runtime = tokio::runtime::Handle::current();
     let loop_shutdown = shutdown.clone();
-    tokio::task::spawn_blocking(move || consumer::consume(&settings, pool, metrics, runtime, loop_shutdown))
-        .await
-        .map_err(|_| AggregatorError::Panicked)??;
+    tokio::task::spawn_blocking(move || {
+        consumer::consume(&settings, pool, metrics, runtime, loop_shutdown)
+    })
+    .await
+    .map_err(|_| AggregatorError::Panicked)??;
     Ok(())
 }

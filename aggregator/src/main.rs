@@ -9,11 +9,17 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(&Layers::from_env()?)?;
     if std::env::args().any(|arg| arg == "--healthcheck") {
         let addr = settings.aggregator.metrics_addr.to_string();
-        std::process::exit(if tickpipe_common::healthcheck::probe(&addr, "/healthz") { 0 } else { 1 });
+        std::process::exit(if tickpipe_common::healthcheck::probe(&addr, "/healthz") {
+            0
+        } else {
+            1
+        });
     }
     tickpipe_common::telemetry::init_tracing(&settings.telemetry)?;
     tracing::info!(?settings, "starting aggregator");
     let shutdown = tickpipe_common::shutdown::on_signal();
-    tickpipe_aggregator::run(settings, shutdown).await.context("aggregator failed")?;
+    tickpipe_aggregator::run(settings, shutdown)
+        .await
+        .context("aggregator failed")?;
     Ok(())
 }

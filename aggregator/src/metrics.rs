@@ -44,15 +44,51 @@ impl AggregatorMetrics {
             consumer_lag: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("aggregator");
-        r.register("records_consumed", "Records read from Kafka", metrics.consumed.clone());
-        r.register("records_applied", "Valid records added to an open window", metrics.applied.clone());
-        r.register("records_invalid", "Invalid records sent to the dead-letter topic, by reason", metrics.invalid.clone());
-        r.register("records_late", "Valid records whose window was already written", metrics.late.clone());
-        r.register("records_replayed", "Records read again after a restart or rebalance, already accounted for", metrics.replayed.clone());
-        r.register("windows_written", "(ticker, window) contributions written to PostgreSQL", metrics.windows_written.clone());
-        r.register("writes_fenced", "Writes refused because another instance owns the partition", metrics.fenced.clone());
-        r.register("write_latency_seconds", "Duration of one window-and-progress transaction", metrics.write_latency.clone());
-        r.register("consumer_lag", "Records behind the end of each assigned partition", metrics.consumer_lag.clone());
+        r.register(
+            "records_consumed",
+            "Records read from Kafka",
+            metrics.consumed.clone(),
+        );
+        r.register(
+            "records_applied",
+            "Valid records added to an open window",
+            metrics.applied.clone(),
+        );
+        r.register(
+            "records_invalid",
+            "Invalid records sent to the dead-letter topic, by reason",
+            metrics.invalid.clone(),
+        );
+        r.register(
+            "records_late",
+            "Valid records whose window was already written",
+            metrics.late.clone(),
+        );
+        r.register(
+            "records_replayed",
+            "Records read again after a restart or rebalance, already accounted for",
+            metrics.replayed.clone(),
+        );
+        r.register(
+            "windows_written",
+            "(ticker, window) contributions written to PostgreSQL",
+            metrics.windows_written.clone(),
+        );
+        r.register(
+            "writes_fenced",
+            "Writes refused because another instance owns the partition",
+            metrics.fenced.clone(),
+        );
+        r.register(
+            "write_latency_seconds",
+            "Duration of one window-and-progress transaction",
+            metrics.write_latency.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "Records behind the end of each assigned partition",
+            metrics.consumer_lag.clone(),
+        );
         metrics
     }
 }

@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 use serde::Deserialize;
-use tickpipe_common::config::{ConfigError, DatabaseSettings, KafkaSettings, Layers, TelemetrySettings};
+use tickpipe_common::config::{
+    ConfigError, DatabaseSettings, KafkaSettings, Layers, TelemetrySettings,
+};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -54,7 +56,10 @@ impl AggregatorSettings {
             ));
         }
         if self.aggregator_group_id.is_empty() {
-            return Err(ConfigError::new("AGGREGATOR_GROUP_ID", "expected a non-empty group id"));
+            return Err(ConfigError::new(
+                "AGGREGATOR_GROUP_ID",
+                "expected a non-empty group id",
+            ));
         }
         Ok(())
     }
@@ -93,7 +98,9 @@ mod tests {
     use super::*;
 
     fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        Settings::load(&Layers::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))?)
+        Settings::load(&Layers::from_vars(
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )?)
     }
 
     #[test]
@@ -107,7 +114,11 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_variable() {
-        for (name, value) in [("AGGREGATOR_WINDOW_SECS", "7"), ("AGGREGATOR_WINDOW_SECS", "x"), ("AGGREGATOR_GRACE_MS", "-1")] {
+        for (name, value) in [
+            ("AGGREGATOR_WINDOW_SECS", "7"),
+            ("AGGREGATOR_WINDOW_SECS", "x"),
+            ("AGGREGATOR_GRACE_MS", "-1"),
+        ] {
             let error = load(&[(name, value)]).expect_err(value).to_string();
             assert!(error.contains(name), "{error}");
         }

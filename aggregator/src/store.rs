@@ -72,9 +72,17 @@ pub async fn commit(pool: &PgPool, topic: &str, flush: &Flush) -> Result<Commit,
     }
     if !flush.rows.is_empty() {
         let n = flush.rows.len();
-        let (mut tickers, mut starts, mut ends) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut sums, mut counts, mut mins, mut maxs) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut tickers, mut starts, mut ends) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut sums, mut counts, mut mins, mut maxs) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for row in &flush.rows {
             tickers.push(row.ticker.as_str());
             starts.push(to_datetime(row.window_start_ms));

@@ -11,13 +11,20 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(every: Duration) -> Self {
-        Self { every, last: None, suppressed: 0 }
+        Self {
+            every,
+            last: None,
+            suppressed: 0,
+        }
     }
 
     /// Returns `Some(number suppressed since the last line)` when a line may be logged now.
     pub fn allow(&mut self) -> Option<u64> {
         let now = Instant::now();
-        if self.last.is_some_and(|last| now.duration_since(last) < self.every) {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < self.every)
+        {
             self.suppressed += 1;
             return None;
         }

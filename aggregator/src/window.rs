@@ -19,7 +19,12 @@ pub struct Accumulator {
 
 impl Accumulator {
     pub fn new(price: i64) -> Self {
-        Self { sum: price, count: 1, min: price, max: price }
+        Self {
+            sum: price,
+            count: 1,
+            min: price,
+            max: price,
+        }
     }
 
     pub fn add(&mut self, price: i64) {

@@ -30,7 +30,10 @@ fn kill_hard(child: &mut Child) {
 }
 
 async fn windows_written(db: &TestDatabase) -> i64 {
-    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM window_prices").fetch_one(&db.pool).await.unwrap_or(0)
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM window_prices")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or(0)
 }
 
 /// Enough records that a run takes a while: 60,000 messages over 3 partitions, 50 minutes of event time.
@@ -56,12 +59,17 @@ async fn killed_mid_stream_and_restarted_equals_an_uninterrupted_run() {
     let mut child = spawn_aggregator(&topic, &db);
     for round in 1..=3 {
         let before = windows_written(&db).await;
-        tickpipe_testkit::eventually("progress before the kill", Duration::from_secs(60), || async {
-            (windows_written(&db).await > before).then_some(())
-        })
+        tickpipe_testkit::eventually(
+            "progress before the kill",
+            Duration::from_secs(60),
+            || async { (windows_written(&db).await > before).then_some(()) },
+        )
         .await;
         kill_hard(&mut child);
-        eprintln!("round {round}: killed after {} rows", windows_written(&db).await);
+        eprintln!(
+            "round {round}: killed after {} rows",
+            windows_written(&db).await
+        );
         child = spawn_aggregator(&topic, &db);
     }
     let rows = wait_for_samples(&db.pool, total_samples(&expected), Duration::from_secs(120)).await;
@@ -78,9 +86,11 @@ async fn two_instances_sharing_partitions_one_killed_equals_an_uninterrupted_run
 
     let mut first = spawn_aggregator(&topic, &db);
     let mut second = spawn_aggregator(&topic, &db);
-    tickpipe_testkit::eventually("both instances writing", Duration::from_secs(60), || async {
-        (windows_written(&db).await > 10).then_some(())
-    })
+    tickpipe_testkit::eventually(
+        "both instances writing",
+        Duration::from_secs(60),
+        || async { (windows_written(&db).await > 10).then_some(()) },
+    )
     .await;
     kill_hard(&mut first);
     let rows = wait_for_samples(&db.pool, total_samples(&expected), Duration::from_secs(120)).await;
@@ -96,9 +106,11 @@ async fn postgres_restarted_mid_stream_loses_and_doubles_nothing() {
     let db = TestDatabase::create().await;
 
     let mut child = spawn_aggregator(&topic, &db);
-    tickpipe_testkit::eventually("progress before the restart", Duration::from_secs(60), || async {
-        (windows_written(&db).await > 5).then_some(())
-    })
+    tickpipe_testkit::eventually(
+        "progress before the restart",
+        Duration::from_secs(60),
+        || async { (windows_written(&db).await > 5).then_some(()) },
+    )
     .await;
     tickpipe_testkit::services("restart-postgres");
     let rows = wait_for_samples(&db.pool, total_samples(&expected), Duration::from_secs(180)).await;

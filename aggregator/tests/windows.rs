@@ -30,7 +30,10 @@ async fn writes_the_exact_rows_for_explicit_timestamps() {
 
     let rows = wait_for_samples(&db.pool, 9, Duration::from_secs(60)).await;
     let expected: Rows = [
-        (("AMZN".to_string(), T0), (1900 + 2000 + 1800, 3, 1800, 2000)),
+        (
+            ("AMZN".to_string(), T0),
+            (1900 + 2000 + 1800, 3, 1800, 2000),
+        ),
         (("MSFT".to_string(), T0), (100, 1, 100, 100)),
         (("AMZN".to_string(), T0 + 30_000), (1950, 1, 1950, 1950)),
         (("AAPL".to_string(), T0 + 30_000), (210, 1, 210, 210)),
@@ -52,7 +55,11 @@ async fn writes_the_exact_rows_for_explicit_timestamps() {
     .expect("latest");
     assert_eq!(
         latest,
-        vec![("AAPL".into(), T0 + 150_000), ("AMZN".into(), T0 + 30_000), ("MSFT".into(), T0 + 30_000)]
+        vec![
+            ("AAPL".into(), T0 + 150_000),
+            ("AMZN".into(), T0 + 30_000),
+            ("MSFT".into(), T0 + 30_000)
+        ]
     );
     shutdown.cancel();
     task.await.expect("stopped");
@@ -65,14 +72,20 @@ async fn an_idle_partition_closes_its_last_window_by_the_wall_clock() {
     let (_metrics, shutdown, task) = start(settings(
         &topic,
         &db,
-        &[("AGGREGATOR_WINDOW_SECS", "2"), ("AGGREGATOR_GRACE_MS", "500")],
+        &[
+            ("AGGREGATOR_WINDOW_SECS", "2"),
+            ("AGGREGATOR_GRACE_MS", "500"),
+        ],
     ));
     // Recent timestamps: only the wall clock can close this window, since nothing follows it.
     let now = tickpipe_common::clock::now_ms();
     produce(&topic, &[TestRecord::new(0, now, value(&[("MSFT", 107)]))]).await;
     let rows = wait_for_samples(&db.pool, 1, Duration::from_secs(30)).await;
     let start = now.div_euclid(2_000) * 2_000;
-    assert_eq!(rows.get(&("MSFT".to_string(), start)), Some(&(107, 1, 107, 107)));
+    assert_eq!(
+        rows.get(&("MSFT".to_string(), start)),
+        Some(&(107, 1, 107, 107))
+    );
     shutdown.cancel();
     task.await.expect("stopped");
 }
@@ -85,20 +98,48 @@ async fn bad_input_goes_to_the_dead_letter_topic_and_valid_neighbours_are_applie
     let future = tickpipe_common::clock::now_ms() + 3_600_000;
     let bad: Vec<(&str, Vec<u8>, i64)> = vec![
         ("invalid_json", b"{not json".to_vec(), T0 + 1_000),
-        ("wrong_shape", br#"{"tickers":[{"name":"AMZN","price":"1"}]}"#.to_vec(), T0 + 1_000),
-        ("wrong_shape", br#"{"tickers":[{"price":1}]}"#.to_vec(), T0 + 1_000),
+        (
+            "wrong_shape",
+            br#"{"tickers":[{"name":"AMZN","price":"1"}]}"#.to_vec(),
+            T0 + 1_000,
+        ),
+        (
+            "wrong_shape",
+            br#"{"tickers":[{"price":1}]}"#.to_vec(),
+            T0 + 1_000,
+        ),
         ("empty_tickers", br#"{"tickers":[]}"#.to_vec(), T0 + 1_000),
-        ("invalid_name", br#"{"tickers":[{"name":"","price":1}]}"#.to_vec(), T0 + 1_000),
-        ("non_positive_price", br#"{"tickers":[{"name":"AMZN","price":0}]}"#.to_vec(), T0 + 1_000),
-        ("absurd_price", br#"{"tickers":[{"name":"AMZN","price":99999999999}]}"#.to_vec(), T0 + 1_000),
-        ("duplicate_name", br#"{"tickers":[{"name":"AMZN","price":1},{"name":"AMZN","price":2}]}"#.to_vec(), T0 + 1_000),
+        (
+            "invalid_name",
+            br#"{"tickers":[{"name":"","price":1}]}"#.to_vec(),
+            T0 + 1_000,
+        ),
+        (
+            "non_positive_price",
+            br#"{"tickers":[{"name":"AMZN","price":0}]}"#.to_vec(),
+            T0 + 1_000,
+        ),
+        (
+            "absurd_price",
+            br#"{"tickers":[{"name":"AMZN","price":99999999999}]}"#.to_vec(),
+            T0 + 1_000,
+        ),
+        (
+            "duplicate_name",
+            br#"{"tickers":[{"name":"AMZN","price":1},{"name":"AMZN","price":2}]}"#.to_vec(),
+            T0 + 1_000,
+        ),
         ("oversized", vec![b' '; 20_000], T0 + 1_000),
         ("not_utf8", vec![0xff, 0xfe, 0xfd], T0 + 1_000),
         ("future_timestamp", value(&[("AMZN", 10)]), future),
     ];
     let mut records = Vec::new();
     for (i, (_, bytes, ts)) in bad.iter().enumerate() {
-        records.push(TestRecord::new(0, T0 + i as i64, value(&[("AAPL", 200 + i as i64)])));
+        records.push(TestRecord::new(
+            0,
+            T0 + i as i64,
+            value(&[("AAPL", 200 + i as i64)]),
+        ));
         records.push(TestRecord::new(0, *ts, bytes.clone()));
     }
     produce(&topic, &records).await;
@@ -107,7 +148,10 @@ async fn bad_input_goes_to_the_dead_letter_topic_and_valid_neighbours_are_applie
     let rows = wait_for_samples(&db.pool, bad.len() as i64, Duration::from_secs(60)).await;
     let n = bad.len() as i64;
     let sum: i64 = (0..n).map(|i| 200 + i).sum();
-    assert_eq!(rows.get(&("AAPL".to_string(), T0)), Some(&(sum, n, 200, 200 + n - 1)));
+    assert_eq!(
+        rows.get(&("AAPL".to_string(), T0)),
+        Some(&(sum, n, 200, 200 + n - 1))
+    );
     assert_eq!(rows.len(), 1, "no bad record contributed: {rows:?}");
 
     let letters = consume_all(&dlq, bad.len(), Duration::from_secs(30));
@@ -115,14 +159,24 @@ async fn bad_input_goes_to_the_dead_letter_topic_and_valid_neighbours_are_applie
     for (letter, (reason, bytes, _)) in letters.iter().zip(&bad) {
         use rdkafka::Message;
         assert_eq!(header(letter, headers::REASON).as_deref(), Some(*reason));
-        assert_eq!(letter.payload(), Some(bytes.as_slice()), "original bytes kept");
+        assert_eq!(
+            letter.payload(),
+            Some(bytes.as_slice()),
+            "original bytes kept"
+        );
         assert_eq!(header(letter, headers::SOURCE_TOPIC), Some(topic.clone()));
-        assert_eq!(header(letter, headers::SOURCE_PARTITION).as_deref(), Some("0"));
-        let offset: i64 = header(letter, headers::SOURCE_OFFSET).expect("offset").parse().expect("number");
+        assert_eq!(
+            header(letter, headers::SOURCE_PARTITION).as_deref(),
+            Some("0")
+        );
+        let offset: i64 = header(letter, headers::SOURCE_OFFSET)
+            .expect("offset")
+            .parse()
+            .expect("number");
         assert_eq!(offset % 2, 1, "bad records sit at odd offsets");
         let counted = metrics
             .invalid
-            .get_or_create(&tickpipe_aggregator::metrics::ReasonLabel { reason: *reason })
+            .get_or_create(&tickpipe_aggregator::metrics::ReasonLabel { reason })
             .get();
         assert!(counted >= 1, "{reason} counted");
     }

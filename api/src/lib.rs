@@ -42,7 +42,10 @@ pub struct AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "tickpipe API", description = "Average stock prices per ticker over 30-second windows."),
+    info(
+        title = "tickpipe API",
+        description = "Average stock prices per ticker over 30-second windows."
+    ),
     components(schemas(Problem))
 )]
 struct ApiDoc;
@@ -67,7 +70,9 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
     match tokio::time::timeout(state.query_timeout, ping).await {
         Ok(Ok(_)) => Ok("ready"),
         Ok(Err(error)) => Err(ApiError::Unavailable(error.to_string())),
-        Err(_) => Err(ApiError::Unavailable("readiness query timed out".to_owned())),
+        Err(_) => Err(ApiError::Unavailable(
+            "readiness query timed out".to_owned(),
+        )),
     }
 }
 
@@ -75,7 +80,10 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "application/openmetrics-text")))]
 async fn metrics_endpoint(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, tickpipe_common::telemetry::METRICS_CONTENT_TYPE)],
+        [(
+            header::CONTENT_TYPE,
+            tickpipe_common::telemetry::METRICS_CONTENT_TYPE,
+        )],
         tickpipe_common::telemetry::render(&state.registry),
     )
 }
@@ -83,7 +91,10 @@ async fn metrics_endpoint(State(state): State<AppState>) -> impl IntoResponse {
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
 async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], state.openapi.as_str().to_owned())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.as_str().to_owned(),
+    )
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -114,7 +125,10 @@ pub fn app(pool: PgPool, query_timeout: Duration) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(http_metrics, metrics::record))
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            metrics::record,
+        ))
         .with_state(state)
 }
 
@@ -123,7 +137,10 @@ pub enum ApiServerError {
     #[error(transparent)]
     Database(#[from] tickpipe_common::db::DbError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -131,14 +148,23 @@ pub enum ApiServerError {
 /// Serves the API on `API_BIND` until `shutdown` is cancelled, then drains in-flight requests.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ApiServerError> {
     let addr = settings.api.api_bind;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ApiServerError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ApiServerError::Bind { addr, source })?;
     serve(listener, settings, shutdown).await
 }
 
 /// [`run`] on an already bound listener (tests bind port 0).
-pub async fn serve(listener: tokio::net::TcpListener, settings: Settings, shutdown: CancellationToken) -> Result<(), ApiServerError> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<(), ApiServerError> {
     let pool = tickpipe_common::db::read_only_pool(&settings.database)?;
-    let app = app(pool, Duration::from_millis(settings.api.api_query_timeout_ms));
+    let app = app(
+        pool,
+        Duration::from_millis(settings.api.api_query_timeout_ms),
+    );
     tracing::info!(addr = ?listener.local_addr().ok(), "serving the API");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -9,11 +9,17 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(&Layers::from_env()?)?;
     if std::env::args().any(|arg| arg == "--healthcheck") {
         let addr = settings.api.api_bind.to_string();
-        std::process::exit(if tickpipe_common::healthcheck::probe(&addr, "/healthz") { 0 } else { 1 });
+        std::process::exit(if tickpipe_common::healthcheck::probe(&addr, "/healthz") {
+            0
+        } else {
+            1
+        });
     }
     tickpipe_common::telemetry::init_tracing(&settings.telemetry)?;
     tracing::info!(?settings, "starting api");
     let shutdown = tickpipe_common::shutdown::on_signal();
-    tickpipe_api::run(settings, shutdown).await.context("api failed")?;
+    tickpipe_api::run(settings, shutdown)
+        .await
+        .context("api failed")?;
     Ok(())
 }

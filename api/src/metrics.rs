@@ -27,11 +27,21 @@ impl HttpMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             requests: Family::default(),
-            latency: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_1, 2.0, 16))),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
+            }),
         };
         let r = registry.sub_registry_with_prefix("api");
-        r.register("http_requests", "HTTP requests by route and status", metrics.requests.clone());
-        r.register("http_request_duration_seconds", "HTTP request latency by route and status", metrics.latency.clone());
+        r.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            metrics.requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route and status",
+            metrics.latency.clone(),
+        );
         metrics
     }
 }
@@ -45,8 +55,14 @@ pub async fn record(State(metrics): State<HttpMetrics>, request: Request, next: 
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
     let response = next.run(request).await;
-    let labels = RouteLabels { route, status: response.status().as_u16() };
+    let labels = RouteLabels {
+        route,
+        status: response.status().as_u16(),
+    };
     metrics.requests.get_or_create(&labels).inc();
-    metrics.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    metrics
+        .latency
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
     response
 }

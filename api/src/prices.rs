@@ -74,13 +74,19 @@ pub async fn get_prices(
     State(state): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<PricesPage>, ApiError> {
-    let Query(pairs) = query.map_err(|e| ApiError::bad_request(format!("query string is malformed: {}", e.body_text())))?;
+    let Query(pairs) = query.map_err(|e| {
+        ApiError::bad_request(format!("query string is malformed: {}", e.body_text()))
+    })?;
     let query = PriceQuery::parse(&pairs).map_err(ApiError::BadRequest)?;
     let rows = fetch(&state.pool, &query, state.query_timeout).await?;
     Ok(Json(page(&query, rows)))
 }
 
-async fn fetch(pool: &PgPool, query: &PriceQuery, timeout: Duration) -> Result<Vec<WindowPrice>, ApiError> {
+async fn fetch(
+    pool: &PgPool,
+    query: &PriceQuery,
+    timeout: Duration,
+) -> Result<Vec<WindowPrice>, ApiError> {
     let mut sql = query.to_sql();
     let rows = tokio::time::timeout(timeout, sql.build_query_as::<WindowPrice>().fetch_all(pool))
         .await
@@ -93,12 +99,23 @@ fn page(query: &PriceQuery, mut rows: Vec<WindowPrice>) -> PricesPage {
     let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
-        rows.last().map(|last| match query.form {
-            Form::Latest => Cursor::Latest { ticker: last.ticker.clone() },
-            Form::Range { .. } => Cursor::Range { window_start: last.window_start, ticker: last.ticker.clone() },
-        }.encode())
+        rows.last().map(|last| {
+            match query.form {
+                Form::Latest => Cursor::Latest {
+                    ticker: last.ticker.clone(),
+                },
+                Form::Range { .. } => Cursor::Range {
+                    window_start: last.window_start,
+                    ticker: last.ticker.clone(),
+                },
+            }
+            .encode()
+        })
     } else {
         None
     };
-    PricesPage { prices: rows, next_cursor }
+    PricesPage {
+        prices: rows,
+        next_cursor,
+    }
 }

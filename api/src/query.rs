@@ -30,14 +30,22 @@ pub struct PriceQuery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {
     Latest,
-    Range { start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>> },
+    Range {
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    },
 }
 
 /// The sort key of the last row of a page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cursor {
-    Latest { ticker: String },
-    Range { window_start: DateTime<Utc>, ticker: String },
+    Latest {
+        ticker: String,
+    },
+    Range {
+        window_start: DateTime<Utc>,
+        ticker: String,
+    },
 }
 
 impl Cursor {
@@ -45,7 +53,10 @@ impl Cursor {
     pub fn encode(&self) -> String {
         let plain = match self {
             Self::Latest { ticker } => format!("L|{ticker}"),
-            Self::Range { window_start, ticker } => format!("R|{}|{ticker}", window_start.timestamp_millis()),
+            Self::Range {
+                window_start,
+                ticker,
+            } => format!("R|{}|{ticker}", window_start.timestamp_millis()),
         };
         plain.bytes().map(|b| format!("{b:02x}")).collect()
     }
@@ -56,12 +67,17 @@ impl Cursor {
         }
         let bytes: Option<Vec<u8>> = (0..text.len())
             .step_by(2)
-            .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .map(|i| {
+                text.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
             .collect();
         let plain = String::from_utf8(bytes?).ok()?;
         let mut parts = plain.split('|');
         let cursor = match (parts.next()?, parts.next(), parts.next(), parts.next()) {
-            ("L", Some(ticker), None, None) => Self::Latest { ticker: ticker.to_owned() },
+            ("L", Some(ticker), None, None) => Self::Latest {
+                ticker: ticker.to_owned(),
+            },
             ("R", Some(ms), Some(ticker), None) => Self::Range {
                 window_start: Utc.timestamp_millis_opt(ms.parse().ok()?).single()?,
                 ticker: ticker.to_owned(),
@@ -96,7 +112,9 @@ impl PriceQuery {
                 }
             };
             if slot_taken {
-                return Err(format!("query parameter {name:?} is given more than once; give it once"));
+                return Err(format!(
+                    "query parameter {name:?} is given more than once; give it once"
+                ));
             }
         }
         if let (Some(s), Some(e)) = (start, end) {
@@ -104,20 +122,34 @@ impl PriceQuery {
                 return Err("startTime must be earlier than endTime".to_owned());
             }
         }
-        let form = if start.is_some() || end.is_some() { Form::Range { start, end } } else { Form::Latest };
+        let form = if start.is_some() || end.is_some() {
+            Form::Range { start, end }
+        } else {
+            Form::Latest
+        };
         let after = match cursor {
             None => None,
             Some(text) => {
-                let decoded = Cursor::decode(&text)
-                    .ok_or("cursor is not valid; pass the nextCursor of a previous response unchanged")?;
-                let fits = matches!((&decoded, form), (Cursor::Latest { .. }, Form::Latest) | (Cursor::Range { .. }, Form::Range { .. }));
+                let decoded = Cursor::decode(&text).ok_or(
+                    "cursor is not valid; pass the nextCursor of a previous response unchanged",
+                )?;
+                let fits = matches!(
+                    (&decoded, form),
+                    (Cursor::Latest { .. }, Form::Latest)
+                        | (Cursor::Range { .. }, Form::Range { .. })
+                );
                 if !fits {
                     return Err("cursor belongs to a different kind of query; repeat the parameters of the request that returned it".to_owned());
                 }
                 Some(decoded)
             }
         };
-        Ok(Self { tickers, form, limit: limit.unwrap_or(DEFAULT_LIMIT), after })
+        Ok(Self {
+            tickers,
+            form,
+            limit: limit.unwrap_or(DEFAULT_LIMIT),
+            after,
+        })
     }
 
     /// The SQL of this query, fetching one row more than the limit to learn whether a next page exists.
@@ -143,7 +175,11 @@ impl PriceQuery {
                 if let Some(end) = end {
                     sql.push(" AND w.window_start < ").push_bind(end);
                 }
-                if let Some(Cursor::Range { window_start, ticker }) = &self.after {
+                if let Some(Cursor::Range {
+                    window_start,
+                    ticker,
+                }) = &self.after
+                {
                     sql.push(" AND (w.window_start, w.ticker) > (")
                         .push_bind(*window_start)
                         .push(", ")
@@ -165,7 +201,9 @@ impl PriceQuery {
                 sql.push(format!(" AND {column} = ")).push_bind(one.clone());
             }
             Some(many) => {
-                sql.push(format!(" AND {column} = ANY(")).push_bind(many.to_vec()).push(")");
+                sql.push(format!(" AND {column} = ANY("))
+                    .push_bind(many.to_vec())
+                    .push(")");
             }
         }
     }
@@ -175,7 +213,9 @@ fn parse_tickers(value: &str) -> Result<Vec<String>, String> {
     let mut tickers = Vec::new();
     for raw in value.split(',') {
         let ticker = raw.trim().to_ascii_uppercase();
-        validate_ticker_name(&ticker).map_err(|e| format!("ticker: {e}; give one or more comma-separated, e.g. ticker=AMZN,MSFT"))?;
+        validate_ticker_name(&ticker).map_err(|e| {
+            format!("ticker: {e}; give one or more comma-separated, e.g. ticker=AMZN,MSFT")
+        })?;
         tickers.push(ticker);
     }
     tickers.sort();
@@ -187,11 +227,15 @@ fn parse_tickers(value: &str) -> Result<Vec<String>, String> {
 }
 
 fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, String> {
-    let invalid = || format!("{name} {value:?} is not a time; use RFC 3339 such as 2026-11-27T10:00:00Z, or integer Unix seconds");
+    let invalid = || {
+        format!("{name} {value:?} is not a time; use RFC 3339 such as 2026-11-27T10:00:00Z, or integer Unix seconds")
+    };
     if let Ok(seconds) = value.parse::<i64>() {
         return Utc.timestamp_opt(seconds, 0).single().ok_or_else(invalid);
     }
-    DateTime::parse_from_rfc3339(value).map(|t| t.with_timezone(&Utc)).map_err(|_| invalid())
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| invalid())
 }
 
 fn parse_limit(value: &str) -> Result<i64, String> {
@@ -199,7 +243,9 @@ fn parse_limit(value: &str) -> Result<i64, String> {
         .parse::<i64>()
         .ok()
         .filter(|n| (1..=MAX_LIMIT).contains(n))
-        .ok_or_else(|| format!("limit {value:?} is out of range; use an integer from 1 to {MAX_LIMIT}"))
+        .ok_or_else(|| {
+            format!("limit {value:?} is out of range; use an integer from 1 to {MAX_LIMIT}")
+        })
 }
 
 #[cfg(test)]
@@ -207,18 +253,31 @@ mod tests {
     use super::*;
 
     fn parse(query: &[(&str, &str)]) -> Result<PriceQuery, String> {
-        let pairs: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pairs: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         PriceQuery::parse(&pairs)
     }
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .expect("time")
+            .with_timezone(&Utc)
     }
 
     #[test]
     fn no_parameters_is_latest_of_every_ticker() {
         let q = parse(&[]).expect("valid");
-        assert_eq!(q, PriceQuery { tickers: None, form: Form::Latest, limit: DEFAULT_LIMIT, after: None });
+        assert_eq!(
+            q,
+            PriceQuery {
+                tickers: None,
+                form: Form::Latest,
+                limit: DEFAULT_LIMIT,
+                after: None
+            }
+        );
     }
 
     #[test]
@@ -229,24 +288,53 @@ mod tests {
 
     #[test]
     fn times_accept_rfc3339_and_unix_seconds() {
-        let q = parse(&[("startTime", "2026-11-27T10:00:00Z"), ("endTime", "1795777200")]).expect("valid");
-        assert_eq!(q.form, Form::Range { start: Some(at("2026-11-27T10:00:00Z")), end: Some(at("2026-11-27T11:00:00Z")) });
+        let q = parse(&[
+            ("startTime", "2026-11-27T10:00:00Z"),
+            ("endTime", "1795777200"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            q.form,
+            Form::Range {
+                start: Some(at("2026-11-27T10:00:00Z")),
+                end: Some(at("2026-11-27T11:00:00Z"))
+            }
+        );
         let open = parse(&[("endTime", "2026-11-27T11:00:00+01:00")]).expect("valid");
-        assert_eq!(open.form, Form::Range { start: None, end: Some(at("2026-11-27T10:00:00Z")) });
+        assert_eq!(
+            open.form,
+            Form::Range {
+                start: None,
+                end: Some(at("2026-11-27T10:00:00Z"))
+            }
+        );
     }
 
     #[test]
     fn errors_name_the_parameter_and_the_form() {
-        let cases: [(&[(&str, &str)], &[&str]); 9] = [
-            (&[("startTime", "yesterday")], &["startTime", "RFC 3339", "Unix seconds"]),
-            (&[("startTime", "1795777200"), ("endTime", "1795777200")], &["startTime", "endTime"]),
+        type Case = (
+            &'static [(&'static str, &'static str)],
+            &'static [&'static str],
+        );
+        let cases: [Case; 9] = [
+            (
+                &[("startTime", "yesterday")],
+                &["startTime", "RFC 3339", "Unix seconds"],
+            ),
+            (
+                &[("startTime", "1795777200"), ("endTime", "1795777200")],
+                &["startTime", "endTime"],
+            ),
             (&[("limit", "0")], &["limit", "1 to 10000"]),
             (&[("limit", "10001")], &["limit"]),
             (&[("limit", "ten")], &["limit"]),
             (&[("ticker", "AM ZN")], &["ticker"]),
             (&[("ticker", "")], &["ticker"]),
             (&[("cursor", "zz")], &["cursor"]),
-            (&[("from", "1")], &["\"from\"", "ticker, startTime, endTime, limit, cursor"]),
+            (
+                &[("from", "1")],
+                &["\"from\"", "ticker, startTime, endTime, limit, cursor"],
+            ),
         ];
         for (query, needles) in cases {
             let error = parse(query).expect_err("invalid");
@@ -254,23 +342,44 @@ mod tests {
                 assert!(error.contains(needle), "{query:?}: {error}");
             }
         }
-        assert!(parse(&[("limit", "5"), ("limit", "6")]).expect_err("repeated").contains("more than once"));
+        assert!(parse(&[("limit", "5"), ("limit", "6")])
+            .expect_err("repeated")
+            .contains("more than once"));
     }
 
     #[test]
     fn cursors_round_trip_and_must_match_the_form() {
-        let range = Cursor::Range { window_start: at("2026-11-27T10:00:30Z"), ticker: "MSFT".into() };
+        let range = Cursor::Range {
+            window_start: at("2026-11-27T10:00:30Z"),
+            ticker: "MSFT".into(),
+        };
         assert_eq!(Cursor::decode(&range.encode()), Some(range.clone()));
-        let latest = Cursor::Latest { ticker: "AAPL".into() };
+        let latest = Cursor::Latest {
+            ticker: "AAPL".into(),
+        };
         assert_eq!(Cursor::decode(&latest.encode()), Some(latest.clone()));
-        assert!(parse(&[("cursor", &range.encode())]).expect_err("form").contains("cursor"));
+        assert!(parse(&[("cursor", &range.encode())])
+            .expect_err("form")
+            .contains("cursor"));
         assert!(parse(&[("cursor", &latest.encode()), ("startTime", "0")]).is_err());
         assert_eq!(Cursor::decode("4c7c"), None, "empty ticker");
     }
 
     #[test]
     fn sql_uses_keyset_pagination_and_no_offset() {
-        let q = parse(&[("ticker", "AMZN"), ("startTime", "1795773600"), ("cursor", &Cursor::Range { window_start: at("2026-11-27T10:00:30Z"), ticker: "AMZN".into() }.encode())]).expect("valid");
+        let q = parse(&[
+            ("ticker", "AMZN"),
+            ("startTime", "1795773600"),
+            (
+                "cursor",
+                &Cursor::Range {
+                    window_start: at("2026-11-27T10:00:30Z"),
+                    ticker: "AMZN".into(),
+                }
+                .encode(),
+            ),
+        ])
+        .expect("valid");
         let sql = q.to_sql().into_sql();
         assert_eq!(
             sql,
@@ -278,8 +387,14 @@ mod tests {
              FROM window_prices w WHERE TRUE AND w.ticker = $1 AND w.window_start >= $2 AND (w.window_start, w.ticker) > ($3, $4) \
              ORDER BY w.window_start, w.ticker LIMIT $5"
         );
-        let latest = parse(&[("ticker", "AMZN,MSFT")]).expect("valid").to_sql().into_sql();
-        assert!(latest.contains("FROM latest_windows l JOIN window_prices w"), "{latest}");
+        let latest = parse(&[("ticker", "AMZN,MSFT")])
+            .expect("valid")
+            .to_sql()
+            .into_sql();
+        assert!(
+            latest.contains("FROM latest_windows l JOIN window_prices w"),
+            "{latest}"
+        );
         assert!(latest.contains("l.ticker = ANY($1)"), "{latest}");
         assert!(!latest.to_uppercase().contains("OFFSET"));
     }

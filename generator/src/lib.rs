@@ -59,10 +59,18 @@ pub struct RunSummary {
 }
 
 /// Runs the generator until `shutdown` is cancelled or `GENERATOR_MAX_MESSAGES` are acknowledged.
-pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<RunSummary, GeneratorError> {
+pub async fn run(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<RunSummary, GeneratorError> {
     let mut registry = Registry::default();
     let metrics = GeneratorMetrics::register(&mut registry);
-    serve_metrics(settings.generator.metrics_addr, Arc::new(registry), shutdown.clone()).await?;
+    serve_metrics(
+        settings.generator.metrics_addr,
+        Arc::new(registry),
+        shutdown.clone(),
+    )
+    .await?;
     run_with_metrics(settings, metrics, shutdown).await
 }
 
@@ -97,7 +105,10 @@ pub async fn run_with_metrics(
     let mut last_rate_update = start;
     tracing::info!(%topic, rate = generator.generator_rate, "producing");
 
-    while generator.generator_max_messages.is_none_or(|max| summary.sent < max) {
+    while generator
+        .generator_max_messages
+        .is_none_or(|max| summary.sent < max)
+    {
         if let Some(due) = schedule.due(summary.sent) {
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => {}
@@ -120,12 +131,17 @@ pub async fn run_with_metrics(
         summary.sent += 1;
         if last_rate_update.elapsed() >= Duration::from_secs(1) {
             last_rate_update = Instant::now();
-            metrics.achieved_rate.set(summary.sent as f64 / start.elapsed().as_secs_f64());
+            metrics
+                .achieved_rate
+                .set(summary.sent as f64 / start.elapsed().as_secs_f64());
         }
     }
 
     tracing::info!(sent = summary.sent, "stopping: flushing in-flight messages");
-    let tracker = producer.flush(FLUSH_TIMEOUT).await.map_err(GeneratorError::Flush)?;
+    let tracker = producer
+        .flush(FLUSH_TIMEOUT)
+        .await
+        .map_err(GeneratorError::Flush)?;
     summary.elapsed = start.elapsed();
     summary.acknowledged = tracker.acknowledged();
     summary.failed = tracker.failed();
@@ -144,4 +160,3 @@ pub async fn run_with_metrics(
     }
     Ok(summary)
 }
-

@@ -10,7 +10,11 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(&layers)?;
     if std::env::args().any(|arg| arg == "--healthcheck") {
         let addr = settings.generator.metrics_addr.to_string();
-        std::process::exit(if tickpipe_common::healthcheck::probe(&addr, "/healthz") { 0 } else { 1 });
+        std::process::exit(if tickpipe_common::healthcheck::probe(&addr, "/healthz") {
+            0
+        } else {
+            1
+        });
     }
     tickpipe_common::telemetry::init_tracing(&settings.telemetry)?;
     tracing::info!(?settings, "starting generator");

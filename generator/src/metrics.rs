@@ -28,7 +28,11 @@ impl GeneratorMetrics {
             schedule_lag: Histogram::new(exponential_buckets(0.000_1, 4.0, 10)),
         };
         let registry = registry.sub_registry_with_prefix("generator");
-        registry.register("messages_sent", "Messages handed to the producer", metrics.sent.clone());
+        registry.register(
+            "messages_sent",
+            "Messages handed to the producer",
+            metrics.sent.clone(),
+        );
         registry.register(
             "messages_acknowledged",
             "Messages acknowledged by the broker (acks=all)",

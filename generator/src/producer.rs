@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message};
 use tickpipe_common::kafka::client_config;
@@ -72,7 +74,9 @@ pub struct TickerProducer {
 
 impl std::fmt::Debug for TickerProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TickerProducer").field("topic", &self.topic).finish()
+        f.debug_struct("TickerProducer")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 

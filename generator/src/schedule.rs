@@ -36,7 +36,10 @@ mod tests {
         assert_eq!(schedule.due(0), Some(start));
         assert_eq!(schedule.due(10), Some(start + Duration::from_secs(1)));
         // After an hour the schedule has not drifted by a single millisecond.
-        assert_eq!(schedule.due(36_000), Some(start + Duration::from_secs(3600)));
+        assert_eq!(
+            schedule.due(36_000),
+            Some(start + Duration::from_secs(3600))
+        );
     }
 
     #[test]

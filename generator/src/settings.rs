@@ -110,7 +110,10 @@ mod tests {
         let settings = load(&[]).expect("defaults");
         assert_eq!(settings.generator.generator_rate, 10.0);
         assert_eq!(settings.generator.generator_partitions, 3);
-        assert_eq!(settings.generator.generator_stocks.to_string(), "AMZN=1902,MSFT=107,AAPL=215");
+        assert_eq!(
+            settings.generator.generator_stocks.to_string(),
+            "AMZN=1902,MSFT=107,AAPL=215"
+        );
         assert_eq!(settings.generator.generator_max_messages, None);
     }
 

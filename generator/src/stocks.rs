@@ -12,7 +12,9 @@ use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Deserializer};
-use tickpipe_common::message::{validate_ticker_name, Tick, TickerMessage, MAX_PRICE, MAX_TICKERS_PER_MESSAGE};
+use tickpipe_common::message::{
+    validate_ticker_name, Tick, TickerMessage, MAX_PRICE, MAX_TICKERS_PER_MESSAGE,
+};
 
 /// One stock and its mean price.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,9 +46,18 @@ impl Default for StockList {
     fn default() -> Self {
         // The default list is a valid literal.
         Self(vec![
-            Stock { name: "AMZN".into(), mean_price: 1902 },
-            Stock { name: "MSFT".into(), mean_price: 107 },
-            Stock { name: "AAPL".into(), mean_price: 215 },
+            Stock {
+                name: "AMZN".into(),
+                mean_price: 1902,
+            },
+            Stock {
+                name: "MSFT".into(),
+                mean_price: 107,
+            },
+            Stock {
+                name: "AAPL".into(),
+                mean_price: 215,
+            },
         ])
     }
 }
@@ -57,18 +68,27 @@ impl FromStr for StockList {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let mut stocks: Vec<Stock> = Vec::new();
         for entry in text.split(',').map(str::trim) {
-            let bad = |why: &str| format!("entry {entry:?} {why}; expected NAME=MEAN pairs such as AMZN=1902,MSFT=107");
+            let bad = |why: &str| {
+                format!(
+                    "entry {entry:?} {why}; expected NAME=MEAN pairs such as AMZN=1902,MSFT=107"
+                )
+            };
             let (name, mean) = entry.split_once('=').ok_or_else(|| bad("has no '='"))?;
             let (name, mean) = (name.trim(), mean.trim());
             validate_ticker_name(name).map_err(|e| bad(&e))?;
-            let mean_price: i64 = mean.parse().map_err(|_| bad("has a mean that is not an integer"))?;
+            let mean_price: i64 = mean
+                .parse()
+                .map_err(|_| bad("has a mean that is not an integer"))?;
             if !(1..=MAX_PRICE / 2).contains(&mean_price) {
                 return Err(bad("has a mean outside 1..=500000000"));
             }
             if stocks.iter().any(|s| s.name == name) {
                 return Err(bad("repeats a name"));
             }
-            stocks.push(Stock { name: name.to_owned(), mean_price });
+            stocks.push(Stock {
+                name: name.to_owned(),
+                mean_price,
+            });
         }
         Ok(Self(stocks))
     }
@@ -76,7 +96,11 @@ impl FromStr for StockList {
 
 impl fmt::Display for StockList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pairs: Vec<String> = self.0.iter().map(|s| format!("{}={}", s.name, s.mean_price)).collect();
+        let pairs: Vec<String> = self
+            .0
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.mean_price))
+            .collect();
         f.write_str(&pairs.join(","))
     }
 }
@@ -102,7 +126,10 @@ impl MessageSource {
             Some(seed) => ChaCha8Rng::seed_from_u64(seed),
             None => ChaCha8Rng::from_entropy(),
         };
-        Self { stocks: stocks.0.clone(), rng }
+        Self {
+            stocks: stocks.0.clone(),
+            rng,
+        }
     }
 
     /// The next message.
@@ -130,11 +157,20 @@ mod tests {
 
     #[test]
     fn price_bounds_round_inwards() {
-        let amzn = Stock { name: "AMZN".into(), mean_price: 1902 };
+        let amzn = Stock {
+            name: "AMZN".into(),
+            mean_price: 1902,
+        };
         assert_eq!(amzn.price_range(), (1712, 2092)); // 1711.8 -> 1712, 2092.2 -> 2092
-        let msft = Stock { name: "MSFT".into(), mean_price: 107 };
+        let msft = Stock {
+            name: "MSFT".into(),
+            mean_price: 107,
+        };
         assert_eq!(msft.price_range(), (97, 117)); // 96.3 -> 97, 117.7 -> 117
-        let exact = Stock { name: "X".into(), mean_price: 100 };
+        let exact = Stock {
+            name: "X".into(),
+            mean_price: 100,
+        };
         assert_eq!(exact.price_range(), (90, 110));
     }
 
@@ -163,8 +199,11 @@ mod tests {
     #[test]
     fn messages_follow_the_contract() {
         let list = StockList::default();
-        let bounds: HashMap<String, (i64, i64)> =
-            list.stocks().iter().map(|s| (s.name.clone(), s.price_range())).collect();
+        let bounds: HashMap<String, (i64, i64)> = list
+            .stocks()
+            .iter()
+            .map(|s| (s.name.clone(), s.price_range()))
+            .collect();
         let mut source = MessageSource::new(&list, Some(7));
         let mut sizes = [0usize; 4];
         for _ in 0..30_000 {
@@ -196,7 +235,9 @@ mod tests {
         let list = StockList::default();
         let run = |seed| {
             let mut source = MessageSource::new(&list, Some(seed));
-            (0..100).map(|_| source.next_message().encode()).collect::<Vec<_>>()
+            (0..100)
+                .map(|_| source.next_message().encode())
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(42), run(42));
         assert_ne!(run(42), run(43));

@@ -20,7 +20,13 @@ pub type Rows = BTreeMap<(String, i64), (i64, i64, i64, i64)>;
 
 pub fn value(ticks: &[(&str, i64)]) -> Vec<u8> {
     TickerMessage {
-        tickers: ticks.iter().map(|&(name, price)| Tick { name: name.into(), price }).collect(),
+        tickers: ticks
+            .iter()
+            .map(|&(name, price)| Tick {
+                name: name.into(),
+                price,
+            })
+            .collect(),
     }
     .encode()
 }
@@ -46,14 +52,22 @@ pub fn env_vars(topic: &str, db: &TestDatabase) -> Vec<(String, String)> {
 }
 
 /// Starts an aggregator in this process; returns its metrics and the token that stops it.
-pub fn start(settings: Settings) -> (AggregatorMetrics, CancellationToken, tokio::task::JoinHandle<()>) {
+pub fn start(
+    settings: Settings,
+) -> (
+    AggregatorMetrics,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = AggregatorMetrics::register(&mut registry);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
         async move {
-            tickpipe_aggregator::run_with_metrics(settings, metrics, shutdown).await.expect("aggregator run");
+            tickpipe_aggregator::run_with_metrics(settings, metrics, shutdown)
+                .await
+                .expect("aggregator run");
         }
     });
     (metrics, shutdown, task)
@@ -74,7 +88,10 @@ pub async fn stored_rows(pool: &PgPool) -> Rows {
             let (sum, count): (i64, i64) = (r.get("price_sum"), r.get("sample_count"));
             let average: f64 = r.get("average_price");
             assert_eq!(average, sum as f64 / count as f64, "average is sum / count");
-            ((r.get("ticker"), r.get("start_ms")), (sum, count, r.get("min_price"), r.get("max_price")))
+            (
+                (r.get("ticker"), r.get("start_ms")),
+                (sum, count, r.get("min_price"), r.get("max_price")),
+            )
         })
         .collect()
 }
@@ -91,10 +108,14 @@ pub async fn stored_samples(pool: &PgPool) -> i64 {
 pub fn reference(records: &[TestRecord], width_ms: i64) -> Rows {
     let mut rows = Rows::new();
     for record in records {
-        let Ok(message) = TickerMessage::decode(&record.value) else { continue };
+        let Ok(message) = TickerMessage::decode(&record.value) else {
+            continue;
+        };
         let start = record.timestamp_ms.div_euclid(width_ms) * width_ms;
         for tick in &message.tickers {
-            let entry = rows.entry((tick.name.to_string(), start)).or_insert((0, 0, i64::MAX, i64::MIN));
+            let entry =
+                rows.entry((tick.name.to_string(), start))
+                    .or_insert((0, 0, i64::MAX, i64::MIN));
             entry.0 += tick.price;
             entry.1 += 1;
             entry.2 = entry.2.min(tick.price);
@@ -113,7 +134,11 @@ pub fn generated_records(n: usize, partitions: i32, step_ms: i64, seed: u64) -> 
         .map(|i| {
             let i = i as i64;
             let jitter = (i * 7919) % 1500; // < 2 s grace: never late
-            TestRecord::new((i % i64::from(partitions)) as i32, T0 + i * step_ms - jitter, source.next_message().encode())
+            TestRecord::new(
+                (i % i64::from(partitions)) as i32,
+                T0 + i * step_ms - jitter,
+                source.next_message().encode(),
+            )
         })
         .collect()
 }

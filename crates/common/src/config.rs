@@ -76,13 +76,14 @@ impl Layers {
     }
 
     /// Reads the given variables instead of the process environment; tests use this to stay isolated.
-    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let vars: HashMap<String, String> = vars.into_iter().collect();
         let mut builder = config::Config::builder();
         if let Some(path) = vars.get(CONFIG_FILE_VAR) {
-            builder = builder.add_source(
-                config::File::new(path, config::FileFormat::Toml).required(true),
-            );
+            builder = builder
+                .add_source(config::File::new(path, config::FileFormat::Toml).required(true));
         }
         let environment: config::Map<String, String> = vars
             .into_iter()
@@ -221,8 +222,7 @@ mod tests {
     use super::*;
 
     fn layers(vars: &[(&str, &str)]) -> Layers {
-        Layers::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-            .expect("layers")
+        Layers::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).expect("layers")
     }
 
     #[test]
@@ -248,8 +248,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tickpipe-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("tickpipe.toml");
-        std::fs::write(&file, "kafka_topic = \"from-file\"\nkafka_brokers = \"file:1\"\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "kafka_topic = \"from-file\"\nkafka_brokers = \"file:1\"\n",
+        )
+        .expect("write");
         let path = file.to_string_lossy().to_string();
         let layers = layers(&[(CONFIG_FILE_VAR, &path), ("KAFKA_BROKERS", "env:2")]);
         let kafka: KafkaSettings = layers.section().expect("kafka");

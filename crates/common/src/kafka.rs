@@ -39,14 +39,11 @@ pub async fn ensure_topic(
     );
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics([&new_topic], &options).await?;
-    for result in results {
-        match result {
-            Ok(_) => return Ok(true),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => return Ok(false),
-            Err((_, code)) => return Err(KafkaError::AdminOp(code)),
-        }
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(true),
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
+        Some(Err((_, code))) => Err(KafkaError::AdminOp(code)),
     }
-    Ok(false)
 }
 
 /// [`ensure_topic`], retried with backoff and one log line per attempt while the broker is

@@ -121,8 +121,8 @@ impl<'a> TickerMessage<'a> {
                 format!("{} bytes, limit {MAX_MESSAGE_BYTES}", bytes.len()),
             ));
         }
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| InvalidMessage::new(NotUtf8, e.to_string()))?;
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| InvalidMessage::new(NotUtf8, e.to_string()))?;
         let message: TickerMessage<'a> = serde_json::from_str(text).map_err(|e| {
             let reason = match e.classify() {
                 serde_json::error::Category::Data => WrongShape,
@@ -202,7 +202,9 @@ mod tests {
     use super::*;
 
     fn reason(bytes: &[u8]) -> InvalidReason {
-        TickerMessage::decode(bytes).expect_err("must be rejected").reason
+        TickerMessage::decode(bytes)
+            .expect_err("must be rejected")
+            .reason
     }
 
     #[test]

@@ -24,8 +24,12 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 
 /// Installs the global tracing subscriber. Call once, from the binary.
 pub fn init_tracing(settings: &TelemetrySettings) -> Result<(), ConfigError> {
-    let filter = EnvFilter::try_new(&settings.rust_log)
-        .map_err(|e| ConfigError::new("RUST_LOG", format!("expected a tracing filter such as `info`: {e}")))?;
+    let filter = EnvFilter::try_new(&settings.rust_log).map_err(|e| {
+        ConfigError::new(
+            "RUST_LOG",
+            format!("expected a tracing filter such as `info`: {e}"),
+        )
+    })?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match settings.log_format {
         LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init(),

@@ -1,0 +1,340 @@
+//! The API against a real PostgreSQL, through the real router (no network needed).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tickpipe_testkit::TestDatabase;
+use tower::ServiceExt;
+
+/// 2026-11-27T10:00:00Z.
+const T0: i64 = 1_795_773_600;
+
+/// Seeds `windows` consecutive 30-second windows for each ticker, with deterministic prices, and
+/// the latest-window table as the aggregator keeps it.
+async fn seed(pool: &PgPool, tickers: &[&str], windows: i64) {
+    for (t, ticker) in tickers.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price)
+             SELECT $1, to_timestamp($2 + w * 30), to_timestamp($2 + w * 30 + 30), 100 * ($3 + 1) * 4 + w, 4, 90 * ($3 + 1), 110 * ($3 + 1)
+             FROM generate_series(0, $4 - 1) AS w",
+        )
+        .bind(ticker)
+        .bind(T0 as f64)
+        .bind(t as i64)
+        .bind(windows)
+        .execute(pool)
+        .await
+        .expect("seed windows");
+    }
+    sqlx::query(
+        "INSERT INTO latest_windows (ticker, window_start) SELECT ticker, max(window_start) FROM window_prices GROUP BY ticker",
+    )
+    .execute(pool)
+    .await
+    .expect("seed latest");
+}
+
+async fn get(pool: &PgPool, uri: &str) -> (StatusCode, String, Value) {
+    request(pool, "GET", uri).await
+}
+
+async fn request(pool: &PgPool, method: &str, uri: &str) -> (StatusCode, String, Value) {
+    let app = tickpipe_api::app(pool.clone(), Duration::from_secs(2));
+    let response = app
+        .oneshot(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, content_type, body)
+}
+
+fn window(ticker: &str, start: i64, average: f64, min: i64, max: i64) -> Value {
+    let iso = |s: i64| {
+        chrono::DateTime::from_timestamp(s, 0)
+            .expect("time")
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    json!({
+        "ticker": ticker, "windowStart": iso(start), "windowEnd": iso(start + 30),
+        "averagePrice": average, "samples": 4, "minPrice": min, "maxPrice": max
+    })
+}
+
+#[tokio::test]
+async fn no_parameters_gives_the_latest_window_of_every_ticker() {
+    let db = TestDatabase::create().await;
+    seed(&db.pool, &["MSFT", "AMZN", "AAPL"], 3).await;
+    let (status, content_type, body) = get(&db.pool, "/v1/get-prices").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "application/json");
+    let last = T0 + 60;
+    // price_sum = 400 * (t + 1) + 2 over 4 samples, t = index in the seed list.
+    assert_eq!(
+        body,
+        json!({"prices": [
+            window("AAPL", last, (1200.0 + 2.0) / 4.0, 270, 330),
+            window("AMZN", last, (800.0 + 2.0) / 4.0, 180, 220),
+            window("MSFT", last, (400.0 + 2.0) / 4.0, 90, 110),
+        ], "nextCursor": null})
+    );
+}
+
+#[tokio::test]
+async fn ticker_filter_is_case_insensitive() {
+    let db = TestDatabase::create().await;
+    seed(&db.pool, &["MSFT", "AMZN", "AAPL"], 2).await;
+    let (status, _, body) = get(&db.pool, "/v1/get-prices?ticker=amzn,Msft").await;
+    assert_eq!(status, StatusCode::OK);
+    let tickers: Vec<&str> = body["prices"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|p| p["ticker"].as_str().expect("ticker"))
+        .collect();
+    assert_eq!(tickers, ["AMZN", "MSFT"]);
+}
+
+#[tokio::test]
+async fn a_time_range_gives_every_window_starting_inside_it() {
+    let db = TestDatabase::create().await;
+    seed(&db.pool, &["MSFT", "AMZN"], 10).await;
+    let uri = format!(
+        "/v1/get-prices?startTime={}&endTime=2026-11-27T10:01:30Z",
+        T0 + 30
+    );
+    let (status, _, body) = get(&db.pool, &uri).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"prices": [
+            window("AMZN", T0 + 30, (800.0 + 1.0) / 4.0, 180, 220),
+            window("MSFT", T0 + 30, (400.0 + 1.0) / 4.0, 90, 110),
+            window("AMZN", T0 + 60, (800.0 + 2.0) / 4.0, 180, 220),
+            window("MSFT", T0 + 60, (400.0 + 2.0) / 4.0, 90, 110),
+        ], "nextCursor": null})
+    );
+    let (_, _, only_msft) = get(&db.pool, &format!("{uri}&ticker=MSFT")).await;
+    assert_eq!(only_msft["prices"].as_array().expect("array").len(), 2);
+    let (_, _, open_end) = get(&db.pool, &format!("/v1/get-prices?startTime={}", T0 + 270)).await;
+    assert_eq!(
+        open_end["prices"].as_array().expect("array").len(),
+        2,
+        "{open_end}"
+    );
+}
+
+#[tokio::test]
+async fn pagination_visits_every_row_exactly_once() {
+    let db = TestDatabase::create().await;
+    seed(&db.pool, &["AAPL", "AMZN", "MSFT"], 25).await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut uri = "/v1/get-prices?startTime=0&limit=7".to_owned();
+        if let Some(c) = &cursor {
+            uri.push_str(&format!("&cursor={c}"));
+        }
+        let (status, _, body) = get(&db.pool, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        pages += 1;
+        for price in body["prices"].as_array().expect("array") {
+            seen.push((
+                price["windowStart"].as_str().expect("start").to_owned(),
+                price["ticker"].as_str().expect("ticker").to_owned(),
+            ));
+        }
+        match body["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 11, "75 rows at 7 a page");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen.len(), 75);
+    assert_eq!(seen, sorted, "in order, no repeats");
+
+    let (_, _, first) = get(&db.pool, "/v1/get-prices?limit=2").await;
+    let next = first["nextCursor"].as_str().expect("more latest rows");
+    let (_, _, second) = get(&db.pool, &format!("/v1/get-prices?limit=2&cursor={next}")).await;
+    assert_eq!(second["prices"][0]["ticker"], "MSFT");
+    assert_eq!(second["nextCursor"], Value::Null);
+}
+
+#[tokio::test]
+async fn every_error_is_problem_json_naming_the_parameter() {
+    let db = TestDatabase::create().await;
+    let cases = [
+        (
+            "/v1/get-prices?startTime=soon",
+            StatusCode::BAD_REQUEST,
+            "startTime",
+        ),
+        (
+            "/v1/get-prices?startTime=1795773600&endTime=1795773600",
+            StatusCode::BAD_REQUEST,
+            "endTime",
+        ),
+        ("/v1/get-prices?limit=0", StatusCode::BAD_REQUEST, "limit"),
+        (
+            "/v1/get-prices?limit=10001",
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            "/v1/get-prices?ticker=AM%20ZN",
+            StatusCode::BAD_REQUEST,
+            "ticker",
+        ),
+        (
+            "/v1/get-prices?cursor=nonsense",
+            StatusCode::BAD_REQUEST,
+            "cursor",
+        ),
+        (
+            "/v1/get-prices?since=1",
+            StatusCode::BAD_REQUEST,
+            "ticker, startTime, endTime, limit, cursor",
+        ),
+        (
+            "/v1/nothing-here",
+            StatusCode::NOT_FOUND,
+            "/v1/nothing-here",
+        ),
+    ];
+    for (uri, expected_status, needle) in cases {
+        let (status, content_type, body) = get(&db.pool, uri).await;
+        assert_eq!(status, expected_status, "{uri}: {body}");
+        assert_eq!(content_type, "application/problem+json", "{uri}");
+        assert_eq!(body["status"], expected_status.as_u16(), "{uri}");
+        let detail = body["detail"].as_str().expect("detail");
+        assert!(detail.contains(needle), "{uri}: {detail}");
+    }
+    let (status, content_type, _) = request(&db.pool, "POST", "/v1/get-prices").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(content_type, "application/problem+json");
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let db = TestDatabase::create().await;
+    let (status, _, doc) = get(&db.pool, "/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        doc["openapi"].as_str().expect("version").starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let paths: Vec<&String> = doc["paths"].as_object().expect("paths").keys().collect();
+    for route in [
+        "/v1/get-prices",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/openapi.json",
+    ] {
+        assert!(
+            paths.iter().any(|p| p.as_str() == route),
+            "{route} missing from {paths:?}"
+        );
+        let (status, _, _) = get(&db.pool, route).await;
+        assert_eq!(status, StatusCode::OK, "{route} is documented and served");
+    }
+    let params: Vec<&str> = doc["paths"]["/v1/get-prices"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(params, tickpipe_api::query::ACCEPTED_PARAMETERS);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let db = TestDatabase::create().await;
+    let app = tickpipe_api::app(db.pool.clone(), Duration::from_secs(2));
+    for uri in ["/v1/get-prices", "/v1/get-prices?limit=0", "/metrics"] {
+        app.clone()
+            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+    }
+    let response = app
+        .oneshot(
+            Request::get("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let text = String::from_utf8(
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body")
+            .to_vec(),
+    )
+    .expect("utf8");
+    assert!(
+        text.contains(r#"api_http_requests_total{route="/v1/get-prices",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"api_http_requests_total{route="/v1/get-prices",status="400"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("api_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_reader_role_can_read_but_not_write() {
+    let db = TestDatabase::create().await;
+    seed(&db.pool, &["AMZN"], 1).await;
+    let role = tickpipe_testkit::unique_name("api");
+    sqlx::query(&format!(
+        "CREATE ROLE \"{role}\" LOGIN PASSWORD 'reader' IN ROLE tickpipe_reader"
+    ))
+    .execute(&db.pool)
+    .await
+    .expect("create role");
+    let url = db
+        .url
+        .replacen("postgres:postgres@", &format!("{role}:reader@"), 1);
+    let settings = tickpipe_common::config::DatabaseSettings {
+        database_url: tickpipe_common::config::DatabaseUrl::new(url),
+        database_max_connections: 2,
+    };
+    let reader = tickpipe_common::db::read_only_pool(&settings).expect("pool");
+    let (status, _, body) = get(&reader, "/v1/get-prices").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["prices"].as_array().expect("array").len(), 1);
+    let write = sqlx::query("DELETE FROM window_prices")
+        .execute(&reader)
+        .await;
+    assert!(write.is_err(), "the API's role must not write");
+}
