@@ -3,7 +3,8 @@
 //! This is the heart of exactly-once, kept free of I/O so it can be tested exhaustively:
 //!
 //! - The watermark is the highest record timestamp seen minus the grace period, or the wall clock
-//!   minus the grace period while the partition is caught up ([`PartitionState::advance_idle`]).
+//!   minus the grace period once the partition has been caught up for a grace period
+//!   ([`PartitionState::advance_idle`]).
 //! - A window is final once the watermark passes its end. Every window starting before
 //!   `floor(watermark / width) * width` is final ("the boundary"); a record for such a window is late.
 //! - [`PartitionState::take_closed`] removes the final windows and returns them with the progress to
@@ -97,7 +98,8 @@ pub struct PartitionState {
     replay_until: i64,
     dlq_next_offset: i64,
     open: BTreeMap<i64, OpenWindow>,
-    caught_up: bool,
+    /// Wall-clock time (Unix ms) since which the consumer has been at the end of the partition.
+    caught_up_since: Option<i64>,
 }
 
 impl PartitionState {
@@ -113,7 +115,7 @@ impl PartitionState {
             replay_until: progress.next_offset,
             dlq_next_offset: progress.dlq_next_offset,
             open: BTreeMap::new(),
-            caught_up: false,
+            caught_up_since: None,
         }
     }
 
@@ -137,7 +139,7 @@ impl PartitionState {
         timestamp_ms: i64,
         message: &TickerMessage<'_>,
     ) -> Outcome {
-        self.caught_up = false;
+        self.caught_up_since = None;
         self.next_offset = self.next_offset.max(offset + 1);
         let start = window_start(timestamp_ms, self.width_ms);
         let outcome = if start < self.boundary_ms() {
@@ -171,7 +173,7 @@ impl PartitionState {
     /// Accounts for a record that carries no prices (invalid). Returns whether it still has to be
     /// sent to the dead-letter topic, which is false when it was sent before a restart.
     pub fn skip_invalid(&mut self, offset: i64) -> bool {
-        self.caught_up = false;
+        self.caught_up_since = None;
         self.next_offset = self.next_offset.max(offset + 1);
         if offset >= self.dlq_next_offset {
             self.dlq_next_offset = offset + 1;
@@ -181,15 +183,25 @@ impl PartitionState {
         }
     }
 
-    /// The consumer reached the end of the partition.
-    pub fn mark_caught_up(&mut self) {
-        self.caught_up = true;
+    /// The consumer reached the end of the partition at wall-clock time `now_ms`.
+    pub fn mark_caught_up(&mut self, now_ms: i64) {
+        self.caught_up_since.get_or_insert(now_ms);
     }
 
-    /// While caught up, the watermark follows the wall clock, so the last window closes about one
-    /// grace period after its end even when no more records come.
+    /// The consumer lost sight of the partition's end (e.g. the broker went away): records created
+    /// meanwhile may arrive late through no fault of theirs, so the wall clock stops counting.
+    pub fn mark_uncertain(&mut self) {
+        self.caught_up_since = None;
+    }
+
+    /// Once caught up for a grace period, the watermark follows the wall clock, so the last window
+    /// closes about one grace period after its end even when no more records come. Waiting a grace
+    /// period first leaves producers that were briefly delayed (a broker restart) time to deliver.
     pub fn advance_idle(&mut self, now_ms: i64) {
-        if self.caught_up {
+        if self
+            .caught_up_since
+            .is_some_and(|since| now_ms - since >= self.grace_ms)
+        {
             self.watermark_ms = self.watermark_ms.max(now_ms - self.grace_ms);
         }
     }
@@ -401,7 +413,12 @@ mod tests {
             closed_rows(&mut s).is_empty(),
             "not caught up yet: the wall clock does not count"
         );
-        s.mark_caught_up();
+        s.mark_caught_up(T0 + 1_500);
+        s.advance_idle(T0 + 3_000);
+        assert!(
+            closed_rows(&mut s).is_empty(),
+            "caught up for less than a grace period"
+        );
         s.advance_idle(T0 + 31_000);
         assert!(closed_rows(&mut s).is_empty(), "still within grace");
         s.advance_idle(T0 + 32_000);

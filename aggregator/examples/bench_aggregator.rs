@@ -1,0 +1,164 @@
+//! Aggregator benchmark: pre-fills a 3-partition topic with generator messages, then measures the
+//! aggregator binary from start to the last window written, next to Kafka's ConsumerPerformance on
+//! the same topic in the same run, and the aggregator's peak memory (VmHWM). Prints figures only.
+//!
+//! Environment: KAFKA_BROKERS, DATABASE_URL, TICKPIPE_KAFKA_LIBS (from `scripts/services.sh env`),
+//! BENCH_RECORDS (default 2,000,000), AGGREGATOR_BIN (default target/release/aggregator).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+use tickpipe_generator::stocks::{MessageSource, StockList};
+use tickpipe_testkit::TestDatabase;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Produces `records` generator messages, timestamps 1 ms apart in the past (so every window can
+/// close as soon as the records are read), and returns the number of prices they hold.
+fn prefill(brokers: &str, topic: &str, records: u64) -> anyhow::Result<i64> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("compression.type", "none")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let mut source = MessageSource::new(&StockList::default(), Some(2026));
+    let start_ms = tickpipe_common::clock::now_ms() - records as i64 - 3_600_000;
+    let mut prices = 0i64;
+    for i in 0..records {
+        let message = source.next_message();
+        prices += message.tickers.len() as i64;
+        let payload = message.encode();
+        let timestamp = start_ms + i as i64;
+        loop {
+            match producer.send(
+                BaseRecord::<(), [u8]>::to(topic)
+                    .payload(&payload)
+                    .timestamp(timestamp),
+            ) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(prices)
+}
+
+fn consumer_performance(topic: &str, records: u64) -> anyhow::Result<f64> {
+    let libs = std::env::var("TICKPIPE_KAFKA_LIBS")?;
+    let output = Command::new("java")
+        .args([
+            "-Xmx512m",
+            "-cp",
+            &format!("{libs}/*"),
+            "org.apache.kafka.tools.ConsumerPerformance",
+        ])
+        .args([
+            "--bootstrap-server",
+            &env("KAFKA_BROKERS", "127.0.0.1:9092"),
+            "--topic",
+            topic,
+        ])
+        .args(["--messages", &records.to_string(), "--timeout", "60000"])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Header "start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ..."
+    let mut lines = stdout.lines().filter(|l| !l.trim().is_empty());
+    let header = lines
+        .find(|l| l.contains("nMsg.sec"))
+        .ok_or_else(|| anyhow::anyhow!("no header in: {stdout}"))?;
+    let column = header
+        .split(',')
+        .position(|c| c.trim() == "nMsg.sec")
+        .ok_or_else(|| anyhow::anyhow!("no nMsg.sec"))?;
+    let row = lines
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no figures in: {stdout}"))?;
+    let value = row
+        .split(',')
+        .nth(column)
+        .ok_or_else(|| anyhow::anyhow!("short row: {row}"))?;
+    Ok(value.trim().parse()?)
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let brokers = env("KAFKA_BROKERS", "127.0.0.1:9092");
+    let records: u64 = env("BENCH_RECORDS", "2000000").parse()?;
+    let topic = tickpipe_testkit::unique_name("bench_agg");
+    tickpipe_common::kafka::ensure_topic(&brokers, &topic, 3, 1).await?;
+    let fill_started = Instant::now();
+    let prices = {
+        let (brokers, topic) = (brokers.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || prefill(&brokers, &topic, records)).await??
+    };
+    eprintln!(
+        "pre-filled {records} records ({prices} prices) in {:?}",
+        fill_started.elapsed()
+    );
+
+    let db = TestDatabase::create().await;
+    let started = Instant::now();
+    let mut child = Command::new(env("AGGREGATOR_BIN", "target/release/aggregator"))
+        .env_clear()
+        .env("KAFKA_BROKERS", &brokers)
+        .env("KAFKA_TOPIC", &topic)
+        .env("DATABASE_URL", &db.url)
+        .env("AGGREGATOR_GROUP_ID", &topic)
+        .env("AGGREGATOR_DLQ_TOPIC", format!("{topic}.dlq"))
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let mut peak = 0;
+    loop {
+        peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
+        let written: Option<i64> =
+            sqlx::query_scalar("SELECT sum(sample_count)::bigint FROM window_prices")
+                .fetch_one(&db.pool)
+                .await?;
+        if written.unwrap_or(0) >= prices {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "aggregator did not finish in 15 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let ours = records as f64 / elapsed.as_secs_f64();
+    let reference = consumer_performance(&topic, records)?;
+    println!(
+        "bench|aggregator throughput, {records} records, start to last window|{ours:.0}|records/s|ConsumerPerformance|{reference:.0}|{:.3}",
+        ours / reference
+    );
+    println!(
+        "bench|aggregator peak memory (VmHWM)|{:.1}|MiB|target|64|{:.3}",
+        peak as f64 / 1024.0,
+        peak as f64 / 1024.0 / 64.0
+    );
+    Ok(())
+}

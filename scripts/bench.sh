@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs the generator, aggregator and API benchmarks against the native Kafka and PostgreSQL and
+# prints one table: each figure, the reference it is compared with (Kafka's ProducerPerformance /
+# ConsumerPerformance measured in the same run, or the issue's target) and the ratio.
+#
+#   scripts/bench.sh                       # full size (about 10 minutes)
+#   BENCH_PACING_SECS=10 BENCH_MESSAGES=200000 BENCH_RECORDS=200000 BENCH_SIZES=10000 scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
+
+bash scripts/services.sh up >/dev/null
+eval "$(bash scripts/services.sh env)"
+
+echo "== building release binaries and benchmarks"
+cargo build --release --locked -q --bins --examples
+
+results=$(mktemp)
+run() { # example package
+    echo "== $1"
+    "target/release/examples/$2" | tee -a "$results"
+}
+AGGREGATOR_BIN=target/release/aggregator API_BIN=target/release/api export AGGREGATOR_BIN API_BIN
+run "generator: pacing and throughput" bench_generator
+run "aggregator: backfill throughput and memory" bench_aggregator
+run "api: latency under load" bench_api
+
+kafka_version=$(bash scripts/services.sh versions | grep -i kafka | head -n 1)
+pg_version=$(bash scripts/services.sh versions | grep -i postgres | head -n 1)
+echo
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $kafka_version; $pg_version"
+python3 - "$results" <<'PY'
+import sys
+rows = [line.rstrip("\n").split("|")[1:] for line in open(sys.argv[1]) if line.startswith("bench|")]
+header = ["figure", "value", "unit", "reference", "reference value", "ratio"]
+widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(6)]
+line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
+print(line(header))
+print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+for r in rows:
+    print(line(r))
+PY
