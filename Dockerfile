@@ -5,6 +5,9 @@
 
 FROM rust:1.95-slim-bookworm AS build
 # librdkafka is compiled from source by rdkafka-sys: it needs make, a C compiler and zlib headers.
+# Build-stage tools only (nothing ships in the runtime images) and Debian replaces old package
+# versions on its mirrors, so pinning exact versions would only make the build break later.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends make zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*

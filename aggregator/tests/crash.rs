@@ -12,21 +12,32 @@ use tickpipe_testkit::{create_topic, produce, TestDatabase};
 /// Tests here restart shared services or load the machine; run them one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn spawn_aggregator(topic: &str, db: &TestDatabase) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_aggregator"))
+/// A child aggregator process, SIGKILLed when dropped so that a failing test leaves none behind.
+struct Aggregator(Child);
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_aggregator(topic: &str, db: &TestDatabase) -> Aggregator {
+    let child = Command::new(env!("CARGO_BIN_EXE_aggregator"))
         .env_clear()
         .envs(env_vars(topic, db))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn aggregator")
+        .expect("spawn aggregator");
+    Aggregator(child)
 }
 
-fn kill_hard(child: &mut Child) {
+fn kill_hard(aggregator: &mut Aggregator) {
     // Child::kill sends SIGKILL: no shutdown code runs.
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    aggregator.0.kill().expect("SIGKILL");
+    aggregator.0.wait().expect("reaped");
 }
 
 async fn windows_written(db: &TestDatabase) -> i64 {

@@ -26,9 +26,9 @@ async fn writes_the_exact_rows_for_explicit_timestamps() {
         TestRecord::new(0, T0 + 155_000, value(&[("AAPL", 220)])),
     ];
     produce(&topic, &records).await;
-    let (metrics, shutdown, task) = start(settings(&topic, &db, &[]));
+    let aggregator = start(settings(&topic, &db, &[]));
 
-    let rows = wait_for_samples(&db.pool, 9, Duration::from_secs(60)).await;
+    let rows = wait_for_samples(&db.pool, 8, Duration::from_secs(60)).await;
     let expected: Rows = [
         (
             ("AMZN".to_string(), T0),
@@ -44,8 +44,8 @@ async fn writes_the_exact_rows_for_explicit_timestamps() {
     .into_iter()
     .collect();
     assert_eq!(rows, expected);
-    assert_eq!(metrics.late.get(), 1);
-    assert_eq!(metrics.consumed.get(), 7);
+    assert_eq!(aggregator.metrics.late.get(), 1);
+    assert_eq!(aggregator.metrics.consumed.get(), 7);
 
     let latest: Vec<(String, i64)> = sqlx::query_as(
         "SELECT ticker, (extract(epoch FROM window_start) * 1000)::bigint FROM latest_windows ORDER BY ticker",
@@ -61,15 +61,14 @@ async fn writes_the_exact_rows_for_explicit_timestamps() {
             ("MSFT".into(), T0 + 30_000)
         ]
     );
-    shutdown.cancel();
-    task.await.expect("stopped");
+    aggregator.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_partition_closes_its_last_window_by_the_wall_clock() {
     let topic = create_topic("idle", 1).await;
     let db = TestDatabase::create().await;
-    let (_metrics, shutdown, task) = start(settings(
+    let aggregator = start(settings(
         &topic,
         &db,
         &[
@@ -86,8 +85,7 @@ async fn an_idle_partition_closes_its_last_window_by_the_wall_clock() {
         rows.get(&("MSFT".to_string(), start)),
         Some(&(107, 1, 107, 107))
     );
-    shutdown.cancel();
-    task.await.expect("stopped");
+    aggregator.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +93,7 @@ async fn bad_input_goes_to_the_dead_letter_topic_and_valid_neighbours_are_applie
     let topic = create_topic("bad", 1).await;
     let dlq = format!("{topic}.dlq");
     let db = TestDatabase::create().await;
-    let future = tickpipe_common::clock::now_ms() + 3_600_000;
+    let future = tickpipe_common::clock::now_ms() + 1_800_000;
     let bad: Vec<(&str, Vec<u8>, i64)> = vec![
         ("invalid_json", b"{not json".to_vec(), T0 + 1_000),
         (
@@ -143,7 +141,7 @@ async fn bad_input_goes_to_the_dead_letter_topic_and_valid_neighbours_are_applie
         records.push(TestRecord::new(0, *ts, bytes.clone()));
     }
     produce(&topic, &records).await;
-    let (metrics, shutdown, task) = start(settings(&topic, &db, &[]));
+    let aggregator = start(settings(&topic, &db, &[]));
 
     let rows = wait_for_samples(&db.pool, bad.len() as i64, Duration::from_secs(60)).await;
     let n = bad.len() as i64;
@@ -174,12 +172,12 @@ async fn bad_input_goes_to_the_dead_letter_topic_and_valid_neighbours_are_applie
             .parse()
             .expect("number");
         assert_eq!(offset % 2, 1, "bad records sit at odd offsets");
-        let counted = metrics
+        let counted = aggregator
+            .metrics
             .invalid
             .get_or_create(&tickpipe_aggregator::metrics::ReasonLabel { reason })
             .get();
         assert!(counted >= 1, "{reason} counted");
     }
-    shutdown.cancel();
-    task.await.expect("stopped");
+    aggregator.stop().await;
 }

@@ -5,7 +5,11 @@ use tickpipe_api::settings::Settings;
 use tickpipe_common::config::Layers;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    tickpipe_common::exit_with(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let settings = Settings::load(&Layers::from_env()?)?;
     if std::env::args().any(|arg| arg == "--healthcheck") {
         let addr = settings.api.api_bind.to_string();

@@ -5,7 +5,11 @@ use tickpipe_common::config::Layers;
 use tickpipe_generator::settings::Settings;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    tickpipe_common::exit_with(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let layers = Layers::from_env()?;
     let settings = Settings::load(&layers)?;
     if std::env::args().any(|arg| arg == "--healthcheck") {

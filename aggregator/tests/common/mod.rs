@@ -12,8 +12,9 @@ use tickpipe_common::message::{Tick, TickerMessage};
 use tickpipe_testkit::{TestDatabase, TestRecord};
 use tokio_util::sync::CancellationToken;
 
-/// 2026-11-27T10:00:00Z, a window start.
-pub const T0: i64 = 1_795_773_600_000;
+/// 2026-11-20T10:00:00Z, a window start in the past: Kafka 4 rejects timestamps more than an hour
+/// ahead (log.message.timestamp.after.max.ms), and the aggregator rejects those a minute ahead.
+pub const T0: i64 = 1_795_168_800_000;
 
 /// One expected (or stored) row: (ticker, window start ms) -> (sum, count, min, max).
 pub type Rows = BTreeMap<(String, i64), (i64, i64, i64, i64)>;
@@ -51,14 +52,27 @@ pub fn env_vars(topic: &str, db: &TestDatabase) -> Vec<(String, String)> {
     ]
 }
 
-/// Starts an aggregator in this process; returns its metrics and the token that stops it.
-pub fn start(
-    settings: Settings,
-) -> (
-    AggregatorMetrics,
-    CancellationToken,
-    tokio::task::JoinHandle<()>,
-) {
+/// An aggregator running in this process. Dropping it (also when a test panics) stops it, so a
+/// failing test fails instead of waiting forever for the consume thread.
+pub struct Running {
+    pub metrics: AggregatorMetrics,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _stop_on_drop: tokio_util::sync::DropGuard,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// Stops the aggregator and waits until it has.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("aggregator stopped cleanly");
+        }
+    }
+}
+
+/// Starts an aggregator in this process.
+pub fn start(settings: Settings) -> Running {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = AggregatorMetrics::register(&mut registry);
     let shutdown = CancellationToken::new();
@@ -70,7 +84,12 @@ pub fn start(
                 .expect("aggregator run");
         }
     });
-    (metrics, shutdown, task)
+    Running {
+        metrics,
+        task: Some(task),
+        _stop_on_drop: shutdown.clone().drop_guard(),
+        shutdown,
+    }
 }
 
 pub async fn stored_rows(pool: &PgPool) -> Rows {

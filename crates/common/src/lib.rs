@@ -26,3 +26,17 @@ pub mod clock {
             .unwrap_or_default()
     }
 }
+
+/// How a binary ends: exit 0, or one line `Error: ...` on stderr and exit 1.
+///
+/// Returning an error from `main` would print a backtrace when `RUST_BACKTRACE` is set; a service
+/// that refuses its configuration should say why in one line instead.
+pub fn exit_with<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
