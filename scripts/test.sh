@@ -28,3 +28,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked -- --nocapture 2>&1 | tee "${TICKPIPE_STATE_DIR:-/tmp}/cargo-test.log"
 
+
+echo "== fault drill, small scale (scripts/drill.sh; DRILL_SECS=300 for the full one)"
+DRILL_SECS="${DRILL_SECS:-60}" bash scripts/drill.sh
