@@ -6,6 +6,7 @@ use serde::Deserialize;
 use tickpipe_common::config::{
     ConfigError, DatabaseSettings, KafkaSettings, Layers, TelemetrySettings,
 };
+use tickpipe_common::service::ServiceSettings;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -15,8 +16,16 @@ pub struct Settings {
     pub aggregator: AggregatorSettings,
 }
 
-impl Settings {
-    pub fn load(layers: &Layers) -> Result<Self, ConfigError> {
+impl ServiceSettings for Settings {
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+
+    fn health_addr(&self) -> SocketAddr {
+        self.aggregator.metrics_addr
+    }
+
+    fn load(layers: &Layers) -> Result<Self, ConfigError> {
         let settings = Self {
             telemetry: layers.section()?,
             kafka: layers.section()?,

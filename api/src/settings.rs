@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 use tickpipe_common::config::{ConfigError, DatabaseSettings, Layers, TelemetrySettings};
+use tickpipe_common::service::ServiceSettings;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -12,8 +13,16 @@ pub struct Settings {
     pub api: ApiSettings,
 }
 
-impl Settings {
-    pub fn load(layers: &Layers) -> Result<Self, ConfigError> {
+impl ServiceSettings for Settings {
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+
+    fn health_addr(&self) -> SocketAddr {
+        self.api.api_bind
+    }
+
+    fn load(layers: &Layers) -> Result<Self, ConfigError> {
         Ok(Self {
             telemetry: layers.section()?,
             database: layers.section()?,

@@ -8,6 +8,7 @@
 
 use std::process::Command;
 use std::time::Duration;
+use tickpipe_common::service::ServiceSettings;
 
 use prometheus_client::registry::Registry;
 use tickpipe_common::config::Layers;

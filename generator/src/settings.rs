@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 use tickpipe_common::config::{ConfigError, KafkaSettings, Layers, TelemetrySettings};
+use tickpipe_common::service::ServiceSettings;
 
 use crate::stocks::StockList;
 
@@ -15,8 +16,16 @@ pub struct Settings {
     pub generator: GeneratorSettings,
 }
 
-impl Settings {
-    pub fn load(layers: &Layers) -> Result<Self, ConfigError> {
+impl ServiceSettings for Settings {
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+
+    fn health_addr(&self) -> SocketAddr {
+        self.generator.metrics_addr
+    }
+
+    fn load(layers: &Layers) -> Result<Self, ConfigError> {
         let settings = Self {
             telemetry: layers.section()?,
             kafka: layers.section()?,

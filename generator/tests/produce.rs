@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use tickpipe_common::service::ServiceSettings;
 
 use rdkafka::Message;
 use tickpipe_common::config::Layers;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tickpipe_common::service::ServiceSettings;
 
 use sqlx::{PgPool, Row};
 use tickpipe_aggregator::metrics::AggregatorMetrics;

@@ -14,6 +14,7 @@ pub mod db;
 pub mod healthcheck;
 pub mod kafka;
 pub mod message;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
@@ -24,19 +25,5 @@ pub mod clock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or_default()
-    }
-}
-
-/// How a binary ends: exit 0, or one line `Error: ...` on stderr and exit 1.
-///
-/// Returning an error from `main` would print a backtrace when `RUST_BACKTRACE` is set; a service
-/// that refuses its configuration should say why in one line instead.
-pub fn exit_with<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("Error: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
     }
 }
