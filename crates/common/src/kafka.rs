@@ -12,6 +12,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
+/// How long one attempt to reach the broker may take before it is logged and retried.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A client configuration with the bootstrap servers and a client id set; callers add the rest.
 pub fn client_config(brokers: &str, client_id: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -57,9 +60,13 @@ pub async fn ensure_topic_with_retry(
 ) -> bool {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
-        let attempt = ensure_topic(brokers, topic, partitions, replication_factor);
+        // Bounded, because the admin client waits indefinitely for an unreachable broker.
+        let attempt = tokio::time::timeout(
+            ATTEMPT_TIMEOUT,
+            ensure_topic(brokers, topic, partitions, replication_factor),
+        );
         let result = tokio::select! {
-            result = attempt => result,
+            result = attempt => result.unwrap_or(Err(KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut))),
             _ = shutdown.cancelled() => return false,
         };
         match result {

@@ -3,6 +3,7 @@
 //! Metrics use an explicit [`Registry`] per service instance rather than a process-global recorder,
 //! so that tests can run several services in one process and read each one's figures apart.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -32,7 +33,9 @@ pub fn init_tracing(settings: &TelemetrySettings) -> Result<(), ConfigError> {
     })?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match settings.log_format {
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
+            .try_init(),
         LogFormat::Json => registry
             .with(tracing_subscriber::fmt::layer().json().flatten_event(true))
             .try_init(),
