@@ -14,6 +14,7 @@
 #   COMPOSE_PROJECT_NAME  compose project of the test stack   (default: tickpipe-e2e)
 #   E2E_WAIT_TIMEOUT      seconds for `up --wait` to see every service healthy (default: 900)
 #   E2E_PRICES_TIMEOUT    seconds, after `up` returns, for all three averages  (default: 240)
+#   COMPOSE_FILE          honoured by every `docker compose` call, e.g. to add a local override
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -29,6 +30,10 @@ SERVICES=(kafka postgres generator aggregator api)
 
 STACK_CREATED=0   # set once `up` may have created something that `down` must remove
 PHASES=()         # "name<TAB>seconds", printed on exit, also after a failure
+PHASE=""          # the phase running now: on_exit reports it as failed with its time so far
+PHASE_START=0
+UP_PID=""         # the `docker compose up` running in the background, if any
+MAX_RESTARTS=5    # a container restarted this often during `up` is crash-looping
 
 log() { printf '\n== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '\nERROR: %s\n' "$*" >&2; exit 1; }
@@ -36,39 +41,44 @@ die() { printf '\nERROR: %s\n' "$*" >&2; exit 1; }
 # timed NAME COMMAND...: runs COMMAND in this shell (so `source` and exports stick) and records
 # how long it took under NAME.
 timed() {
-    local name=$1 start=$SECONDS
+    PHASE=$1 PHASE_START=$SECONDS
     shift
     "$@"
-    PHASES+=("$name"$'\t'"$((SECONDS - start))")
+    PHASES+=("$PHASE"$'\t'"$((SECONDS - PHASE_START))")
+    PHASE=""
 }
 
 print_timings() {
     local phase
+    [[ -z $PHASE ]] || PHASES+=("$PHASE (failed)"$'\t'"$((SECONDS - PHASE_START))")
     ((${#PHASES[@]})) || return 0
     log "phase timings"
     for phase in "${PHASES[@]}"; do
-        printf '  %-22s %4d s\n' "${phase%%$'\t'*}" "${phase##*$'\t'}"
+        printf '  %-30s %4d s\n' "${phase%%$'\t'*}" "${phase##*$'\t'}"
     done
 }
 
-# Logs on exit. After a success the last 80 lines across all services (in time order) are enough;
-# after a failure every service gets its own last 80 lines, so that a broker or database that
-# failed early is not drowned out by the chatty services.
+# Logs on exit, per service so that one chatty service cannot hide the others' last words:
+# about 80 lines in all after a success (16 each), 80 lines of each service after a failure.
+# The whole log is cut with `tail` rather than `logs --tail`: podman's --tail only sees the
+# latest run of a container that keeps restarting, i.e. not the error that made it restart.
 print_logs() {
-    local rc=$1
-    if ((rc == 0)); then
-        log "docker compose logs (last 80 lines, all services, by time)"
-        docker compose logs --no-color --timestamps --tail 80 2>&1 | sort -s -t'|' -k2 | tail -n 80
-    else
-        log "docker compose logs (last 80 lines of each service)"
-        docker compose logs --no-color --timestamps --tail 80 2>&1
-    fi
+    local rc=$1 lines=16 service
+    ((rc == 0)) || lines=80
+    for service in "${SERVICES[@]}"; do
+        log "docker compose logs $service (last $lines lines)"
+        docker compose logs --no-color --timestamps "$service" 2>&1 | tail -n "$lines"
+    done
 }
 
 on_exit() {
     local rc=$?
     trap - EXIT
     set +e   # cleanup must run to the end even when one of its commands fails
+    if [[ -n $UP_PID ]]; then   # interrupted during `up`: stop it before `down` races it
+        kill "$UP_PID" 2>/dev/null
+        wait "$UP_PID" 2>/dev/null
+    fi
     if ((STACK_CREATED)); then
         log "docker compose ps"
         docker compose ps --all
@@ -126,10 +136,38 @@ prepare() {
     fi
 }
 
+# Prints "container (restarted N times)" and succeeds if a container of the project has been
+# restarted MAX_RESTARTS times or more.
+crash_looping_container() {
+    local id name count
+    for id in $(docker compose ps --all --quiet 2>/dev/null); do
+        read -r name count < <(docker inspect --format '{{.Name}} {{.RestartCount}}' "$id" 2>/dev/null) \
+            || continue
+        if ((count >= MAX_RESTARTS)); then
+            echo "${name#/} (restarted $count times)"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# `up --wait` alone would sit out the whole wait timeout while a service crash-loops under
+# `restart: unless-stopped`, so it runs in the background and restart counts are watched.
 start_stack() {
     log "docker compose up --build --wait --wait-timeout $WAIT_TIMEOUT (project $COMPOSE_PROJECT_NAME)"
     STACK_CREATED=1
-    docker compose up --build --wait --wait-timeout "$WAIT_TIMEOUT"
+    docker compose up --build --wait --wait-timeout "$WAIT_TIMEOUT" &
+    UP_PID=$!
+    local looping rc=0
+    while kill -0 "$UP_PID" 2>/dev/null; do
+        if looping=$(crash_looping_container); then
+            die "$looping while waiting for the stack to be healthy (its log is printed below)"
+        fi
+        sleep 5
+    done
+    wait "$UP_PID" || rc=$?
+    UP_PID=""
+    ((rc == 0)) || die "docker compose up failed (exit $rc)"
 }
 
 # Reads a /v1/get-prices answer on stdin; exits 0 when every ticker given as an argument has a

@@ -91,6 +91,13 @@ impl AggregatorContext {
 }
 
 impl ClientContext for AggregatorContext {
+    /// librdkafka also reports each end of partition as a "global error"; that one is expected.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(%error, reason, "Kafka client error");
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         for topic in statistics.topics.values() {
             for (&partition, stats) in &topic.partitions {
@@ -202,9 +209,11 @@ pub fn consume(
             // A killed instance's partitions move to the others after 10 s rather than 45 s.
             .set("session.timeout.ms", "10000")
             .set("statistics.interval.ms", "5000")
-            // Bounded prefetch keeps memory small during a backfill.
-            .set("queued.max.messages.kbytes", "8192")
-            .set("fetch.max.bytes", "8388608")
+            // Bounded prefetch keeps memory small during a backfill; once the bound is reached, fetch
+            // again as soon as there is room (librdkafka's default waits a whole second).
+            .set("queued.max.messages.kbytes", "4096")
+            .set("fetch.queue.backoff.ms", "5")
+            .set("fetch.max.bytes", "4194304")
             .create_with_context(context)?;
     consumer.subscribe(&[&topic])?;
 
@@ -322,7 +331,7 @@ impl Processor {
 
     fn caught_up(&mut self, partition: i32) {
         if let Some(state) = self.partitions.get_mut(&partition) {
-            state.mark_caught_up(now_ms());
+            state.mark_caught_up();
         }
     }
 

@@ -3,7 +3,7 @@
 //! This is the heart of exactly-once, kept free of I/O so it can be tested exhaustively:
 //!
 //! - The watermark is the highest record timestamp seen minus the grace period, or the wall clock
-//!   minus the grace period once the partition has been caught up for a grace period
+//!   minus the grace period while the consumer is caught up with the partition
 //!   ([`PartitionState::advance_idle`]).
 //! - A window is final once the watermark passes its end. Every window starting before
 //!   `floor(watermark / width) * width` is final ("the boundary"); a record for such a window is late.
@@ -98,8 +98,10 @@ pub struct PartitionState {
     replay_until: i64,
     dlq_next_offset: i64,
     open: BTreeMap<i64, OpenWindow>,
-    /// Wall-clock time (Unix ms) since which the consumer has been at the end of the partition.
-    caught_up_since: Option<i64>,
+    /// The consumer is at the end of the partition.
+    caught_up: bool,
+    /// The wall clock may not advance the watermark until a record arrives (see `mark_uncertain`).
+    wall_clock_suspended: bool,
 }
 
 impl PartitionState {
@@ -115,7 +117,8 @@ impl PartitionState {
             replay_until: progress.next_offset,
             dlq_next_offset: progress.dlq_next_offset,
             open: BTreeMap::new(),
-            caught_up_since: None,
+            caught_up: false,
+            wall_clock_suspended: false,
         }
     }
 
@@ -139,7 +142,8 @@ impl PartitionState {
         timestamp_ms: i64,
         message: &TickerMessage<'_>,
     ) -> Outcome {
-        self.caught_up_since = None;
+        self.caught_up = false;
+        self.wall_clock_suspended = false;
         self.next_offset = self.next_offset.max(offset + 1);
         let start = window_start(timestamp_ms, self.width_ms);
         let outcome = if start < self.boundary_ms() {
@@ -173,7 +177,8 @@ impl PartitionState {
     /// Accounts for a record that carries no prices (invalid). Returns whether it still has to be
     /// sent to the dead-letter topic, which is false when it was sent before a restart.
     pub fn skip_invalid(&mut self, offset: i64) -> bool {
-        self.caught_up_since = None;
+        self.caught_up = false;
+        self.wall_clock_suspended = false;
         self.next_offset = self.next_offset.max(offset + 1);
         if offset >= self.dlq_next_offset {
             self.dlq_next_offset = offset + 1;
@@ -183,25 +188,24 @@ impl PartitionState {
         }
     }
 
-    /// The consumer reached the end of the partition at wall-clock time `now_ms`.
-    pub fn mark_caught_up(&mut self, now_ms: i64) {
-        self.caught_up_since.get_or_insert(now_ms);
+    /// The consumer reached the end of the partition.
+    pub fn mark_caught_up(&mut self) {
+        self.caught_up = true;
     }
 
-    /// The consumer lost sight of the partition's end (e.g. the broker went away): records created
-    /// meanwhile may arrive late through no fault of theirs, so the wall clock stops counting.
+    /// The consumer lost sight of the partition (e.g. the broker went away). Producers were cut
+    /// off too, and what they buffered meanwhile arrives with older timestamps once the broker is
+    /// back, so the wall clock stops advancing the watermark until the next record arrives: a
+    /// producer delivers in order, so by then its buffered records have arrived before it.
     pub fn mark_uncertain(&mut self) {
-        self.caught_up_since = None;
+        self.caught_up = false;
+        self.wall_clock_suspended = true;
     }
 
-    /// Once caught up for a grace period, the watermark follows the wall clock, so the last window
-    /// closes about one grace period after its end even when no more records come. Waiting a grace
-    /// period first leaves producers that were briefly delayed (a broker restart) time to deliver.
+    /// While caught up, the watermark follows the wall clock, so the last window closes about one
+    /// grace period after its end even when no more records come.
     pub fn advance_idle(&mut self, now_ms: i64) {
-        if self
-            .caught_up_since
-            .is_some_and(|since| now_ms - since >= self.grace_ms)
-        {
+        if self.caught_up && !self.wall_clock_suspended {
             self.watermark_ms = self.watermark_ms.max(now_ms - self.grace_ms);
         }
     }
@@ -413,18 +417,35 @@ mod tests {
             closed_rows(&mut s).is_empty(),
             "not caught up yet: the wall clock does not count"
         );
-        s.mark_caught_up(T0 + 1_500);
-        s.advance_idle(T0 + 3_000);
-        assert!(
-            closed_rows(&mut s).is_empty(),
-            "caught up for less than a grace period"
-        );
+        s.mark_caught_up();
         s.advance_idle(T0 + 31_000);
         assert!(closed_rows(&mut s).is_empty(), "still within grace");
         s.advance_idle(T0 + 32_000);
         let flush = s.take_closed().expect("closed by the wall clock");
         assert_eq!(flush.rows.len(), 1);
         assert_eq!(flush.progress.resume_offset, 1);
+    }
+
+    #[test]
+    fn after_a_consumer_error_the_wall_clock_waits_for_the_next_record() {
+        let mut s = state();
+        s.apply(0, T0 + 1_000, &message(&[("MSFT", 7)]));
+        s.mark_uncertain();
+        s.mark_caught_up();
+        s.advance_idle(T0 + 60_000);
+        assert!(
+            s.take_closed().is_none_or(|f| f.rows.is_empty()),
+            "suspended"
+        );
+        // A record buffered by a producer during the outage is still on time.
+        assert_eq!(
+            s.apply(1, T0 + 2_000, &message(&[("MSFT", 9)])),
+            Outcome::Applied
+        );
+        s.mark_caught_up();
+        s.advance_idle(T0 + 60_000);
+        let flush = s.take_closed().expect("closed once records flow again");
+        assert_eq!(flush.rows[0].totals.count, 2);
     }
 
     #[test]
