@@ -101,6 +101,14 @@ ensure_engine() {
     [[ -x $LAB/setup && -r $LAB/env ]] \
         || die "no usable docker engine and no container lab at $LAB (set TICKPIPE_SHARED_DIR)"
     log "no usable docker engine: setting up the container lab ($LAB)"
+    # Services find each other by name (kafka, postgres). Podman 4.3's CNI networks only resolve
+    # container names with the dnsname plugin, which the lab does not install; networks created
+    # after it is installed get name resolution.
+    if [[ ! -x /usr/lib/cni/dnsname ]]; then
+        log "installing the CNI dnsname plugin (container name resolution for podman 4.3)"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q golang-github-containernetworking-plugin-dnsname
+    fi
     "$LAB/setup" docker-compose.yml Dockerfile
     # shellcheck source=/dev/null
     source "$LAB/env"
