@@ -149,6 +149,8 @@ async fn main() -> anyhow::Result<()> {
             ),
         ];
         for (name, url) in &queries {
+            // Warm-up: connections, prepared statements and PostgreSQL's buffer cache.
+            wrk(url, 2)?;
             let load = wrk(url, secs)?;
             println!(
                 "bench|api {name}, {rows} rows: requests/s|{:.0}|req/s|||",
