@@ -56,23 +56,21 @@ fn prefill(brokers: &str, topic: &str, records: u64) -> anyhow::Result<i64> {
 }
 
 fn consumer_performance(topic: &str, records: u64) -> anyhow::Result<f64> {
-    let libs = std::env::var("TICKPIPE_KAFKA_LIBS")?;
-    let output = Command::new("java")
-        .args([
-            "-Xmx512m",
-            "-cp",
-            &format!("{libs}/*"),
-            "org.apache.kafka.tools.ConsumerPerformance",
-        ])
-        .args([
+    let brokers = env("KAFKA_BROKERS", "127.0.0.1:9092");
+    let records = records.to_string();
+    let stdout = tickpipe_testkit::kafka_tool(
+        "ConsumerPerformance",
+        &[
             "--bootstrap-server",
-            &env("KAFKA_BROKERS", "127.0.0.1:9092"),
+            &brokers,
             "--topic",
             topic,
-        ])
-        .args(["--messages", &records.to_string(), "--timeout", "60000"])
-        .output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+            "--messages",
+            &records,
+            "--timeout",
+            "60000",
+        ],
+    )?;
     // Header "start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ..."
     let mut lines = stdout.lines().filter(|l| !l.trim().is_empty());
     let header = lines

@@ -6,7 +6,6 @@
 //! BENCH_PACING_SECS (default 60), BENCH_MESSAGES (default 1,000,000).
 //! Output: `bench|name|value|unit|reference|reference value|ratio` lines for scripts/bench.sh.
 
-use std::process::Command;
 use std::time::Duration;
 use tickpipe_common::service::ServiceSettings;
 
@@ -46,30 +45,29 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Runs ProducerPerformance and returns its records/s.
 fn producer_performance(topic: &str, records: u64, record_size: usize) -> anyhow::Result<f64> {
-    let libs = std::env::var("TICKPIPE_KAFKA_LIBS")?;
-    let output = Command::new("java")
-        .args([
-            "-Xmx512m",
-            "-cp",
-            &format!("{libs}/*"),
-            "org.apache.kafka.tools.ProducerPerformance",
-        ])
-        .args([
+    let brokers = format!(
+        "bootstrap.servers={}",
+        env("KAFKA_BROKERS", "127.0.0.1:9092")
+    );
+    let (records, record_size) = (records.to_string(), record_size.to_string());
+    let stdout = tickpipe_testkit::kafka_tool(
+        "ProducerPerformance",
+        &[
             "--topic",
             topic,
             "--num-records",
-            &records.to_string(),
+            &records,
             "--record-size",
-            &record_size.to_string(),
-        ])
-        .args(["--throughput", "-1", "--producer-props"])
-        .arg(format!(
-            "bootstrap.servers={}",
-            env("KAFKA_BROKERS", "127.0.0.1:9092")
-        ))
-        .args(["acks=all", "enable.idempotence=true", "linger.ms=5"])
-        .output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+            &record_size,
+            "--throughput",
+            "-1",
+            "--producer-props",
+            &brokers,
+            "acks=all",
+            "enable.idempotence=true",
+            "linger.ms=5",
+        ],
+    )?;
     // Last line: "N records sent, X records/sec (Y MB/sec), ..."
     let summary = stdout
         .lines()

@@ -243,3 +243,18 @@ pub fn services(command: &str) {
         .unwrap_or_else(|e| panic!("cannot run {script} {command}: {e}"));
     assert!(status.success(), "{script} {command} failed: {status}");
 }
+
+/// Runs one of Kafka's own command-line tools (`org.apache.kafka.tools.<tool>`) from the jars that
+/// `scripts/services.sh` fetched (`TICKPIPE_KAFKA_LIBS`) and returns its standard output. The
+/// benchmarks use ProducerPerformance and ConsumerPerformance as yardsticks.
+pub fn kafka_tool(tool: &str, args: &[&str]) -> std::io::Result<String> {
+    let libs = std::env::var("TICKPIPE_KAFKA_LIBS").map_err(|_| {
+        std::io::Error::other(format!("TICKPIPE_KAFKA_LIBS is not set; {START_HINT}"))
+    })?;
+    let output = std::process::Command::new("java")
+        .args(["-Xmx512m", "-cp", &format!("{libs}/*")])
+        .arg(format!("org.apache.kafka.tools.{tool}"))
+        .args(args)
+        .output()?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
