@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -154,11 +154,6 @@ pub fn header(message: &OwnedMessage, key: &str) -> Option<String> {
         .find(|h: &Header<'_, &[u8]>| h.key == key)
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
-/// Headers builder re-exported for tests that produce their own headers.
-pub fn headers() -> OwnedHeaders {
-    OwnedHeaders::new()
 }
 
 /// A database of its own for one test, migrated, with a pool and its URL.
