@@ -122,14 +122,6 @@ impl PartitionState {
         }
     }
 
-    pub fn partition(&self) -> i32 {
-        self.partition
-    }
-
-    pub fn watermark_ms(&self) -> i64 {
-        self.watermark_ms
-    }
-
     /// Every window starting before this instant is final.
     pub fn boundary_ms(&self) -> i64 {
         window_start(self.watermark_ms, self.width_ms).max(self.stored_closed_before_ms)

@@ -102,10 +102,6 @@ impl TickerProducer {
         })
     }
 
-    pub fn tracker(&self) -> &DeliveryTracker {
-        &self.tracker
-    }
-
     /// Enqueues one message with the given record timestamp, waiting while the local queue is full.
     /// Returns false when librdkafka refused the message for good (it is counted as failed).
     pub async fn send(&self, payload: &[u8], timestamp_ms: i64) -> bool {
