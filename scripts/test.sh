@@ -28,6 +28,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked -- --nocapture 2>&1 | tee "${TICKPIPE_STATE_DIR:-/tmp}/cargo-test.log"
 
+# --- fuzzing (issue 10): the message decoder under cargo-fuzz for FUZZ_SECS (default 60) ---
+echo "== fuzz: scripts/fuzz.sh (FUZZ_SECS=${FUZZ_SECS:-60})"
+bash scripts/fuzz.sh
+# --- end fuzzing ---
+
 
 echo "== fault drill, small scale (scripts/drill.sh; DRILL_SECS=300 for the full one)"
 DRILL_SECS="${DRILL_SECS:-60}" bash scripts/drill.sh

@@ -93,8 +93,13 @@ pub async fn run_with_metrics(
     if !topic_ready {
         return Ok(RunSummary::default());
     }
-    let producer = TickerProducer::new(&settings.kafka.kafka_brokers, topic, metrics.clone())
-        .map_err(GeneratorError::Producer)?;
+    let producer = TickerProducer::new(
+        &settings.kafka.kafka_brokers,
+        topic,
+        generator.generator_compression,
+        metrics.clone(),
+    )
+    .map_err(GeneratorError::Producer)?;
     metrics.configured_rate.set(generator.generator_rate);
     let mut source = MessageSource::new(&generator.generator_stocks, generator.generator_seed);
 
@@ -103,7 +108,12 @@ pub async fn run_with_metrics(
     let mut summary = RunSummary::default();
     let mut last_timestamp_ms = 0i64;
     let mut last_rate_update = start;
-    tracing::info!(%topic, rate = generator.generator_rate, "producing");
+    tracing::info!(
+        %topic,
+        rate = generator.generator_rate,
+        compression = %generator.generator_compression,
+        "producing"
+    );
 
     while generator
         .generator_max_messages

@@ -1,8 +1,10 @@
 //! The generator's configuration (see the README's configuration table).
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use tickpipe_common::config::{ConfigError, KafkaSettings, Layers, TelemetrySettings};
 use tickpipe_common::service::ServiceSettings;
 
@@ -57,9 +59,72 @@ pub struct GeneratorSettings {
     /// `KAFKA_REPLICATION_FACTOR`: replication factor of the topic when the generator creates it.
     #[serde(default = "default_replication_factor")]
     pub kafka_replication_factor: i32,
+    /// `GENERATOR_COMPRESSION`: the producer's `compression.type`.
+    #[serde(default)]
+    pub generator_compression: Compression,
     /// `METRICS_ADDR`: where `/metrics` is served.
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: SocketAddr,
+}
+
+/// `GENERATOR_COMPRESSION`: how the producer compresses record batches (librdkafka's
+/// `compression.type`). The consumers need no setting: librdkafka decompresses every codec.
+///
+/// Default `none`, what the producer did before the setting existed: at the default 10 msgs/s a
+/// batch holds one message of about 70 bytes, which no codec shrinks. Anything but these five names
+/// stops the generator at startup, so a typo cannot silently fall back to no compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// Every codec, in the order the configuration error lists them.
+    pub const ALL: [Compression; 5] = [Self::None, Self::Gzip, Self::Snappy, Self::Lz4, Self::Zstd];
+
+    /// The value of `GENERATOR_COMPRESSION` and of librdkafka's `compression.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|codec| codec.as_str() == value)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|codec| codec.as_str()).collect();
+                format!("expected one of {}, got {value:?}", names.join(", "))
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for Compression {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl GeneratorSettings {
@@ -124,6 +189,37 @@ mod tests {
             "AMZN=1902,MSFT=107,AAPL=215"
         );
         assert_eq!(settings.generator.generator_max_messages, None);
+        assert_eq!(
+            settings.generator.generator_compression,
+            Compression::None,
+            "the producer's behaviour before GENERATOR_COMPRESSION existed"
+        );
+    }
+
+    #[test]
+    fn every_codec_is_accepted_by_name() {
+        for codec in Compression::ALL {
+            let settings = load(&[("GENERATOR_COMPRESSION", codec.as_str())]).expect("valid");
+            assert_eq!(settings.generator.generator_compression, codec);
+        }
+    }
+
+    #[test]
+    fn an_unknown_codec_is_a_configuration_error_listing_the_choices() {
+        for value in ["brotli", "ZSTD", "", "lz4 "] {
+            let error = load(&[("GENERATOR_COMPRESSION", value)])
+                .expect_err(value)
+                .to_string();
+            assert!(
+                error.starts_with("invalid configuration: GENERATOR_COMPRESSION: "),
+                "{value:?}: {error}"
+            );
+            assert!(
+                error.contains("none, gzip, snappy, lz4, zstd"),
+                "{value:?}: {error}"
+            );
+            assert!(!error.contains('\n'), "{error}");
+        }
     }
 
     #[test]
@@ -134,6 +230,7 @@ mod tests {
             ("GENERATOR_STOCKS", "AMZN=1902,MSFT"),
             ("GENERATOR_MAX_MESSAGES", "ten"),
             ("GENERATOR_PARTITIONS", "0"),
+            ("GENERATOR_COMPRESSION", "brotli"),
             ("METRICS_ADDR", "nowhere"),
         ] {
             let error = load(&[(name, value)]).expect_err(value).to_string();

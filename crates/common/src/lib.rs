@@ -13,10 +13,13 @@ pub mod config;
 pub mod db;
 pub mod healthcheck;
 pub mod kafka;
-pub mod message;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+
+/// The wire schema and its validation, kept in the `tickpipe-message` crate so that fuzzing it does
+/// not compile rdkafka and sqlx; re-exported so that `tickpipe_common::message::...` keeps working.
+pub use tickpipe_message as message;
 
 /// Wall-clock time in Unix milliseconds, the unit of Kafka record timestamps.
 pub mod clock {

@@ -7,6 +7,10 @@
 //!
 //! Validation is all-or-nothing: a message with one bad entry is rejected whole, with an
 //! [`InvalidReason`] that the aggregator uses as a metric label and a dead-letter header.
+//!
+//! This is a crate of its own, depending only on serde, serde_json and thiserror, so that the
+//! fuzz target (`fuzz/fuzz_targets/decode.rs`) builds it without rdkafka and sqlx. The services
+//! reach it as `tickpipe_common::message`, a re-export.
 
 use std::borrow::Cow;
 use std::fmt;
