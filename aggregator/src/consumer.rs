@@ -24,8 +24,9 @@ use tickpipe_common::message::{InvalidMessage, InvalidReason, TickerMessage};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cancellable::{block_on_unless_cancelled, sleep_unless_cancelled};
 use crate::dead_letters::DeadLetters;
-use crate::metrics::{AggregatorMetrics, PartitionLabel, ReasonLabel};
+use crate::metrics::{AggregatorMetrics, ErrorLabel, PartitionLabel, ReasonLabel};
 use crate::partition::{Outcome, PartitionState, Progress};
 use crate::settings::Settings;
 use crate::store::{self, Commit};
@@ -61,18 +62,19 @@ impl AggregatorContext {
     fn claim(&self, partition: i32) -> Option<Progress> {
         let mut backoff = Backoff::default();
         loop {
-            match self
-                .runtime
-                .block_on(store::claim(&self.pool, &self.topic, partition))
-            {
+            let claimed = block_on_unless_cancelled(
+                &self.runtime,
+                &self.shutdown,
+                store::claim(&self.pool, &self.topic, partition),
+            )?;
+            match claimed {
                 Ok(progress) => return Some(progress),
                 Err(error) => {
                     let (delay, attempt) = backoff.next_delay();
                     tracing::warn!(%error, partition, attempt, retry_in = ?delay, "cannot claim partition; retrying");
-                    if self.shutdown.is_cancelled() {
+                    if !sleep_unless_cancelled(&self.runtime, &self.shutdown, delay) {
                         return None;
                     }
-                    std::thread::sleep(delay);
                 }
             }
         }
@@ -229,7 +231,7 @@ pub fn consume(
     consumer.subscribe(&[&topic])?;
 
     let mut processor = Processor {
-        runtime,
+        runtime: runtime.clone(),
         pool,
         topic,
         window_ms: settings.aggregator.window_ms(),
@@ -238,6 +240,9 @@ pub fn consume(
         dead_letters: DeadLetters::new(
             &settings.kafka.kafka_brokers,
             &settings.aggregator.aggregator_dlq_topic,
+            runtime.clone(),
+            shutdown.clone(),
+            metrics.dead_letters.clone(),
         )?,
         metrics,
         shutdown: shutdown.clone(),
@@ -257,12 +262,7 @@ pub fn consume(
             None => {}
             Some(Ok(message)) => processor.handle(&consumer, &message),
             Some(Err(KafkaError::PartitionEOF(partition))) => processor.caught_up(partition),
-            Some(Err(error)) => {
-                processor.uncertain();
-                if let Some(suppressed) = processor.error_log.allow() {
-                    tracing::warn!(%error, suppressed, "Kafka consumer error; librdkafka keeps retrying");
-                }
-            }
+            Some(Err(error)) => processor.consumer_error(&error),
         }
         // Clock reads and the shutdown check cost more than handling a record, so a busy loop
         // does them every few hundred records rather than for each one.
@@ -321,19 +321,22 @@ impl Processor {
             return;
         };
         self.metrics.consumed.inc();
-        match decode(message, self.now_ms) {
-            Ok((timestamp_ms, ticks)) => match state.apply(offset, timestamp_ms, &ticks) {
-                Outcome::Applied => {
-                    self.metrics.applied.inc();
+        let stored_future_verdict = state.stored_future_verdict(offset);
+        match decode(message, self.now_ms, stored_future_verdict) {
+            Ok((timestamp_ms, ticks)) => {
+                match state.apply(offset, timestamp_ms, &ticks, self.now_ms) {
+                    Outcome::Applied => {
+                        self.metrics.applied.inc();
+                    }
+                    Outcome::Late => {
+                        self.metrics.late.inc();
+                        tracing::debug!(partition, offset, timestamp_ms, "late record not applied");
+                    }
+                    Outcome::Replayed => {
+                        self.metrics.replayed.inc();
+                    }
                 }
-                Outcome::Late => {
-                    self.metrics.late.inc();
-                    tracing::debug!(partition, offset, timestamp_ms, "late record not applied");
-                }
-                Outcome::Replayed => {
-                    self.metrics.replayed.inc();
-                }
-            },
+            }
             Err(invalid) => {
                 self.metrics
                     .invalid
@@ -341,7 +344,8 @@ impl Processor {
                         reason: invalid.reason.as_str(),
                     })
                     .inc();
-                if state.skip_invalid(offset) {
+                let future = invalid.reason == InvalidReason::FutureTimestamp;
+                if state.skip_invalid(offset, future) {
                     self.dead_letters.send(message, &invalid);
                 }
                 if let Some(suppressed) = self.invalid_log.allow() {
@@ -358,11 +362,25 @@ impl Processor {
         }
     }
 
-    /// A consumer error (broker unreachable, ...): no partition is known to be caught up.
-    fn uncertain(&mut self) {
-        self.partitions
-            .values_mut()
-            .for_each(PartitionState::mark_uncertain);
+    /// A consumer error. Only a lost connection to the cluster makes every partition uncertain
+    /// (producers were cut off too, see [`PartitionState::mark_uncertain`]); any other error
+    /// concerns one partition or request and must not hold back the wall clock of the others.
+    fn consumer_error(&mut self, error: &KafkaError) {
+        let code = error.rdkafka_error_code();
+        self.metrics
+            .consumer_errors
+            .get_or_create(&ErrorLabel {
+                code: code.map_or_else(|| "other".to_owned(), |c| format!("{c:?}")),
+            })
+            .inc();
+        if code.is_some_and(is_connectivity_error) {
+            self.partitions
+                .values_mut()
+                .for_each(PartitionState::mark_uncertain);
+        }
+        if let Some(suppressed) = self.error_log.allow() {
+            tracing::warn!(%error, suppressed, "Kafka consumer error; librdkafka keeps retrying");
+        }
     }
 
     fn tick(&mut self, consumer: &BaseConsumer<AggregatorContext>) {
@@ -386,16 +404,20 @@ impl Processor {
         let Some(flush) = state.take_closed() else {
             return;
         };
-        if !self.dead_letters.settle(&self.runtime, &self.shutdown) {
+        if !self.dead_letters.settle() {
             return;
         }
         let mut backoff = Backoff::default();
         loop {
             let started = Instant::now();
-            match self
-                .runtime
-                .block_on(store::commit(&self.pool, &self.topic, &flush))
-            {
+            let Some(committed) = block_on_unless_cancelled(
+                &self.runtime,
+                &self.shutdown,
+                store::commit(&self.pool, &self.topic, &flush),
+            ) else {
+                return;
+            };
+            match committed {
                 Ok(Commit::Written) => {
                     self.metrics
                         .write_latency
@@ -428,10 +450,9 @@ impl Processor {
                 Err(error) => {
                     let (delay, attempt) = backoff.next_delay();
                     tracing::warn!(%error, partition, attempt, retry_in = ?delay, "writing windows failed; consumption paused until the database is back");
-                    if self.shutdown.is_cancelled() {
+                    if !sleep_unless_cancelled(&self.runtime, &self.shutdown, delay) {
                         return;
                     }
-                    std::thread::sleep(delay);
                 }
             }
         }
@@ -448,19 +469,39 @@ impl Processor {
             return;
         }
         let mut offsets = TopicPartitionList::new();
-        if offsets
+        let committed = offsets
             .add_partition_offset(&self.topic, partition, Offset::Offset(resume_offset))
-            .is_ok()
-        {
-            let _ = consumer.commit(&offsets, CommitMode::Async);
+            .and_then(|()| consumer.commit(&offsets, CommitMode::Async));
+        if let Err(error) = committed {
+            // Not fatal: the truth about progress is in PostgreSQL; only lag tooling reads this.
+            tracing::debug!(%error, partition, "informational offset commit failed");
         }
     }
 }
 
-/// Validates a record: its value by the wire schema, its timestamp by the clock.
+/// Errors that mean the client lost the cluster rather than one partition's data.
+fn is_connectivity_error(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::Resolve
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::BrokerDestroy
+            | RDKafkaErrorCode::DestroyBroker
+    )
+}
+
+/// Validates a record: its value by the wire schema, its timestamp by the clock, unless a replay
+/// already knows whether the timestamp was too far ahead (`stored_future_verdict`).
 fn decode<'a>(
     message: &'a BorrowedMessage<'_>,
     now_ms: i64,
+    stored_future_verdict: Option<bool>,
 ) -> Result<(i64, TickerMessage<'a>), InvalidMessage> {
     let timestamp_ms = match message.timestamp().to_millis() {
         Some(ms) if ms >= 0 => ms,
@@ -471,7 +512,9 @@ fn decode<'a>(
             ))
         }
     };
-    if timestamp_ms > now_ms + MAX_FUTURE_SKEW_MS {
+    let too_far_ahead =
+        stored_future_verdict.unwrap_or(timestamp_ms > now_ms.saturating_add(MAX_FUTURE_SKEW_MS));
+    if too_far_ahead {
         return Err(InvalidMessage::new(
             InvalidReason::FutureTimestamp,
             format!(

@@ -8,6 +8,7 @@
 //!
 //! It does not serve the data (the API does) and does not trust offsets committed to Kafka.
 
+mod cancellable;
 pub mod consumer;
 pub mod dead_letters;
 pub mod metrics;

@@ -7,9 +7,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::dead_letters::DeadLetterMetrics;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
+}
+
+/// A consumer error's librdkafka code name, e.g. `BrokerTransportFailure`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub code: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,6 +36,8 @@ pub struct AggregatorMetrics {
     pub fenced: Counter,
     pub write_latency: Histogram,
     pub consumer_lag: Family<PartitionLabel, Gauge>,
+    pub dead_letters: DeadLetterMetrics,
+    pub consumer_errors: Family<ErrorLabel, Counter>,
 }
 
 impl AggregatorMetrics {
@@ -42,6 +52,8 @@ impl AggregatorMetrics {
             fenced: Counter::default(),
             write_latency: Histogram::new(exponential_buckets(0.000_5, 2.0, 14)),
             consumer_lag: Family::default(),
+            dead_letters: DeadLetterMetrics::default(),
+            consumer_errors: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("aggregator");
         r.register(
@@ -73,6 +85,21 @@ impl AggregatorMetrics {
             "windows_written",
             "(ticker, window) contributions written to PostgreSQL",
             metrics.windows_written.clone(),
+        );
+        r.register(
+            "dead_letters_failed",
+            "Invalid records given up after bounded retries to the dead-letter topic",
+            metrics.dead_letters.failed.clone(),
+        );
+        r.register(
+            "dead_letters_truncated",
+            "Invalid records forwarded to the dead-letter topic with their key or value cut to fit",
+            metrics.dead_letters.truncated.clone(),
+        );
+        r.register(
+            "consumer_errors",
+            "Errors reported by the Kafka consumer, by error code",
+            metrics.consumer_errors.clone(),
         );
         r.register(
             "writes_fenced",

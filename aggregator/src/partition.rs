@@ -4,7 +4,9 @@
 //!
 //! - The watermark is the highest record timestamp seen minus the grace period, or the wall clock
 //!   minus the grace period while the consumer is caught up with the partition
-//!   ([`PartitionState::advance_idle`]).
+//!   ([`PartitionState::advance_idle`]). A record's timestamp counts only up to the wall clock: a
+//!   producer whose clock runs ahead lands its records in their own (future) windows, but cannot
+//!   push the watermark past the present and so make other producers' on-time records late.
 //! - A window is final once the watermark passes its end. Every window starting before
 //!   `floor(watermark / width) * width` is final ("the boundary"); a record for such a window is late.
 //! - [`PartitionState::take_closed`] removes the final windows and returns them with the progress to
@@ -14,15 +16,22 @@
 //! After a crash the state is rebuilt from that stored progress by replaying from the resume offset:
 //! records of windows before the stored boundary are skipped (they are in the table already, or were
 //! late), the others rebuild the open windows. So the table never counts a record twice or drops one.
+//!
+//! One check depends on the wall clock rather than on the record: "stamped too far in the future".
+//! Replayed later (or by an instance whose clock differs), the same record could pass it and be
+//! counted after having been dead-lettered, or fail it and be dropped from a window still open. So
+//! the offsets rejected that way are stored with the progress ([`Progress::future_offsets`]) and a
+//! replay takes the stored verdict instead of asking the clock again
+//! ([`PartitionState::stored_future_verdict`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tickpipe_common::message::TickerMessage;
 
 use crate::window::{window_start, Accumulator};
 
 /// A partition's durable progress: one row of `aggregator_progress`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
     /// Offset to seek to on assignment; -1 means the beginning of the partition.
     pub resume_offset: i64,
@@ -34,6 +43,9 @@ pub struct Progress {
     pub dlq_next_offset: i64,
     /// Ownership epoch; a write with an older epoch is refused (fencing).
     pub epoch: i64,
+    /// Offsets at or after `resume_offset` that were rejected as stamped too far in the future,
+    /// ascending: the verdict a replay must repeat.
+    pub future_offsets: Vec<i64>,
 }
 
 impl Progress {
@@ -46,6 +58,7 @@ impl Progress {
             closed_before_ms: 0,
             dlq_next_offset: 0,
             epoch: 0,
+            future_offsets: Vec::new(),
         }
     }
 }
@@ -97,6 +110,8 @@ pub struct PartitionState {
     /// Offsets below this were processed before the restart that loaded this state.
     replay_until: i64,
     dlq_next_offset: i64,
+    /// Offsets rejected as future-stamped, kept until `resume_offset` passes them (see module doc).
+    future_offsets: BTreeSet<i64>,
     open: BTreeMap<i64, OpenWindow>,
     /// The consumer is at the end of the partition.
     caught_up: bool,
@@ -116,6 +131,7 @@ impl PartitionState {
             next_offset: progress.next_offset,
             replay_until: progress.next_offset,
             dlq_next_offset: progress.dlq_next_offset,
+            future_offsets: progress.future_offsets.into_iter().collect(),
             open: BTreeMap::new(),
             caught_up: false,
             wall_clock_suspended: false,
@@ -127,12 +143,14 @@ impl PartitionState {
         window_start(self.watermark_ms, self.width_ms).max(self.stored_closed_before_ms)
     }
 
-    /// Applies one valid record whose offset is `offset` and timestamp `timestamp_ms`.
+    /// Applies one valid record whose offset is `offset` and timestamp `timestamp_ms`, when the
+    /// wall clock reads `now_ms`.
     pub fn apply(
         &mut self,
         offset: i64,
         timestamp_ms: i64,
         message: &TickerMessage<'_>,
+        now_ms: i64,
     ) -> Outcome {
         self.caught_up = false;
         self.wall_clock_suspended = false;
@@ -162,13 +180,25 @@ impl PartitionState {
             }
             Outcome::Applied
         };
-        self.watermark_ms = self.watermark_ms.max(timestamp_ms - self.grace_ms);
+        self.watermark_ms = self
+            .watermark_ms
+            .max(timestamp_ms.min(now_ms) - self.grace_ms);
         outcome
     }
 
-    /// Accounts for a record that carries no prices (invalid). Returns whether it still has to be
-    /// sent to the dead-letter topic, which is false when it was sent before a restart.
-    pub fn skip_invalid(&mut self, offset: i64) -> bool {
+    /// For a record read again after a restart, whether it was rejected as future-stamped the
+    /// first time; `None` for a record never seen before, which the wall clock decides.
+    pub fn stored_future_verdict(&self, offset: i64) -> Option<bool> {
+        (offset < self.replay_until).then(|| self.future_offsets.contains(&offset))
+    }
+
+    /// Accounts for a record that carries no prices (invalid); `future` when it was rejected for a
+    /// timestamp too far ahead of the wall clock. Returns whether it still has to be sent to the
+    /// dead-letter topic, which is false when it was sent before a restart.
+    pub fn skip_invalid(&mut self, offset: i64, future: bool) -> bool {
+        if future {
+            self.future_offsets.insert(offset);
+        }
         self.caught_up = false;
         self.wall_clock_suspended = false;
         self.next_offset = self.next_offset.max(offset + 1);
@@ -234,10 +264,15 @@ impl PartitionState {
             }));
         }
         self.stored_closed_before_ms = boundary;
+        let progress = self.progress();
+        // A replay starts at the resume offset: verdicts below it are never asked for again.
+        self.future_offsets = self
+            .future_offsets
+            .split_off(&progress.resume_offset.max(0));
         Some(Flush {
             partition: self.partition,
             rows,
-            progress: self.progress(),
+            progress,
         })
     }
 
@@ -250,6 +285,11 @@ impl PartitionState {
             .min()
             .unwrap_or(self.next_offset);
         Progress {
+            future_offsets: self
+                .future_offsets
+                .range(resume_offset..)
+                .copied()
+                .collect(),
             resume_offset,
             next_offset: self.next_offset,
             watermark_ms: self.watermark_ms,
@@ -272,6 +312,8 @@ mod tests {
     const W: i64 = 30_000;
     const GRACE: i64 = 2_000;
     const T0: i64 = 1_795_773_600_000; // a window start
+    /// A wall clock far ahead of every test record, so that it never holds the watermark back.
+    const LATER: i64 = T0 + 1_000_000_000;
 
     fn message(ticks: &[(&'static str, i64)]) -> TickerMessage<'static> {
         TickerMessage {
@@ -293,7 +335,7 @@ mod tests {
     fn feed(state: &mut PartitionState, records: &[Record]) -> Vec<Flush> {
         let mut flushes = Vec::new();
         for &(offset, ts, ticks) in records {
-            state.apply(offset, ts, &message(ticks));
+            state.apply(offset, ts, &message(ticks), LATER);
             flushes.extend(state.take_closed());
         }
         flushes
@@ -331,7 +373,7 @@ mod tests {
                 ("MSFT".into(), T0, Accumulator::new(10))
             ]
         );
-        let progress = flushes.last().expect("flush").progress;
+        let progress = &flushes.last().expect("flush").progress;
         assert_eq!(
             progress.resume_offset, 2,
             "offset 2 is still in an open window"
@@ -372,11 +414,11 @@ mod tests {
     #[test]
     fn late_beyond_grace_is_not_applied() {
         let mut s = state();
-        s.apply(0, T0 + 1_000, &message(&[("AAPL", 10)]));
-        s.apply(1, T0 + 40_000, &message(&[("AAPL", 10)]));
+        s.apply(0, T0 + 1_000, &message(&[("AAPL", 10)]), LATER);
+        s.apply(1, T0 + 40_000, &message(&[("AAPL", 10)]), LATER);
         assert!(s.take_closed().is_some());
         assert_eq!(
-            s.apply(2, T0 + 2_000, &message(&[("AAPL", 99)])),
+            s.apply(2, T0 + 2_000, &message(&[("AAPL", 99)]), LATER),
             Outcome::Late
         );
         assert!(s.take_closed().is_none());
@@ -403,7 +445,7 @@ mod tests {
         let closed_rows =
             |s: &mut PartitionState| s.take_closed().map(|f| f.rows).unwrap_or_default();
         let mut s = state();
-        s.apply(0, T0 + 1_000, &message(&[("MSFT", 7)]));
+        s.apply(0, T0 + 1_000, &message(&[("MSFT", 7)]), LATER);
         s.advance_idle(T0 + 60_000);
         assert!(
             closed_rows(&mut s).is_empty(),
@@ -421,7 +463,7 @@ mod tests {
     #[test]
     fn after_a_consumer_error_the_wall_clock_waits_for_the_next_record() {
         let mut s = state();
-        s.apply(0, T0 + 1_000, &message(&[("MSFT", 7)]));
+        s.apply(0, T0 + 1_000, &message(&[("MSFT", 7)]), LATER);
         s.mark_uncertain();
         s.mark_caught_up();
         s.advance_idle(T0 + 60_000);
@@ -431,13 +473,55 @@ mod tests {
         );
         // A record buffered by a producer during the outage is still on time.
         assert_eq!(
-            s.apply(1, T0 + 2_000, &message(&[("MSFT", 9)])),
+            s.apply(1, T0 + 2_000, &message(&[("MSFT", 9)]), LATER),
             Outcome::Applied
         );
         s.mark_caught_up();
         s.advance_idle(T0 + 60_000);
         let flush = s.take_closed().expect("closed once records flow again");
         assert_eq!(flush.rows[0].totals.count, 2);
+    }
+
+    #[test]
+    fn a_fast_clock_cannot_make_other_records_late() {
+        let now = T0 + 10_000;
+        let mut s = state();
+        // 55 s ahead of the wall clock: valid, and kept in its own window.
+        assert_eq!(
+            s.apply(0, now + 55_000, &message(&[("AMZN", 1)]), now),
+            Outcome::Applied
+        );
+        assert!(s.take_closed().is_none_or(|f| f.rows.is_empty()));
+        // On-time records from other producers stay on time.
+        for (offset, ts) in [(1, now - 1_000), (2, T0 + 1), (3, now)] {
+            assert_eq!(
+                s.apply(offset, ts, &message(&[("AMZN", 2)]), now),
+                Outcome::Applied,
+                "record at {ts}"
+            );
+        }
+        assert!(s.progress().watermark_ms <= now - GRACE);
+    }
+
+    #[test]
+    fn a_future_window_closes_when_the_wall_clock_reaches_it() {
+        let now = T0 + 10_000;
+        let mut s = state();
+        s.apply(0, T0 + 45_000, &message(&[("AMZN", 1)]), now);
+        s.apply(1, T0 + 5_000, &message(&[("AMZN", 2)]), now);
+        s.mark_caught_up();
+        s.advance_idle(T0 + 32_000);
+        let first = s.take_closed().expect("the present window closes");
+        assert_eq!(first.rows.len(), 1);
+        assert_eq!(first.rows[0].window_start_ms, T0);
+        assert_eq!(
+            first.progress.resume_offset, 0,
+            "the future record is still open"
+        );
+        s.advance_idle(T0 + 62_000);
+        let second = s.take_closed().expect("the future window closes");
+        assert_eq!(second.rows[0].window_start_ms, T0 + W);
+        assert_eq!(second.rows[0].totals.count, 1);
     }
 
     #[test]
@@ -462,14 +546,14 @@ mod tests {
             let mut written = Vec::new();
             let mut stored = Progress::fresh();
             for &(offset, ts, ticks) in &records[..=crash_after] {
-                first.apply(offset, ts, &message(ticks));
+                first.apply(offset, ts, &message(ticks), LATER);
                 if let Some(flush) = first.take_closed() {
                     written.extend(rows(std::slice::from_ref(&flush)));
                     stored = flush.progress;
                 }
             }
             // Restart: resume from the stored progress and replay.
-            let mut second = PartitionState::new(0, stored, W, GRACE);
+            let mut second = PartitionState::new(0, stored.clone(), W, GRACE);
             let resume = usize::try_from(stored.resume_offset.max(0)).expect("offset");
             written.extend(rows(&feed(&mut second, &records[resume..])));
             assert_eq!(written, reference, "crash after offset {crash_after}");
@@ -477,17 +561,50 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_repeats_the_stored_future_verdict_whatever_the_clock() {
+        let now = T0 + 10_000;
+        let mut s = state();
+        s.apply(0, T0 + 1_000, &message(&[("AMZN", 1)]), now);
+        // Offset 1 was stamped beyond the future limit: rejected and dead-lettered.
+        assert_eq!(
+            s.stored_future_verdict(1),
+            None,
+            "never seen: the clock decides"
+        );
+        assert!(s.skip_invalid(1, true));
+        s.apply(2, T0 + 2_000, &message(&[("AMZN", 2)]), now);
+        s.apply(3, T0 + 40_000, &message(&[("MSFT", 3)]), now + 40_000);
+        let flush = s.take_closed().expect("first window closed");
+        assert_eq!(flush.progress.resume_offset, 3);
+        assert!(
+            flush.progress.future_offsets.is_empty(),
+            "pruned below the resume offset"
+        );
+
+        let mut open = state();
+        open.apply(0, T0 + 1_000, &message(&[("AMZN", 1)]), now);
+        open.skip_invalid(1, true);
+        let progress = open.progress();
+        assert_eq!(progress.resume_offset, 0);
+        assert_eq!(progress.future_offsets, vec![1]);
+        let restarted = PartitionState::new(0, progress, W, GRACE);
+        assert_eq!(restarted.stored_future_verdict(0), Some(false));
+        assert_eq!(restarted.stored_future_verdict(1), Some(true));
+        assert_eq!(restarted.stored_future_verdict(2), None);
+    }
+
+    #[test]
     fn invalid_records_go_to_the_dead_letter_topic_once() {
         let mut s = state();
-        assert!(s.skip_invalid(3));
+        assert!(s.skip_invalid(3, false));
         let mut stored = s.progress();
         assert_eq!(stored.dlq_next_offset, 4);
         stored.next_offset = 4;
         let mut restarted = PartitionState::new(0, stored, W, GRACE);
         assert!(
-            !restarted.skip_invalid(3),
+            !restarted.skip_invalid(3, false),
             "already delivered before the restart"
         );
-        assert!(restarted.skip_invalid(5));
+        assert!(restarted.skip_invalid(5, false));
     }
 }

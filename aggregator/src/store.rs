@@ -24,7 +24,7 @@ pub async fn claim(pool: &PgPool, topic: &str, partition: i32) -> Result<Progres
          VALUES ($1, $2, $3, $4, $5, $6, $7, 1)
          ON CONFLICT (topic, kafka_partition)
          DO UPDATE SET owner_epoch = aggregator_progress.owner_epoch + 1, updated_at = now()
-         RETURNING resume_offset, next_offset, watermark_ms, closed_before_ms, dlq_next_offset, owner_epoch",
+         RETURNING resume_offset, next_offset, watermark_ms, closed_before_ms, dlq_next_offset, owner_epoch, future_offsets",
     )
     .bind(topic)
     .bind(partition)
@@ -42,6 +42,7 @@ pub async fn claim(pool: &PgPool, topic: &str, partition: i32) -> Result<Progres
         closed_before_ms: row.try_get("closed_before_ms")?,
         dlq_next_offset: row.try_get("dlq_next_offset")?,
         epoch: row.try_get("owner_epoch")?,
+        future_offsets: row.try_get("future_offsets")?,
     })
 }
 
@@ -53,7 +54,7 @@ pub async fn commit(pool: &PgPool, topic: &str, flush: &Flush) -> Result<Commit,
     let updated = sqlx::query(
         "UPDATE aggregator_progress
          SET resume_offset = $3, next_offset = $4, watermark_ms = $5, closed_before_ms = $6,
-             dlq_next_offset = $7, updated_at = now()
+             dlq_next_offset = $7, future_offsets = $9, updated_at = now()
          WHERE topic = $1 AND kafka_partition = $2 AND owner_epoch = $8",
     )
     .bind(topic)
@@ -64,6 +65,7 @@ pub async fn commit(pool: &PgPool, topic: &str, flush: &Flush) -> Result<Commit,
     .bind(progress.closed_before_ms)
     .bind(progress.dlq_next_offset)
     .bind(progress.epoch)
+    .bind(&progress.future_offsets)
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {

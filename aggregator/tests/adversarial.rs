@@ -1,0 +1,763 @@
+//! Hostile input against the real broker and PostgreSQL: sizes at and around every limit, every
+//! compression codec, transactions committed and aborted, tombstones, keys and headers that are not
+//! UTF-8, clocks skewed both ways, the epoch, bursts over many partitions, a dead-letter topic that
+//! refuses letters, and SIGTERM while the aggregator waits on something.
+//!
+//! Each test checks the same promise against an independent reference: the aggregator stays up,
+//! every valid record is counted exactly once (a plain group-by of what was produced), every invalid
+//! record is in the dead-letter topic exactly once with its reason, and nothing else is.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Message};
+use tickpipe_aggregator::dead_letters::{headers, LETTER_BUDGET_BYTES};
+use tickpipe_aggregator::metrics::ReasonLabel;
+use tickpipe_common::clock::now_ms;
+use tickpipe_testkit::{consume_all, header, kafka_brokers, unique_name, TestDatabase, TestRecord};
+
+/// What the aggregator must make of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Valid and on time: counted once in its window.
+    Counted,
+    /// Valid but its window was already written: counted as late, not applied.
+    Late,
+    /// Invalid: in the dead-letter topic once, with this reason.
+    Invalid(&'static str),
+    /// Written in an aborted transaction: invisible.
+    Aborted,
+}
+
+/// A record as a hostile producer may write it.
+#[derive(Debug, Clone)]
+struct Raw {
+    partition: i32,
+    timestamp_ms: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(&'static str, Option<Vec<u8>>)>,
+    expect: Expect,
+    /// Filled in by the producer: the record's offset.
+    offset: i64,
+}
+
+impl Raw {
+    fn new(partition: i32, timestamp_ms: i64, value: impl Into<Vec<u8>>, expect: Expect) -> Self {
+        Self {
+            partition,
+            timestamp_ms,
+            key: None,
+            value: Some(value.into()),
+            headers: Vec::new(),
+            expect,
+            offset: -1,
+        }
+    }
+
+    fn valid(partition: i32, timestamp_ms: i64, ticks: &[(&str, i64)]) -> Self {
+        Self::new(partition, timestamp_ms, value(ticks), Expect::Counted)
+    }
+
+    fn invalid(
+        partition: i32,
+        timestamp_ms: i64,
+        bytes: impl Into<Vec<u8>>,
+        reason: &'static str,
+    ) -> Self {
+        Self::new(partition, timestamp_ms, bytes, Expect::Invalid(reason))
+    }
+
+    fn key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    fn without_value(mut self) -> Self {
+        self.value = None;
+        self
+    }
+
+    fn header(mut self, key: &'static str, value: Option<&[u8]>) -> Self {
+        self.headers.push((key, value.map(<[u8]>::to_vec)));
+        self
+    }
+
+    fn future_record<'a>(&'a self, topic: &'a str) -> FutureRecord<'a, [u8], [u8]> {
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in &self.headers {
+            headers = headers.insert(Header {
+                key,
+                value: value.as_deref(),
+            });
+        }
+        let mut record = FutureRecord::to(topic)
+            .partition(self.partition)
+            .timestamp(self.timestamp_ms)
+            .headers(headers);
+        if let Some(key) = &self.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(value) = &self.value {
+            record = record.payload(value.as_slice());
+        }
+        record
+    }
+}
+
+fn producer_config(extra: &[(&str, &str)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", kafka_brokers())
+        .set("broker.address.family", "v4")
+        .set("linger.ms", "5")
+        // Large enough for the 1 MB records below; the broker enforces its own limit.
+        .set("message.max.bytes", "2000000");
+    for (key, value) in extra {
+        config.set(*key, *value);
+    }
+    config
+}
+
+async fn deliver(producer: &FutureProducer, topic: &str, record: &mut Raw) {
+    let delivery = producer
+        .send_result(record.future_record(topic))
+        .map_err(|(e, _)| e)
+        .unwrap_or_else(|e| panic!("enqueue to {topic}: {e}"));
+    match delivery.await {
+        Ok(Ok(delivered)) => {
+            assert_eq!(delivered.partition, record.partition);
+            record.offset = delivered.offset;
+        }
+        Ok(Err((e, _))) => panic!("delivery to {topic} failed: {e}"),
+        Err(_) => panic!("delivery to {topic} cancelled"),
+    }
+}
+
+/// Produces `records` in order with producer settings `extra` (e.g. a compression codec).
+async fn produce_raw(topic: &str, records: &mut [Raw], extra: &[(&str, &str)]) {
+    let producer: FutureProducer = producer_config(extra)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    // All in flight at once; idempotence keeps each partition in the order listed.
+    let deliveries: Vec<_> = records
+        .iter()
+        .map(|record| {
+            producer
+                .send_result(record.future_record(topic))
+                .map_err(|(e, _)| e)
+                .unwrap_or_else(|e| panic!("enqueue to {topic}: {e}"))
+        })
+        .collect();
+    for (record, delivery) in records.iter_mut().zip(deliveries) {
+        match delivery.await {
+            Ok(Ok(delivered)) => {
+                assert_eq!(delivered.partition, record.partition);
+                record.offset = delivered.offset;
+            }
+            Ok(Err((e, _))) => panic!("delivery to {topic} failed: {e}"),
+            Err(_) => panic!("delivery to {topic} cancelled"),
+        }
+    }
+}
+
+/// Creates a topic with broker-side settings (e.g. `compression.type`, `max.message.bytes`).
+async fn create_topic_with(name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = producer_config(&[]).create().expect("admin");
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
+    let results = admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .expect("create topic");
+    for result in results {
+        result.unwrap_or_else(|(topic, code)| panic!("create {topic}: {code}"));
+    }
+}
+
+async fn fresh_topic(prefix: &str, partitions: i32, configs: &[(&str, &str)]) -> String {
+    let topic = unique_name(prefix);
+    create_topic_with(&topic, partitions, configs).await;
+    topic
+}
+
+/// The independent reference: a group-by of the records expected to count.
+fn expected_rows(records: &[Raw], width_ms: i64) -> Rows {
+    let counted: Vec<TestRecord> = records
+        .iter()
+        .filter(|r| r.expect == Expect::Counted)
+        .map(|r| {
+            TestRecord::new(
+                r.partition,
+                r.timestamp_ms,
+                r.value.clone().expect("valid records have a value"),
+            )
+        })
+        .collect();
+    reference(&counted, width_ms)
+}
+
+/// Every record accounted for: rows equal the reference, the dead-letter topic holds each invalid
+/// record exactly once with its reason and bytes, and the metrics agree.
+async fn verify(
+    topic: &str,
+    db: &TestDatabase,
+    records: &[Raw],
+    width_ms: i64,
+    aggregator: &Running,
+) -> Vec<OwnedMessage> {
+    let visible = records
+        .iter()
+        .filter(|r| r.expect != Expect::Aborted)
+        .count() as u64;
+    tickpipe_testkit::eventually("every record consumed", Duration::from_secs(90), || async {
+        let consumed = aggregator.metrics.consumed.get();
+        (consumed >= visible).then_some(())
+    })
+    .await;
+    let expected = expected_rows(records, width_ms);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut rows = stored_rows(&db.pool).await;
+    while rows != expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rows = stored_rows(&db.pool).await;
+    }
+    assert_eq!(rows, expected, "rows equal the independent reference");
+    // A little longer, to catch anything counted twice after the fact.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stored_rows(&db.pool).await, expected, "and stay equal");
+    assert_eq!(
+        aggregator.metrics.consumed.get(),
+        visible,
+        "no record read twice"
+    );
+
+    let late = records.iter().filter(|r| r.expect == Expect::Late).count() as u64;
+    assert_eq!(aggregator.metrics.late.get(), late, "late records");
+
+    let invalid: Vec<&Raw> = records
+        .iter()
+        .filter(|r| matches!(r.expect, Expect::Invalid(_)))
+        .collect();
+    let mut by_reason: BTreeMap<&str, u64> = BTreeMap::new();
+    for record in &invalid {
+        if let Expect::Invalid(reason) = record.expect {
+            *by_reason.entry(reason).or_default() += 1;
+        }
+    }
+    for (reason, count) in &by_reason {
+        let counted = aggregator
+            .metrics
+            .invalid
+            .get_or_create(&ReasonLabel { reason })
+            .get();
+        assert_eq!(counted, *count, "invalid records counted as {reason}");
+    }
+
+    // Read everything the dead-letter topic holds (more than expected would show a duplicate).
+    let letters = consume_all(
+        &format!("{topic}.dlq"),
+        invalid.len() + 1,
+        Duration::from_secs(8),
+    );
+    assert_eq!(
+        letters.len(),
+        invalid.len(),
+        "one letter per invalid record"
+    );
+    for record in invalid {
+        let Expect::Invalid(reason) = record.expect else {
+            unreachable!("filtered above")
+        };
+        let matching: Vec<&OwnedMessage> = letters
+            .iter()
+            .filter(|l| {
+                header(l, headers::SOURCE_PARTITION) == Some(record.partition.to_string())
+                    && header(l, headers::SOURCE_OFFSET) == Some(record.offset.to_string())
+            })
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "offset {} in the dead-letter topic once",
+            record.offset
+        );
+        let letter = matching[0];
+        assert_eq!(header(letter, headers::REASON).as_deref(), Some(reason));
+        assert_eq!(
+            header(letter, headers::SOURCE_TOPIC).as_deref(),
+            Some(topic)
+        );
+        assert_letter_carries(letter, record);
+    }
+    assert_eq!(aggregator.metrics.dead_letters.failed.get(), 0);
+    letters
+}
+
+/// The letter holds the original key and value, or prefixes of them with the original sizes in
+/// headers when the whole would not fit.
+fn assert_letter_carries(letter: &OwnedMessage, record: &Raw) {
+    let truncated = header(letter, headers::TRUNCATED).as_deref() == Some("true");
+    let whole = record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len);
+    assert_eq!(
+        truncated,
+        whole > LETTER_BUDGET_BYTES,
+        "cut only what does not fit"
+    );
+    for (sent, kept, size_header) in [
+        (&record.key, letter.key(), headers::ORIGINAL_KEY_BYTES),
+        (
+            &record.value,
+            letter.payload(),
+            headers::ORIGINAL_VALUE_BYTES,
+        ),
+    ] {
+        match sent {
+            None => assert!(kept.is_none_or(<[u8]>::is_empty)),
+            Some(original) if truncated => {
+                let kept = kept.unwrap_or_default();
+                assert!(original.starts_with(kept), "a prefix of the original");
+                assert_eq!(
+                    header(letter, size_header),
+                    Some(original.len().to_string())
+                );
+            }
+            Some(original) => assert_eq!(kept.unwrap_or_default(), original.as_slice()),
+        }
+    }
+    if truncated {
+        let carried = letter.key().map_or(0, <[u8]>::len) + letter.payload().map_or(0, <[u8]>::len);
+        assert!(carried <= LETTER_BUDGET_BYTES);
+    }
+}
+
+/// A valid message padded with spaces (JSON allows trailing whitespace) to exactly `len` bytes.
+fn padded_valid(len: usize) -> Vec<u8> {
+    let mut bytes = value(&[("AMZN", 1902)]);
+    assert!(bytes.len() <= len);
+    bytes.resize(len, b' ');
+    bytes
+}
+
+const MAX_VALUE: usize = tickpipe_common::message::MAX_MESSAGE_BYTES;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_at_and_around_every_limit() {
+    let topic = fresh_topic("sizes", 2, &[]).await;
+    let db = TestDatabase::create().await;
+    let mut records = vec![
+        Raw::valid(0, T0 + 1_000, &[("MSFT", 107)]),
+        Raw::new(0, T0 + 1_001, padded_valid(MAX_VALUE), Expect::Counted),
+        Raw::invalid(0, T0 + 1_002, padded_valid(MAX_VALUE + 1), "oversized"),
+        Raw::invalid(0, T0 + 1_003, vec![b'x'; 1_000_000], "oversized"),
+        Raw::invalid(0, T0 + 1_004, vec![b'x'; LETTER_BUDGET_BYTES], "oversized"),
+        Raw::invalid(0, T0 + 1_005, vec![b'x'; LETTER_BUDGET_BYTES + 1], "oversized"),
+        Raw::invalid(1, T0 + 1_006, b"nope".to_vec(), "invalid_json").key(vec![b'k'; 1_000_000]),
+        Raw::valid(1, T0 + 1_007, &[("AAPL", 215)]).key(vec![b'k'; 1_000_000]),
+        Raw::invalid(1, T0 + 1_008, Vec::new(), "invalid_json"),
+        Raw::invalid(1, T0 + 1_009, b"{}".to_vec(), "wrong_shape"),
+        Raw::valid(1, T0 + 1_010, &[("AMZN", 1), ("MSFT", 2), ("AAPL", 3)]),
+        Raw::invalid(
+            1,
+            T0 + 1_011,
+            br#"{"tickers":[{"name":"A","price":1},{"name":"B","price":1},{"name":"C","price":1},{"name":"D","price":1}]}"#.to_vec(),
+            "too_many_tickers",
+        ),
+        Raw::valid(1, T0 + 1_012, &[("AMZN", tickpipe_common::message::MAX_PRICE)]),
+        Raw::invalid(
+            1,
+            T0 + 1_013,
+            format!(r#"{{"tickers":[{{"name":"AMZN","price":{}}}]}}"#, tickpipe_common::message::MAX_PRICE + 1),
+            "absurd_price",
+        ),
+    ];
+    produce_raw(&topic, &mut records, &[]).await;
+    let aggregator = start(settings(&topic, &db, &[]));
+    verify(&topic, &db, &records, 30_000, &aggregator).await;
+    assert!(aggregator.metrics.dead_letters.truncated.get() >= 3);
+    aggregator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_compression_codec_is_read() {
+    let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
+    let topic = fresh_topic("codecs", codecs.len() as i32, &[]).await;
+    let db = TestDatabase::create().await;
+    let mut all = Vec::new();
+    for (partition, codec) in codecs.iter().enumerate() {
+        let partition = partition as i32;
+        let mut records: Vec<Raw> = (0..200)
+            .map(|i| {
+                Raw::valid(
+                    partition,
+                    T0 + i * 97,
+                    &[("AMZN", 1900 + i), ("MSFT", 100 + partition as i64)],
+                )
+            })
+            .collect();
+        records.push(Raw::invalid(
+            partition,
+            T0 + 50,
+            b"{\"tickers\":".to_vec(),
+            "invalid_json",
+        ));
+        produce_raw(&topic, &mut records, &[("compression.type", codec)]).await;
+        all.extend(records);
+    }
+    let aggregator = start(settings(&topic, &db, &[]));
+    verify(&topic, &db, &all, 30_000, &aggregator).await;
+    aggregator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_the_broker_compresses_with_zstd_is_read() {
+    let topic = fresh_topic("zstd_topic", 2, &[("compression.type", "zstd")]).await;
+    let db = TestDatabase::create().await;
+    let mut records: Vec<Raw> = (0..300)
+        .map(|i| Raw::valid((i % 2) as i32, T0 + i * 50, &[("AAPL", 200 + i)]))
+        .collect();
+    records.push(Raw::invalid(1, T0 + 20, vec![0xff, 0xfe], "not_utf8"));
+    produce_raw(&topic, &mut records, &[("compression.type", "gzip")]).await;
+    let aggregator = start(settings(&topic, &db, &[]));
+    verify(&topic, &db, &records, 30_000, &aggregator).await;
+    aggregator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_count_only_what_was_committed() {
+    let topic = fresh_topic("txn", 2, &[]).await;
+    let db = TestDatabase::create().await;
+    let producer: FutureProducer = producer_config(&[("transactional.id", &unique_name("txn"))])
+        .create()
+        .expect("transactional producer");
+    let timeout = Duration::from_secs(30);
+    producer
+        .init_transactions(timeout)
+        .expect("init transactions");
+    let mut records = Vec::new();
+    for (batch, commit) in [(0_i64, true), (1, false), (2, true), (3, false)] {
+        producer.begin_transaction().expect("begin");
+        let expect = |e: Expect| if commit { e } else { Expect::Aborted };
+        let mut batch_records = vec![
+            Raw::new(
+                0,
+                T0 + batch * 1_000,
+                value(&[("AMZN", 10 + batch)]),
+                expect(Expect::Counted),
+            ),
+            Raw::new(
+                1,
+                T0 + batch * 1_000 + 1,
+                value(&[("MSFT", 20 + batch)]),
+                expect(Expect::Counted),
+            ),
+            Raw::new(
+                1,
+                T0 + batch * 1_000 + 2,
+                b"[]".to_vec(),
+                expect(Expect::Invalid("wrong_shape")),
+            ),
+        ];
+        for record in &mut batch_records {
+            deliver(&producer, &topic, record).await;
+        }
+        if commit {
+            producer.commit_transaction(timeout).expect("commit");
+        } else {
+            producer.abort_transaction(timeout).expect("abort");
+        }
+        records.extend(batch_records);
+    }
+    // Non-transactional records after the markers.
+    let mut plain = vec![Raw::valid(0, T0 + 9_000, &[("AAPL", 215)])];
+    produce_raw(&topic, &mut plain, &[]).await;
+    records.extend(plain);
+    let aggregator = start(settings(&topic, &db, &[]));
+    verify(&topic, &db, &records, 30_000, &aggregator).await;
+    aggregator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_keys_and_headers_are_never_trusted() {
+    let topic = fresh_topic("tombstones", 1, &[]).await;
+    let db = TestDatabase::create().await;
+    let not_utf8: &[u8] = &[0xc3, 0x28, 0xff];
+    let mut records = vec![
+        Raw::invalid(0, T0 + 1, Vec::new(), "wrong_shape")
+            .key(b"AMZN".to_vec())
+            .without_value(),
+        Raw::invalid(0, T0 + 2, Vec::new(), "wrong_shape").without_value(),
+        Raw::valid(0, T0 + 3, &[("AMZN", 1)]).key(not_utf8.to_vec()),
+        Raw::valid(0, T0 + 4, &[("AMZN", 2)])
+            .header("trace", Some(not_utf8))
+            .header("empty", None)
+            .header("", Some(b"")),
+        Raw::invalid(0, T0 + 5, not_utf8.to_vec(), "not_utf8").key(not_utf8.to_vec()),
+        Raw::invalid(
+            0,
+            T0 + 6,
+            b"{\"tickers\":[{\"name\":\"AM\\u0000ZN\",\"price\":1}]}".to_vec(),
+            "invalid_name",
+        )
+        .header("dlq.reason", Some(b"forged")),
+        Raw::valid(0, T0 + 7, &[("MSFT", 3)]).header("dlq.source.offset", Some(b"-5")),
+    ];
+    let mut many_headers = Raw::valid(0, T0 + 8, &[("AAPL", 4)]);
+    for _ in 0..200 {
+        many_headers = many_headers.header("h", Some(not_utf8));
+    }
+    records.push(many_headers);
+    produce_raw(&topic, &mut records, &[]).await;
+    let aggregator = start(settings(&topic, &db, &[]));
+    let letters = verify(&topic, &db, &records, 30_000, &aggregator).await;
+    // A forged reason header on the input is not what the letter says.
+    assert!(letters
+        .iter()
+        .all(|l| header(l, headers::REASON).as_deref() != Some("forged")));
+    aggregator.stop().await;
+}
+
+/// Waits until an aggregator has claimed `partitions` partitions `times` times in all.
+async fn wait_for_claims(db: &TestDatabase, partitions: i64, times: i64) {
+    tickpipe_testkit::eventually("partitions claimed", Duration::from_secs(60), || async {
+        let (rows, epochs): (i64, Option<i64>) =
+            sqlx::query_as("SELECT count(*), sum(owner_epoch)::bigint FROM aggregator_progress")
+                .fetch_one(&db.pool)
+                .await
+                .ok()?;
+        (rows == partitions && epochs.unwrap_or(0) >= partitions * times).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clocks_skewed_both_ways_the_epoch_and_the_distant_past() {
+    let topic = fresh_topic("clocks", 2, &[]).await;
+    let db = TestDatabase::create().await;
+    // Partition 1, written before the aggregator starts (a caught-up partition follows the wall
+    // clock, so there these would all be late): the epoch (librdkafka reads 0 as "now", so 1 ms
+    // after it) and the distant past, in order.
+    let mut past = vec![
+        Raw::valid(1, 1, &[("AMZN", 3)]),
+        Raw::valid(1, 315_532_800_000, &[("AMZN", 4)]), // 1980-01-01
+        Raw::valid(1, T0, &[("AAPL", 5)]),
+        // Behind the watermark of its partition by decades: late, not applied.
+        Raw::new(1, 2, value(&[("AMZN", 6)]), Expect::Late),
+        Raw::valid(1, now_ms() - 1_000, &[("AAPL", 7)]),
+    ];
+    produce_raw(&topic, &mut past, &[]).await;
+    // Partition 0 live, not a backlog: the aggregator keeps up with the producers.
+    let aggregator = start(settings(
+        &topic,
+        &db,
+        &[
+            ("AGGREGATOR_WINDOW_SECS", "5"),
+            ("AGGREGATOR_GRACE_MS", "3000"),
+        ],
+    ));
+    wait_for_claims(&db, 2, 1).await;
+    let now = now_ms();
+    let mut records = vec![Raw::valid(0, now - 1_000, &[("AMZN", 1)])];
+    // A producer whose clock runs 20 s ahead (within the 60 s allowed)...
+    records.push(Raw::valid(0, now + 20_000, &[("AMZN", 2)]));
+    // ...cannot make other producers' on-time records late.
+    for i in 0..20 {
+        records.push(Raw::valid(0, now - 1_500 + i * 50, &[("MSFT", 100 + i)]));
+    }
+    // Beyond the future limit: dead-lettered, whatever the aggregator's clock reads later.
+    records.push(Raw::invalid(
+        0,
+        now + 90_000,
+        value(&[("AAPL", 1)]),
+        "future_timestamp",
+    ));
+    records.push(Raw::invalid(
+        0,
+        now + 1_800_000,
+        value(&[("AAPL", 2)]),
+        "future_timestamp",
+    ));
+    produce_raw(&topic, &mut records, &[]).await;
+    records.extend(past);
+    verify(&topic, &db, &records, 5_000, &aggregator).await;
+    aggregator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_across_many_partitions() {
+    let partitions = 16;
+    let topic = fresh_topic("burst", partitions, &[]).await;
+    let db = TestDatabase::create().await;
+    let mut records: Vec<Raw> = generated_records(8_000, partitions, 20, 7)
+        .into_iter()
+        .map(|r| Raw::new(r.partition, r.timestamp_ms, r.value, Expect::Counted))
+        .collect();
+    for i in (0..records.len()).step_by(97) {
+        let (partition, ts) = (records[i].partition, records[i].timestamp_ms);
+        records.insert(
+            i,
+            Raw::invalid(
+                partition,
+                ts,
+                b"{\"tickers\":[{\"name\":\"amzn\",\"price\":1}]}".to_vec(),
+                "invalid_name",
+            ),
+        );
+    }
+    // One producer per record order keeps each partition's order as listed.
+    produce_raw(&topic, &mut records, &[("compression.type", "lz4")]).await;
+    let aggregator = start(settings(&topic, &db, &[]));
+    verify(&topic, &db, &records, 30_000, &aggregator).await;
+    aggregator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_topic_with_a_small_record_limit_gets_letters_cut_to_fit() {
+    let topic = fresh_topic("dlq_small", 1, &[]).await;
+    create_topic_with(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "4096")]).await;
+    let db = TestDatabase::create().await;
+    let original = vec![b'z'; 12_000];
+    let mut records = vec![
+        Raw::valid(0, T0 + 1, &[("AMZN", 1)]),
+        Raw::invalid(0, T0 + 2, original.clone(), "oversized"),
+        Raw::valid(0, T0 + 3, &[("AMZN", 2)]),
+    ];
+    produce_raw(&topic, &mut records, &[]).await;
+    let aggregator = start(settings(&topic, &db, &[]));
+    let rows = wait_for_samples(&db.pool, 2, Duration::from_secs(60)).await;
+    assert_eq!(rows, expected_rows(&records, 30_000));
+    let letters = consume_all(&format!("{topic}.dlq"), 2, Duration::from_secs(20));
+    assert_eq!(
+        letters.len(),
+        1,
+        "delivered once, cut to what the topic accepts"
+    );
+    let letter = &letters[0];
+    assert_eq!(header(letter, headers::TRUNCATED).as_deref(), Some("true"));
+    assert_eq!(
+        header(letter, headers::ORIGINAL_VALUE_BYTES),
+        Some("12000".into())
+    );
+    let kept = letter.payload().unwrap_or_default();
+    assert!(!kept.is_empty() && kept.len() < 4096 && original.starts_with(kept));
+    assert_eq!(aggregator.metrics.dead_letters.failed.get(), 0);
+    assert_eq!(aggregator.metrics.dead_letters.truncated.get(), 1);
+    aggregator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_topic_that_refuses_every_letter_does_not_stop_consumption() {
+    let topic = fresh_topic("dlq_refuses", 2, &[]).await;
+    // Smaller than the dead-letter headers alone: no letter can ever be delivered.
+    create_topic_with(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "64")]).await;
+    let db = TestDatabase::create().await;
+    let mut records = Vec::new();
+    for i in 0..40 {
+        records.push(Raw::valid(
+            i % 2,
+            T0 + i64::from(i) * 500,
+            &[("MSFT", 100 + i64::from(i))],
+        ));
+        records.push(Raw::invalid(
+            i % 2,
+            T0 + i64::from(i) * 500,
+            vec![b'!'; 100],
+            "invalid_json",
+        ));
+    }
+    produce_raw(&topic, &mut records, &[]).await;
+    let aggregator = start(settings(&topic, &db, &[]));
+    let expected = expected_rows(&records, 30_000);
+    let rows = wait_for_samples(&db.pool, 40, Duration::from_secs(120)).await;
+    assert_eq!(rows, expected);
+    tickpipe_testkit::eventually("every letter given up", Duration::from_secs(60), || async {
+        (aggregator.metrics.dead_letters.failed.get() == 40).then_some(())
+    })
+    .await;
+    aggregator.stop().await;
+}
+
+/// Sends SIGTERM to a child aggregator and returns how long it took to exit, asserting a clean exit.
+fn terminate(child: &mut std::process::Child) -> Duration {
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "clean exit after SIGTERM: {status}");
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the aggregator ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_it_while_the_dead_letter_topic_refuses_and_the_database_is_gone() {
+    let topic = fresh_topic("sigterm", 2, &[]).await;
+    create_topic_with(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "64")]).await;
+    let db = TestDatabase::create().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aggregator"))
+        .env_clear()
+        .envs(env_vars(&topic, &db))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn aggregator");
+
+    wait_for_claims(&db, 2, 1).await;
+    // Phase 1: letters that can never be delivered, then SIGTERM while it retries them.
+    let mut records: Vec<Raw> = (0..30)
+        .map(|i| Raw::invalid(i % 2, T0 + i64::from(i), vec![b'!'; 1_000_000], "oversized"))
+        .collect();
+    produce_raw(&topic, &mut records, &[]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let took = terminate(&mut child);
+    eprintln!("SIGTERM while dead letters fail: exited in {took:?}");
+
+    // Phase 2: the database disappears while windows wait to be written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aggregator"))
+        .env_clear()
+        .envs(env_vars(&topic, &db))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn aggregator");
+    let mut first = vec![Raw::valid(0, T0 + 100_000, &[("AMZN", 1)])];
+    produce_raw(&topic, &mut first, &[]).await;
+    // Both instances claimed both partitions: the second one is consuming.
+    wait_for_claims(&db, 2, 2).await;
+    db.pool.close().await;
+    let mut admin =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&tickpipe_testkit::admin_database_url())
+            .await
+            .expect("admin connection");
+    sqlx::query(&format!("DROP DATABASE \"{}\" WITH (FORCE)", db.name))
+        .execute(&mut admin)
+        .await
+        .expect("drop the database under the aggregator");
+    let mut closing = vec![Raw::valid(0, T0 + 200_000, &[("AMZN", 2)])];
+    produce_raw(&topic, &mut closing, &[]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let took = terminate(&mut child);
+    eprintln!("SIGTERM while the database is gone: exited in {took:?}");
+}
