@@ -28,6 +28,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked -- --nocapture 2>&1 | tee "${TICKPIPE_STATE_DIR:-/tmp}/cargo-test.log"
 
+# --- API contract (issue 10): Schemathesis, every check, against the API's /v1/openapi.json ---
+echo "== schemathesis (scripts/schemathesis.sh)"
+bash scripts/schemathesis.sh
+# --- end of the Schemathesis block ---
+
 # --- fuzzing (issue 10): the message decoder under cargo-fuzz for FUZZ_SECS (default 60) ---
 echo "== fuzz: scripts/fuzz.sh (FUZZ_SECS=${FUZZ_SECS:-60})"
 bash scripts/fuzz.sh

@@ -1,16 +1,23 @@
 //! `GET /v1/get-prices`: reads `window_prices` through the validated [`PriceQuery`].
 
-use std::time::Duration;
-
 use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, PgPool};
+use sqlx::FromRow;
+use tickpipe_common::message::MAX_TICKER_LEN;
+use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{
+    AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::Required;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::problem::{ApiError, Problem};
-use crate::query::{Cursor, Form, PriceQuery};
+use crate::query::{
+    patterns, Cursor, Form, PriceQuery, DEFAULT_LIMIT, MAX_LIMIT, MAX_TICKERS, MAX_TIME_SECS,
+    MIN_TIME_SECS, TIME_RANGE_TEXT,
+};
 use crate::AppState;
 
 /// The average price of one ticker over one window.
@@ -38,22 +45,122 @@ pub struct PricesPage {
     pub next_cursor: Option<String>,
 }
 
-/// Query parameters, for the OpenAPI document; the handler validates them itself so that every
-/// error names its parameter.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(non_snake_case, dead_code)]
-pub struct PricesParams {
-    /// One or more tickers, comma-separated, case-insensitive: `AMZN` or `AMZN,MSFT`.
-    ticker: Option<String>,
-    /// Inclusive lower bound of window start: RFC 3339 or integer Unix seconds.
-    startTime: Option<String>,
-    /// Exclusive upper bound of window start: RFC 3339 or integer Unix seconds.
-    endTime: Option<String>,
-    /// Page size, 1 to 10000 (default 1000).
-    limit: Option<i64>,
-    /// The `nextCursor` of the previous page.
-    cursor: Option<String>,
+/// Query parameters, for the OpenAPI document: every constraint the handler enforces on one
+/// parameter alone is stated here (the patterns are the ones [`crate::query`] is tested against), so
+/// a client generated from the document sends only values the API accepts. The two rules that span
+/// parameters, which JSON Schema cannot express, are in the descriptions.
+#[derive(Debug)]
+pub struct PricesParams;
+
+impl IntoParams for PricesParams {
+    fn into_params(
+        parameter_in_provider: impl Fn() -> Option<ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        let location = parameter_in_provider().unwrap_or(ParameterIn::Query);
+        let parameter = |name: &str, description: String, schema: Schema| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(location.clone())
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(schema))
+                .build()
+        };
+        let time_schema = |examples: [serde_json::Value; 2]| -> Schema {
+            let rfc3339 = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .pattern(Some(patterns::RFC3339.as_str()))
+                .description(Some("RFC 3339"));
+            let unix = ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(MIN_TIME_SECS))
+                .maximum(Some(MAX_TIME_SECS))
+                .description(Some("Unix seconds"));
+            Schema::AnyOf(
+                AnyOfBuilder::new()
+                    .item(rfc3339)
+                    .item(unix)
+                    .examples(examples)
+                    .build(),
+            )
+        };
+        let time_forms = format!(
+            "RFC 3339 (upper-case `T` and `Z`, seconds 00-59, at most 9 fraction digits, any offset) or \
+             integer Unix seconds; every time {TIME_RANGE_TEXT} is accepted"
+        );
+        vec![
+            parameter(
+                "ticker",
+                format!(
+                    "One or more tickers, comma-separated, case-insensitive: `AMZN` or `amzn,MSFT`. \
+                     Each is 1-{MAX_TICKER_LEN} of `A-Z a-z 0-9 . -`, optionally padded with spaces; \
+                     at most {MAX_TICKERS} names."
+                ),
+                Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(patterns::TICKERS.as_str()))
+                        .examples(["AMZN", "AMZN,MSFT"])
+                        .build(),
+                ),
+            ),
+            parameter(
+                "startTime",
+                format!(
+                    "Inclusive lower bound of window start: {time_forms}. Must be earlier than \
+                     `endTime` when both are given."
+                ),
+                time_schema([
+                    serde_json::json!("2026-11-27T10:00:00Z"),
+                    serde_json::json!(1_795_773_600),
+                ]),
+            ),
+            parameter(
+                "endTime",
+                format!(
+                    "Exclusive upper bound of window start: {time_forms}. Must be later than \
+                     `startTime` when both are given."
+                ),
+                time_schema([
+                    serde_json::json!("2026-11-27T11:00:00Z"),
+                    serde_json::json!(1_795_777_200),
+                ]),
+            ),
+            parameter(
+                "limit",
+                format!("Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
+                Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                        .minimum(Some(1))
+                        .maximum(Some(MAX_LIMIT))
+                        .default(Some(serde_json::json!(DEFAULT_LIMIT)))
+                        .examples([100])
+                        .build(),
+                ),
+            ),
+            parameter(
+                "cursor",
+                "The `nextCursor` of the previous page, unchanged. A cursor from a query with \
+                 `startTime` or `endTime` continues only such a query, and one from a query with \
+                 neither only such a query; repeat the other parameters of that request."
+                    .to_owned(),
+                Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(patterns::CURSOR.as_str()))
+                        .examples([Cursor::Latest {
+                            ticker: "AMZN".to_owned(),
+                        }
+                        .encode()])
+                        .build(),
+                ),
+            ),
+        ]
+    }
 }
 
 /// Average prices per ticker and window.
@@ -66,8 +173,9 @@ pub struct PricesParams {
     params(PricesParams),
     responses(
         (status = 200, description = "A page of window prices", body = PricesPage),
-        (status = 400, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A parameter is invalid; `detail` names it and the form it accepts", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The request has a body larger than the limit (no operation reads a body)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable or did not answer within the query timeout; retry shortly", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_prices(
@@ -78,20 +186,16 @@ pub async fn get_prices(
         ApiError::bad_request(format!("query string is malformed: {}", e.body_text()))
     })?;
     let query = PriceQuery::parse(&pairs).map_err(ApiError::BadRequest)?;
-    let rows = fetch(&state.pool, &query, state.query_timeout).await?;
-    Ok(Json(page(&query, rows)))
-}
-
-async fn fetch(
-    pool: &PgPool,
-    query: &PriceQuery,
-    timeout: Duration,
-) -> Result<Vec<WindowPrice>, ApiError> {
     let mut sql = query.to_sql();
-    let rows = tokio::time::timeout(timeout, sql.build_query_as::<WindowPrice>().fetch_all(pool))
-        .await
-        .map_err(|_| ApiError::Unavailable(format!("query exceeded {timeout:?}")))?;
-    rows.map_err(ApiError::from_database)
+    let rows = state
+        .db
+        .run("query", |mut connection| async move {
+            sql.build_query_as::<WindowPrice>()
+                .fetch_all(&mut *connection)
+                .await
+        })
+        .await?;
+    Ok(Json(page(&query, rows)))
 }
 
 /// Trims the extra row fetched past the limit into a `nextCursor`.

@@ -8,6 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// The `Allow` header of a 405: every resource answers these methods and no others.
+pub const ALLOWED_METHODS: &str = "GET, HEAD";
+
 /// The problem document.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -28,6 +31,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("request body of {declared} bytes exceeds the limit of {limit}")]
+    PayloadTooLarge { declared: u64, limit: usize },
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -53,6 +58,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -62,7 +68,10 @@ impl ApiError {
         match self {
             Self::BadRequest(detail) => detail.clone(),
             Self::NotFound(path) => format!("no resource at {path}; see /v1/openapi.json"),
-            Self::MethodNotAllowed => "this resource only answers GET".to_owned(),
+            Self::MethodNotAllowed => "this resource only answers GET (and HEAD)".to_owned(),
+            Self::PayloadTooLarge { declared, limit } => format!(
+                "the request body has {declared} bytes; at most {limit} are accepted, and no resource reads one"
+            ),
             Self::Unavailable(_) => "the database is unavailable; retry shortly".to_owned(),
             Self::Internal(_) => "the request could not be completed".to_owned(),
         }
@@ -84,11 +93,20 @@ impl IntoResponse for ApiError {
             detail: self.public_detail(),
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if matches!(self, Self::MethodNotAllowed) {
+            // RFC 9110 15.5.6: a 405 lists the methods the resource supports. Every route is GET,
+            // which axum also answers for HEAD.
+            response.headers_mut().insert(
+                header::ALLOW,
+                header::HeaderValue::from_static(ALLOWED_METHODS),
+            );
+        }
+        response
     }
 }

@@ -39,6 +39,15 @@ pub struct ApiSettings {
     /// `API_QUERY_TIMEOUT_MS`: a query slower than this is abandoned with a 503.
     #[serde(default = "default_query_timeout_ms")]
     pub api_query_timeout_ms: u64,
+    /// `API_HEADER_READ_TIMEOUT_MS`: a connection that has not sent a complete request head this
+    /// long after it started one (or after it connected) is closed, so idle or trickling clients
+    /// cannot hold connections open.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub api_header_read_timeout_ms: u64,
+    /// `API_MAX_BODY_BYTES`: a request declaring a larger body is refused with a 413. No resource
+    /// reads a body; the limit only keeps a client from making the server receive one.
+    #[serde(default = "default_max_body_bytes")]
+    pub api_max_body_bytes: usize,
 }
 
 fn default_bind() -> SocketAddr {
@@ -47,4 +56,12 @@ fn default_bind() -> SocketAddr {
 
 fn default_query_timeout_ms() -> u64 {
     2_000
+}
+
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_max_body_bytes() -> usize {
+    crate::DEFAULT_MAX_BODY_BYTES
 }

@@ -338,3 +338,176 @@ async fn the_reader_role_can_read_but_not_write() {
         .await;
     assert!(write.is_err(), "the API's role must not write");
 }
+
+/// Issue 10: times PostgreSQL cannot store, typed or inside an edited cursor, are a 400 naming the
+/// accepted range, never a 500; the edges of that range are stored and queried without error.
+#[tokio::test]
+async fn times_out_of_range_are_a_400_and_the_edges_of_the_range_work() {
+    let db = TestDatabase::create().await;
+    seed(&db.pool, &["AMZN"], 3).await;
+    let hex = |plain: &str| -> String { plain.bytes().map(|b| format!("{b:02x}")).collect() };
+    let edited_cursor = hex("R|-300000000000000|AMZN");
+    let cases = [
+        "/v1/get-prices?startTime=-300000000000".to_owned(),
+        "/v1/get-prices?endTime=-300000000000".to_owned(),
+        "/v1/get-prices?startTime=-210866803201".to_owned(),
+        "/v1/get-prices?endTime=300000000000".to_owned(),
+        format!("/v1/get-prices?startTime=0&cursor={edited_cursor}"),
+    ];
+    for uri in &cases {
+        let (status, content_type, body) = get(&db.pool, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert_eq!(content_type, "application/problem+json", "{uri}");
+        let detail = body["detail"].as_str().expect("detail");
+        assert!(
+            detail.contains("0000-01-01T00:00:00+23:59")
+                && detail.contains("9999-12-31T23:59:59.999999999-23:59"),
+            "{uri}: {detail}"
+        );
+    }
+    // The edges reach PostgreSQL as parameters and come back as an ordinary result.
+    let edge_cursor = hex("R|-62167305540000|AMZN");
+    for uri in [
+        "/v1/get-prices?startTime=-62167305540&endTime=253402387139".to_owned(),
+        "/v1/get-prices?startTime=0000-01-01T00:00:00%2B23:59&endTime=9999-12-31T23:59:59.999999999-23:59"
+            .to_owned(),
+        format!("/v1/get-prices?startTime=-62167305540&cursor={edge_cursor}"),
+        format!(
+            "/v1/get-prices?endTime=253402387139&cursor={}",
+            hex("R|253402387139999|ZZZZ")
+        ),
+    ] {
+        let (status, _, body) = get(&db.pool, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+    }
+    let (_, _, all) = get(
+        &db.pool,
+        "/v1/get-prices?startTime=-62167305540&endTime=253402387139",
+    )
+    .await;
+    assert_eq!(all["prices"].as_array().expect("array").len(), 3);
+}
+
+#[tokio::test]
+async fn a_405_lists_the_allowed_methods_and_a_large_body_is_a_413() {
+    let db = TestDatabase::create().await;
+    for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let app = tickpipe_api::app(db.pool.clone(), Duration::from_secs(2));
+        let response = app
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri("/v1/get-prices")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method}"
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok()),
+            Some("GET, HEAD"),
+            "{method}"
+        );
+    }
+    let app = tickpipe_api::app(db.pool.clone(), Duration::from_secs(2));
+    let response = app
+        .oneshot(
+            Request::get("/healthz")
+                .header("content-length", "4096")
+                .body(Body::from(vec![b'x'; 4096]))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+}
+
+/// Issue 10: the document states every parameter's constraints, with the patterns the handler is
+/// tested against, and documents the problem responses.
+#[tokio::test]
+async fn the_openapi_document_states_every_parameter_constraint() {
+    let db = TestDatabase::create().await;
+    let (_, _, doc) = get(&db.pool, "/v1/openapi.json").await;
+    let operation = &doc["paths"]["/v1/get-prices"]["get"];
+    let param = |name: &str| -> Value {
+        operation["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} documented"))
+            .clone()
+    };
+    let limit = param("limit");
+    assert_eq!(limit["schema"]["type"], "integer");
+    assert_eq!(limit["schema"]["minimum"], 1);
+    assert_eq!(limit["schema"]["maximum"], 10_000);
+    assert_eq!(limit["schema"]["default"], 1000);
+    let ticker = param("ticker");
+    assert_eq!(
+        ticker["schema"]["pattern"].as_str(),
+        Some(tickpipe_api::query::patterns::TICKERS.as_str())
+    );
+    let cursor = param("cursor");
+    assert_eq!(
+        cursor["schema"]["pattern"].as_str(),
+        Some(tickpipe_api::query::patterns::CURSOR.as_str())
+    );
+    for name in ["startTime", "endTime"] {
+        let forms = param(name)["schema"]["anyOf"].clone();
+        assert_eq!(forms[0]["type"], "string", "{name}");
+        assert_eq!(forms[0]["format"], "date-time", "{name}");
+        assert_eq!(
+            forms[0]["pattern"].as_str(),
+            Some(tickpipe_api::query::patterns::RFC3339.as_str())
+        );
+        assert_eq!(forms[1]["type"], "integer", "{name}");
+        assert_eq!(forms[1]["minimum"], tickpipe_api::query::MIN_TIME_SECS);
+        assert_eq!(forms[1]["maximum"], tickpipe_api::query::MAX_TIME_SECS);
+    }
+    // Every pattern compiles as a regular expression (JSON Schema patterns are not anchored, so
+    // each one carries its own anchors).
+    for name in ["ticker", "cursor"] {
+        let pattern = param(name)["schema"]["pattern"]
+            .as_str()
+            .expect("pattern")
+            .to_owned();
+        assert!(
+            pattern.starts_with('^') && pattern.ends_with('$'),
+            "{pattern}"
+        );
+        regex::Regex::new(&pattern).expect("compiles");
+    }
+    for status in ["400", "503"] {
+        assert!(
+            operation["responses"][status]["content"]["application/problem+json"].is_object(),
+            "{status}: {}",
+            operation["responses"]
+        );
+    }
+    assert!(
+        doc["paths"]["/readyz"]["get"]["responses"]["503"]["content"]["application/problem+json"]
+            .is_object()
+    );
+    for name in ["NotFound", "MethodNotAllowed"] {
+        assert!(
+            doc["components"]["responses"][name]["content"]["application/problem+json"].is_object(),
+            "{name}"
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! A throwaway database for `scripts/schemathesis.sh`: created and migrated on the PostgreSQL of
+//! `DATABASE_URL` (as the integration tests do), seeded with a few windows, then dropped again.
+//!
+//! ```sh
+//! cargo run -p tickpipe-api --example schemathesis_db -- create   # prints the database URL
+//! cargo run -p tickpipe-api --example schemathesis_db -- drop NAME
+//! ```
+
+use anyhow::{bail, Context};
+use sqlx::{Connection, PgConnection};
+use tickpipe_testkit::TestDatabase;
+
+/// 2026-11-27T10:00:00Z, the README's example day.
+const T0: i64 = 1_795_773_600;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["create"] => create().await,
+        ["drop", name] => drop_database(name).await,
+        _ => bail!("usage: schemathesis_db create | schemathesis_db drop NAME"),
+    }
+}
+
+async fn create() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await;
+    // Two hours of 30-second windows for three tickers, and the latest-window rows the aggregator
+    // keeps beside them: enough for every query form and for several pages.
+    for (t, ticker) in ["AAPL", "AMZN", "MSFT"].iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price)
+             SELECT $1, to_timestamp($2 + w * 30), to_timestamp($2 + w * 30 + 30), 1000 * ($3 + 1) * 4 + w, 4, 900 * ($3 + 1), 1100 * ($3 + 1)
+             FROM generate_series(0, 239) AS w",
+        )
+        .bind(ticker)
+        .bind(T0 as f64)
+        .bind(t as i64)
+        .execute(&db.pool)
+        .await
+        .context("seed window_prices")?;
+    }
+    sqlx::query(
+        "INSERT INTO latest_windows (ticker, window_start) SELECT ticker, max(window_start) FROM window_prices GROUP BY ticker",
+    )
+    .execute(&db.pool)
+    .await
+    .context("seed latest_windows")?;
+    db.pool.close().await;
+    println!("{}", db.url);
+    Ok(())
+}
+
+async fn drop_database(name: &str) -> anyhow::Result<()> {
+    if !name.starts_with("test_") || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        bail!("refusing to drop {name:?}: not a database this program created");
+    }
+    let admin_url = tickpipe_testkit::admin_database_url();
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .with_context(|| format!("connect to {admin_url}"))?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("drop database {name}"))?;
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! The HTTP server itself, over real sockets: the request-head timeout, the body limit and the
+//! graceful shutdown, configured through the same variables as the binary.
+
+use std::time::{Duration, Instant};
+
+use tickpipe_common::config::Layers;
+use tickpipe_common::service::ServiceSettings;
+use tickpipe_testkit::TestDatabase;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const HEADER_TIMEOUT_MS: u64 = 300;
+
+struct Server {
+    addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), tickpipe_api::ApiServerError>>,
+    db: TestDatabase,
+}
+
+async fn start() -> Server {
+    let db = TestDatabase::create().await;
+    let layers = Layers::from_vars([
+        ("DATABASE_URL".to_owned(), db.url.clone()),
+        (
+            "API_HEADER_READ_TIMEOUT_MS".to_owned(),
+            HEADER_TIMEOUT_MS.to_string(),
+        ),
+        ("API_MAX_BODY_BYTES".to_owned(), "100".to_owned()),
+        ("API_QUERY_TIMEOUT_MS".to_owned(), "20000".to_owned()),
+    ])
+    .expect("layers");
+    let settings = tickpipe_api::settings::Settings::load(&layers).expect("settings");
+    assert_eq!(settings.api.api_header_read_timeout_ms, HEADER_TIMEOUT_MS);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(tickpipe_api::serve(listener, settings, shutdown.clone()));
+    Server {
+        addr,
+        shutdown,
+        task,
+        db,
+    }
+}
+
+/// Sends `request` and reads until the server closes the connection (or 10 s pass).
+async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("the server answers and closes")
+        .expect("read");
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Reads until end of stream or a reset; returns how long that took and what arrived.
+async fn wait_for_close(stream: &mut TcpStream) -> (Duration, Vec<u8>) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("the server closes the connection within 10 s");
+        match read {
+            Ok(0) | Err(_) => return (started.elapsed(), received),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_head_that_never_completes_is_disconnected_after_the_timeout() {
+    let server = start().await;
+    // A partial request line, then silence.
+    let mut partial = TcpStream::connect(server.addr).await.expect("connect");
+    partial.write_all(b"GET /v1/get-pri").await.expect("write");
+    // Headers started but never finished.
+    let mut headers = TcpStream::connect(server.addr).await.expect("connect");
+    headers
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .expect("write");
+    // Nothing at all.
+    let mut silent = TcpStream::connect(server.addr).await.expect("connect");
+
+    for (what, stream) in [
+        ("partial request line", &mut partial),
+        ("unfinished headers", &mut headers),
+        ("silent connection", &mut silent),
+    ] {
+        let (elapsed, received) = wait_for_close(stream).await;
+        eprintln!("{what}: closed after {elapsed:?}");
+        // Only a lower bound: the close cannot come before the timeout (less the time the other
+        // streams took to be checked, hence measured loosely from the shared start).
+        let text = String::from_utf8_lossy(&received);
+        assert!(
+            received.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{what}: no regular response, got {text:?}"
+        );
+    }
+    // Meanwhile the server answers complete requests.
+    let response = exchange(
+        server.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    server.shutdown.cancel();
+    server.task.await.expect("join").expect("serve");
+}
+
+#[tokio::test]
+async fn the_timeout_does_not_fire_early() {
+    let server = start().await;
+    let mut partial = TcpStream::connect(server.addr).await.expect("connect");
+    let started = Instant::now();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    let (_, received) = wait_for_close(&mut partial).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(HEADER_TIMEOUT_MS - 50),
+        "closed after {elapsed:?}, before the {HEADER_TIMEOUT_MS} ms timeout"
+    );
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        received.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text:?}"
+    );
+    server.shutdown.cancel();
+    server.task.await.expect("join").expect("serve");
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_a_413_problem() {
+    let server = start().await;
+    let mut request =
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 101\r\n\r\n"
+            .to_vec();
+    request.extend_from_slice(&[b'x'; 101]);
+    let response = exchange(server.addr, &request).await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains("application/problem+json"), "{response}");
+    let mut small =
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n"
+            .to_vec();
+    small.extend_from_slice(&[b'x'; 100]);
+    let response = exchange(server.addr, &small).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    server.shutdown.cancel();
+    server.task.await.expect("join").expect("serve");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_and_closes_idle_connections() {
+    let server = start().await;
+    // An idle keep-alive connection that has completed one request.
+    let mut idle = TcpStream::connect(server.addr).await.expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).await.expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // A request in flight when the shutdown starts: its query waits for a table lock.
+    let mut lock = server.db.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE window_prices IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let mut in_flight = TcpStream::connect(server.addr).await.expect("connect");
+    in_flight
+        .write_all(b"GET /v1/get-prices?startTime=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    server.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !server.task.is_finished(),
+        "serve waits for the request in flight"
+    );
+    lock.rollback().await.expect("unlock");
+    let (_, answer) = wait_for_close(&mut in_flight).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let (_, rest) = wait_for_close(&mut idle).await;
+    assert!(
+        rest.is_empty(),
+        "the idle connection is closed without a response"
+    );
+    tokio::time::timeout(Duration::from_secs(10), server.task)
+        .await
+        .expect("serve returns once every connection is closed")
+        .expect("join")
+        .expect("serve");
+    assert!(
+        TcpStream::connect(server.addr).await.is_err(),
+        "the listener is closed"
+    );
+}
