@@ -13,12 +13,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sqlx::Row;
 use tickpipe_common::message::TickerMessage;
+use tickpipe_testkit::env_or;
 
 type Windows = BTreeMap<(String, i64), (i64, i64)>;
-
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
 
 /// Every record of the topic, folded into (ticker, window start ms) -> (sum, count).
 fn reference(brokers: &str, topic: &str, width_ms: i64) -> anyhow::Result<(Windows, u64, u64)> {
@@ -88,11 +85,11 @@ async fn stored(pool: &sqlx::PgPool) -> anyhow::Result<Windows> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let brokers = env("KAFKA_BROKERS", "127.0.0.1:9092");
-    let topic = env("KAFKA_TOPIC", "stocks");
-    let width_ms: i64 = env("AGGREGATOR_WINDOW_SECS", "30").parse::<i64>()? * 1000;
-    let drain = Duration::from_secs(env("DRILL_DRAIN_SECS", "120").parse()?);
-    let pool = sqlx::PgPool::connect(&env("DATABASE_URL", "")).await?;
+    let brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092");
+    let topic = env_or("KAFKA_TOPIC", "stocks");
+    let width_ms: i64 = env_or("AGGREGATOR_WINDOW_SECS", "30").parse::<i64>()? * 1000;
+    let drain = Duration::from_secs(env_or("DRILL_DRAIN_SECS", "120").parse()?);
+    let pool = sqlx::PgPool::connect(&env_or("DATABASE_URL", "")).await?;
 
     let (expected, records, invalid) =
         tokio::task::spawn_blocking(move || reference(&brokers, &topic, width_ms)).await??;
@@ -132,10 +129,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    println!("records produced:        {}", env("DRILL_PRODUCED", "?"));
+    println!("records produced:        {}", env_or("DRILL_PRODUCED", "?"));
     println!(
         "records acknowledged:    {}",
-        env("DRILL_ACKNOWLEDGED", "?")
+        env_or("DRILL_ACKNOWLEDGED", "?")
     );
     println!("records in the topic:    {records} ({invalid} invalid)");
     println!("prices in the topic:     {expected_samples}");

@@ -16,7 +16,7 @@
 //!   and the partition moves on. Exactly-once of the valid records does not depend on dead letters.
 //! - Every wait is iterative and ends at once when the service shuts down.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::error::KafkaError;
@@ -25,7 +25,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message;
 use tickpipe_common::backoff::Backoff;
-use tickpipe_common::kafka::client_config;
+use tickpipe_common::kafka::{client_config, send_when_queue_has_room};
 use tickpipe_common::message::InvalidMessage;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
@@ -265,37 +265,33 @@ impl DeadLetters {
 
     /// Hands `letter` to the producer, cutting it while it is too large and waiting (bounded)
     /// while the producer's queue is full.
+    // rdkafka's `send_result` hands a refused record back in its error: large, and not ours.
+    #[allow(clippy::result_large_err)]
     fn dispatch(&mut self, mut letter: Letter) {
-        let mut queue_full_since: Option<Instant> = None;
         loop {
-            let sent = self
-                .producer
-                .send_result(letter.record(&self.topic))
-                .map_err(|(error, _)| error);
+            let producer = &self.producer;
+            let record = letter.record(&self.topic);
+            let enqueue = async {
+                tokio::time::timeout(
+                    QUEUE_FULL_PATIENCE,
+                    send_when_queue_has_room(record, |r| producer.send_result(r)),
+                )
+                .await
+                .unwrap_or(Err(KafkaError::MessageProduction(
+                    RDKafkaErrorCode::QueueFull,
+                )))
+            };
+            let Some(sent) = block_on_unless_cancelled(&self.runtime, &self.shutdown, enqueue)
+            else {
+                return;
+            };
             match sent {
                 Ok(future) => {
                     self.pending_bytes += letter.bytes();
                     self.pending.push((letter, future));
                     return;
                 }
-                Err(error) if too_large(&error) => {
-                    if !letter.shrink() {
-                        return self.give_up(&letter, &error);
-                    }
-                }
-                Err(error @ KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
-                    let since = *queue_full_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > QUEUE_FULL_PATIENCE {
-                        return self.give_up(&letter, &error);
-                    }
-                    if !sleep_unless_cancelled(
-                        &self.runtime,
-                        &self.shutdown,
-                        Duration::from_millis(10),
-                    ) {
-                        return;
-                    }
-                }
+                Err(error) if too_large(&error) && letter.shrink() => {}
                 Err(error) => return self.give_up(&letter, &error),
             }
         }

@@ -9,13 +9,16 @@
 //! It does not serve the data (the API does) and does not trust offsets committed to Kafka.
 
 mod cancellable;
-pub mod consumer;
+mod consumer;
 pub mod dead_letters;
 pub mod metrics;
+mod ownership;
 pub mod partition;
+mod processor;
+mod record;
 pub mod settings;
-pub mod store;
-pub mod throttle;
+mod store;
+mod throttle;
 pub mod window;
 
 use std::net::SocketAddr;
@@ -69,8 +72,8 @@ async fn aggregate(
         Err(error) => return Err(error.into()),
     }
     let dlq_ready = tickpipe_common::kafka::ensure_topic_with_retry(
-        &settings.kafka.kafka_brokers,
-        &settings.aggregator.aggregator_dlq_topic,
+        &settings.kafka.brokers,
+        &settings.aggregator.dlq_topic,
         1,
         1,
         &shutdown,

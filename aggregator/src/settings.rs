@@ -40,17 +40,17 @@ impl ServiceSettings for Settings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct AggregatorSettings {
     /// `AGGREGATOR_GROUP_ID`: the Kafka consumer group shared by all instances.
-    #[serde(default = "default_group_id")]
-    pub aggregator_group_id: String,
+    #[serde(rename = "aggregator_group_id", default = "default_group_id")]
+    pub group_id: String,
     /// `AGGREGATOR_WINDOW_SECS`: width of the tumbling windows.
-    #[serde(default = "default_window_secs")]
-    pub aggregator_window_secs: u32,
+    #[serde(rename = "aggregator_window_secs", default = "default_window_secs")]
+    pub window_secs: u32,
     /// `AGGREGATOR_GRACE_MS`: how far behind the newest timestamp a window stays open.
-    #[serde(default = "default_grace_ms")]
-    pub aggregator_grace_ms: u32,
+    #[serde(rename = "aggregator_grace_ms", default = "default_grace_ms")]
+    pub grace_ms: u32,
     /// `AGGREGATOR_DLQ_TOPIC`: where invalid records go, with the reason in headers.
-    #[serde(default = "default_dlq_topic")]
-    pub aggregator_dlq_topic: String,
+    #[serde(rename = "aggregator_dlq_topic", default = "default_dlq_topic")]
+    pub dlq_topic: String,
     /// `METRICS_ADDR`: where `/metrics` is served.
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: SocketAddr,
@@ -58,13 +58,13 @@ pub struct AggregatorSettings {
 
 impl AggregatorSettings {
     fn check(&self) -> Result<(), ConfigError> {
-        if self.aggregator_window_secs == 0 || 86_400 % self.aggregator_window_secs != 0 {
+        if self.window_secs == 0 || 86_400 % self.window_secs != 0 {
             return Err(ConfigError::new(
                 "AGGREGATOR_WINDOW_SECS",
                 "expected whole seconds that divide a day evenly (e.g. 30, 60, 300)",
             ));
         }
-        if self.aggregator_group_id.is_empty() {
+        if self.group_id.is_empty() {
             return Err(ConfigError::new(
                 "AGGREGATOR_GROUP_ID",
                 "expected a non-empty group id",
@@ -74,11 +74,11 @@ impl AggregatorSettings {
     }
 
     pub fn window_ms(&self) -> i64 {
-        i64::from(self.aggregator_window_secs) * 1000
+        i64::from(self.window_secs) * 1000
     }
 
     pub fn grace_ms(&self) -> i64 {
-        i64::from(self.aggregator_grace_ms)
+        i64::from(self.grace_ms)
     }
 }
 
@@ -115,10 +115,10 @@ mod tests {
     #[test]
     fn defaults_follow_the_contract() {
         let s = load(&[]).expect("defaults");
-        assert_eq!(s.aggregator.aggregator_group_id, "stocks-aggregator");
+        assert_eq!(s.aggregator.group_id, "stocks-aggregator");
         assert_eq!(s.aggregator.window_ms(), 30_000);
         assert_eq!(s.aggregator.grace_ms(), 2_000);
-        assert_eq!(s.aggregator.aggregator_dlq_topic, "stocks.dlq");
+        assert_eq!(s.aggregator.dlq_topic, "stocks.dlq");
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! together with the partition's progress in one transaction.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use crate::partition::{Flush, Progress};
+use crate::partition::{Flush, Progress, WindowRow};
 
 /// Result of a commit attempt that reached the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +47,30 @@ pub async fn claim(pool: &PgPool, topic: &str, partition: i32) -> Result<Progres
 }
 
 /// Adds the flushed windows to the table and stores the progress, atomically, unless fenced.
+#[tracing::instrument(level = "debug", skip_all, fields(partition = flush.partition))]
 pub async fn commit(pool: &PgPool, topic: &str, flush: &Flush) -> Result<Commit, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let progress = &flush.progress;
-    // First, so that the ownership check also locks the row until commit.
+    // First, so that the ownership check also locks the progress row until commit.
+    if !store_progress(&mut tx, topic, flush.partition, &flush.progress).await? {
+        tx.rollback().await?;
+        return Ok(Commit::Fenced);
+    }
+    if !flush.rows.is_empty() {
+        let columns = WindowColumns::from(flush.rows.as_slice());
+        add_windows(&mut tx, &columns).await?;
+        advance_latest(&mut tx, &columns).await?;
+    }
+    tx.commit().await?;
+    Ok(Commit::Written)
+}
+
+/// Stores a partition's progress if `progress.epoch` still owns it. False when fenced.
+async fn store_progress(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    partition: i32,
+    progress: &Progress,
+) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE aggregator_progress
          SET resume_offset = $3, next_offset = $4, watermark_ms = $5, closed_before_ms = $6,
@@ -58,7 +78,7 @@ pub async fn commit(pool: &PgPool, topic: &str, flush: &Flush) -> Result<Commit,
          WHERE topic = $1 AND kafka_partition = $2 AND owner_epoch = $8",
     )
     .bind(topic)
-    .bind(flush.partition)
+    .bind(partition)
     .bind(progress.resume_offset)
     .bind(progress.next_offset)
     .bind(progress.watermark_ms)
@@ -66,69 +86,87 @@ pub async fn commit(pool: &PgPool, topic: &str, flush: &Flush) -> Result<Commit,
     .bind(progress.dlq_next_offset)
     .bind(progress.epoch)
     .bind(&progress.future_offsets)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    if updated.rows_affected() == 0 {
-        tx.rollback().await?;
-        return Ok(Commit::Fenced);
-    }
-    if !flush.rows.is_empty() {
-        let n = flush.rows.len();
-        let (mut tickers, mut starts, mut ends) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut sums, mut counts, mut mins, mut maxs) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for row in &flush.rows {
-            tickers.push(row.ticker.as_str());
-            starts.push(to_datetime(row.window_start_ms));
-            ends.push(to_datetime(row.window_end_ms));
-            sums.push(row.totals.sum);
-            counts.push(row.totals.count);
-            mins.push(row.totals.min);
-            maxs.push(row.totals.max);
+    Ok(updated.rows_affected() > 0)
+}
+
+/// Flushed rows as one array per column, the shape `UNNEST` takes: one statement for any number
+/// of rows instead of one round trip each.
+struct WindowColumns<'a> {
+    tickers: Vec<&'a str>,
+    starts: Vec<DateTime<Utc>>,
+    ends: Vec<DateTime<Utc>>,
+    sums: Vec<i64>,
+    counts: Vec<i64>,
+    mins: Vec<i64>,
+    maxs: Vec<i64>,
+}
+
+impl<'a> From<&'a [WindowRow]> for WindowColumns<'a> {
+    fn from(rows: &'a [WindowRow]) -> Self {
+        Self {
+            tickers: rows.iter().map(|r| r.ticker.as_str()).collect(),
+            starts: rows
+                .iter()
+                .map(|r| to_datetime(r.window_start_ms))
+                .collect(),
+            ends: rows.iter().map(|r| to_datetime(r.window_end_ms)).collect(),
+            sums: rows.iter().map(|r| r.totals.sum).collect(),
+            counts: rows.iter().map(|r| r.totals.count).collect(),
+            mins: rows.iter().map(|r| r.totals.min).collect(),
+            maxs: rows.iter().map(|r| r.totals.max).collect(),
         }
-        // Contributions of other partitions to the same (ticker, window) add up.
-        sqlx::query(
-            "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price)
-             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
-             ON CONFLICT (ticker, window_start) DO UPDATE SET
-                 price_sum = window_prices.price_sum + EXCLUDED.price_sum,
-                 sample_count = window_prices.sample_count + EXCLUDED.sample_count,
-                 min_price = LEAST(window_prices.min_price, EXCLUDED.min_price),
-                 max_price = GREATEST(window_prices.max_price, EXCLUDED.max_price),
-                 updated_at = now()",
-        )
-        .bind(&tickers)
-        .bind(&starts)
-        .bind(&ends)
-        .bind(&sums)
-        .bind(&counts)
-        .bind(&mins)
-        .bind(&maxs)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO latest_windows (ticker, window_start)
-             SELECT ticker, max(window_start) FROM UNNEST($1::text[], $2::timestamptz[]) AS t(ticker, window_start)
-             GROUP BY ticker
-             ON CONFLICT (ticker) DO UPDATE SET window_start = GREATEST(latest_windows.window_start, EXCLUDED.window_start)",
-        )
-        .bind(&tickers)
-        .bind(&starts)
-        .execute(&mut *tx)
-        .await?;
     }
-    tx.commit().await?;
-    Ok(Commit::Written)
+}
+
+/// Adds the rows to `window_prices`: contributions of other partitions to the same (ticker,
+/// window) add up.
+async fn add_windows(
+    tx: &mut Transaction<'_, Postgres>,
+    columns: &WindowColumns<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
+         ON CONFLICT (ticker, window_start) DO UPDATE SET
+             price_sum = window_prices.price_sum + EXCLUDED.price_sum,
+             sample_count = window_prices.sample_count + EXCLUDED.sample_count,
+             min_price = LEAST(window_prices.min_price, EXCLUDED.min_price),
+             max_price = GREATEST(window_prices.max_price, EXCLUDED.max_price),
+             updated_at = now()",
+    )
+    .bind(&columns.tickers)
+    .bind(&columns.starts)
+    .bind(&columns.ends)
+    .bind(&columns.sums)
+    .bind(&columns.counts)
+    .bind(&columns.mins)
+    .bind(&columns.maxs)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves each ticker's entry in `latest_windows` forward to its newest written window.
+async fn advance_latest(
+    tx: &mut Transaction<'_, Postgres>,
+    columns: &WindowColumns<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO latest_windows (ticker, window_start)
+         SELECT ticker, max(window_start) FROM UNNEST($1::text[], $2::timestamptz[]) AS t(ticker, window_start)
+         GROUP BY ticker
+         ON CONFLICT (ticker) DO UPDATE SET window_start = GREATEST(latest_windows.window_start, EXCLUDED.window_start)",
+    )
+    .bind(&columns.tickers)
+    .bind(&columns.starts)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn to_datetime(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
+    DateTime::from_timestamp_millis(ms)
+        .expect("window bounds come from record timestamps between 0 and now + 60 s: in range")
 }

@@ -22,7 +22,7 @@ use rdkafka::{ClientConfig, Message};
 use tickpipe_aggregator::dead_letters::{headers, LETTER_BUDGET_BYTES};
 use tickpipe_aggregator::metrics::ReasonLabel;
 use tickpipe_common::clock::now_ms;
-use tickpipe_testkit::{consume_all, header, kafka_brokers, unique_name, TestDatabase, TestRecord};
+use tickpipe_testkit::{brokers, consume_all, header, unique_name, TestDatabase, TestRecord};
 
 /// What the aggregator must make of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +116,7 @@ impl Raw {
 fn producer_config(extra: &[(&str, &str)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", kafka_brokers())
+        .set("bootstrap.servers", brokers())
         .set("broker.address.family", "v4")
         .set("linger.ms", "5")
         // Large enough for the 1 MB records below; the broker enforces its own limit.

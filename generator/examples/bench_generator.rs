@@ -14,17 +14,14 @@ use tickpipe_common::config::Layers;
 use tickpipe_generator::metrics::GeneratorMetrics;
 use tickpipe_generator::settings::Settings;
 use tickpipe_generator::stocks::{MessageSource, StockList};
+use tickpipe_testkit::env_or;
 use tokio_util::sync::CancellationToken;
-
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
 
 fn settings(topic: &str, rate: &str, max: Option<u64>) -> anyhow::Result<Settings> {
     let mut vars = vec![
         (
             "KAFKA_BROKERS".to_owned(),
-            env("KAFKA_BROKERS", "127.0.0.1:9092"),
+            env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
         ),
         ("KAFKA_TOPIC".to_owned(), topic.to_owned()),
         ("GENERATOR_RATE".to_owned(), rate.to_owned()),
@@ -47,7 +44,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn producer_performance(topic: &str, records: u64, record_size: usize) -> anyhow::Result<f64> {
     let brokers = format!(
         "bootstrap.servers={}",
-        env("KAFKA_BROKERS", "127.0.0.1:9092")
+        env_or("KAFKA_BROKERS", "127.0.0.1:9092")
     );
     let (records, record_size) = (records.to_string(), record_size.to_string());
     let stdout = tickpipe_testkit::kafka_tool(
@@ -84,8 +81,8 @@ fn producer_performance(topic: &str, records: u64, record_size: usize) -> anyhow
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let pacing_secs: u64 = env("BENCH_PACING_SECS", "60").parse()?;
-    let messages: u64 = env("BENCH_MESSAGES", "1000000").parse()?;
+    let pacing_secs: u64 = env_or("BENCH_PACING_SECS", "60").parse()?;
+    let messages: u64 = env_or("BENCH_MESSAGES", "1000000").parse()?;
     let run = tickpipe_testkit::unique_name("bench_gen");
 
     // Pacing at the default 10 msgs/s.
@@ -133,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let ours = fast.acknowledged as f64 / fast.elapsed.as_secs_f64();
     tickpipe_common::kafka::ensure_topic(
-        &env("KAFKA_BROKERS", "127.0.0.1:9092"),
+        &env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
         &format!("{run}_perf"),
         3,
         1,

@@ -81,12 +81,12 @@ pub async fn run_with_metrics(
     shutdown: CancellationToken,
 ) -> Result<RunSummary, GeneratorError> {
     let generator = &settings.generator;
-    let topic = &settings.kafka.kafka_topic;
+    let topic = &settings.kafka.topic;
     let topic_ready = ensure_topic_with_retry(
-        &settings.kafka.kafka_brokers,
+        &settings.kafka.brokers,
         topic,
-        generator.generator_partitions,
-        generator.kafka_replication_factor,
+        generator.partitions,
+        generator.replication_factor,
         &shutdown,
     )
     .await;
@@ -94,31 +94,28 @@ pub async fn run_with_metrics(
         return Ok(RunSummary::default());
     }
     let producer = TickerProducer::new(
-        &settings.kafka.kafka_brokers,
+        &settings.kafka.brokers,
         topic,
-        generator.generator_compression,
+        generator.compression,
         metrics.clone(),
     )
     .map_err(GeneratorError::Producer)?;
-    metrics.configured_rate.set(generator.generator_rate);
-    let mut source = MessageSource::new(&generator.generator_stocks, generator.generator_seed);
+    metrics.configured_rate.set(generator.rate);
+    let mut source = MessageSource::new(&generator.stocks, generator.seed);
 
     let start = Instant::now();
-    let schedule = Schedule::new(start, generator.generator_rate);
+    let schedule = Schedule::new(start, generator.rate);
     let mut summary = RunSummary::default();
     let mut last_timestamp_ms = 0i64;
     let mut last_rate_update = start;
     tracing::info!(
         %topic,
-        rate = generator.generator_rate,
-        compression = %generator.generator_compression,
+        rate = generator.rate,
+        compression = %generator.compression,
         "producing"
     );
 
-    while generator
-        .generator_max_messages
-        .is_none_or(|max| summary.sent < max)
-    {
+    while generator.max_messages.is_none_or(|max| summary.sent < max) {
         if let Some(due) = schedule.due(summary.sent) {
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => {}

@@ -13,9 +13,8 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{
     BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer,
 };
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message};
-use tickpipe_common::kafka::client_config;
+use tickpipe_common::kafka::{client_config, send_when_queue_has_room};
 
 use crate::metrics::GeneratorMetrics;
 use crate::settings::Compression;
@@ -119,22 +118,19 @@ impl TickerProducer {
 
     /// Enqueues one message with the given record timestamp, waiting while the local queue is full.
     /// Returns false when librdkafka refused the message for good (it is counted as failed).
+    // rdkafka's `send` hands a refused record back in its error: large, and not ours to shrink.
+    #[allow(clippy::result_large_err)]
     pub async fn send(&self, payload: &[u8], timestamp_ms: i64) -> bool {
-        loop {
-            let record = BaseRecord::<(), [u8]>::to(&self.topic)
-                .payload(payload)
-                .timestamp(timestamp_ms);
-            match self.producer.send(record) {
-                Ok(()) => return true,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((error, _)) => {
-                    self.tracker.failed.fetch_add(1, Ordering::Relaxed);
-                    self.tracker.metrics.failed.inc();
-                    tracing::error!(%error, "message refused by the producer");
-                    return false;
-                }
+        let record = BaseRecord::<(), [u8]>::to(&self.topic)
+            .payload(payload)
+            .timestamp(timestamp_ms);
+        match send_when_queue_has_room(record, |r| self.producer.send(r)).await {
+            Ok(()) => true,
+            Err(error) => {
+                self.tracker.failed.fetch_add(1, Ordering::Relaxed);
+                self.tracker.metrics.failed.inc();
+                tracing::error!(%error, "message refused by the producer");
+                false
             }
         }
     }

@@ -42,26 +42,29 @@ impl ServiceSettings for Settings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct GeneratorSettings {
     /// `GENERATOR_RATE`: messages per second; 0 means as fast as the broker accepts.
-    #[serde(default = "default_rate")]
-    pub generator_rate: f64,
+    #[serde(rename = "generator_rate", default = "default_rate")]
+    pub rate: f64,
     /// `GENERATOR_STOCKS`: `NAME=MEAN` pairs, comma-separated.
-    #[serde(default)]
-    pub generator_stocks: StockList,
+    #[serde(rename = "generator_stocks", default)]
+    pub stocks: StockList,
     /// `GENERATOR_MAX_MESSAGES`: stop after this many messages (all acknowledged), exit 0.
-    #[serde(default)]
-    pub generator_max_messages: Option<u64>,
+    #[serde(rename = "generator_max_messages", default)]
+    pub max_messages: Option<u64>,
     /// `GENERATOR_SEED`: makes the sequence of messages reproducible.
-    #[serde(default)]
-    pub generator_seed: Option<u64>,
+    #[serde(rename = "generator_seed", default)]
+    pub seed: Option<u64>,
     /// `GENERATOR_PARTITIONS`: partitions of the topic when the generator creates it.
-    #[serde(default = "default_partitions")]
-    pub generator_partitions: i32,
+    #[serde(rename = "generator_partitions", default = "default_partitions")]
+    pub partitions: i32,
     /// `KAFKA_REPLICATION_FACTOR`: replication factor of the topic when the generator creates it.
-    #[serde(default = "default_replication_factor")]
-    pub kafka_replication_factor: i32,
+    #[serde(
+        rename = "kafka_replication_factor",
+        default = "default_replication_factor"
+    )]
+    pub replication_factor: i32,
     /// `GENERATOR_COMPRESSION`: the producer's `compression.type`.
-    #[serde(default)]
-    pub generator_compression: Compression,
+    #[serde(rename = "generator_compression", default)]
+    pub compression: Compression,
     /// `METRICS_ADDR`: where `/metrics` is served.
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: SocketAddr,
@@ -129,22 +132,22 @@ impl<'de> Deserialize<'de> for Compression {
 
 impl GeneratorSettings {
     fn check(&self) -> Result<(), ConfigError> {
-        if !self.generator_rate.is_finite() || self.generator_rate < 0.0 {
+        if !self.rate.is_finite() || self.rate < 0.0 {
             return Err(ConfigError::new(
                 "GENERATOR_RATE",
                 format!(
                     "expected messages per second, a number >= 0 (0 = unthrottled), got {}",
-                    self.generator_rate
+                    self.rate
                 ),
             ));
         }
-        if self.generator_partitions < 1 {
+        if self.partitions < 1 {
             return Err(ConfigError::new(
                 "GENERATOR_PARTITIONS",
                 "expected an integer >= 1",
             ));
         }
-        if self.kafka_replication_factor < 1 {
+        if self.replication_factor < 1 {
             return Err(ConfigError::new(
                 "KAFKA_REPLICATION_FACTOR",
                 "expected an integer >= 1",
@@ -182,15 +185,15 @@ mod tests {
     #[test]
     fn defaults_follow_the_contract() {
         let settings = load(&[]).expect("defaults");
-        assert_eq!(settings.generator.generator_rate, 10.0);
-        assert_eq!(settings.generator.generator_partitions, 3);
+        assert_eq!(settings.generator.rate, 10.0);
+        assert_eq!(settings.generator.partitions, 3);
         assert_eq!(
-            settings.generator.generator_stocks.to_string(),
+            settings.generator.stocks.to_string(),
             "AMZN=1902,MSFT=107,AAPL=215"
         );
-        assert_eq!(settings.generator.generator_max_messages, None);
+        assert_eq!(settings.generator.max_messages, None);
         assert_eq!(
-            settings.generator.generator_compression,
+            settings.generator.compression,
             Compression::None,
             "the producer's behaviour before GENERATOR_COMPRESSION existed"
         );
@@ -200,7 +203,7 @@ mod tests {
     fn every_codec_is_accepted_by_name() {
         for codec in Compression::ALL {
             let settings = load(&[("GENERATOR_COMPRESSION", codec.as_str())]).expect("valid");
-            assert_eq!(settings.generator.generator_compression, codec);
+            assert_eq!(settings.generator.compression, codec);
         }
     }
 

@@ -43,7 +43,7 @@ pub fn settings(topic: &str, db: &TestDatabase, extra: &[(&str, &str)]) -> Setti
 /// The environment a child aggregator process gets.
 pub fn env_vars(topic: &str, db: &TestDatabase) -> Vec<(String, String)> {
     vec![
-        ("KAFKA_BROKERS".into(), tickpipe_testkit::kafka_brokers()),
+        ("KAFKA_BROKERS".into(), tickpipe_testkit::brokers()),
         ("KAFKA_TOPIC".into(), topic.into()),
         ("DATABASE_URL".into(), db.url.clone()),
         ("AGGREGATOR_GROUP_ID".into(), format!("{topic}-group")),

@@ -1,7 +1,7 @@
 //! Layered configuration: built-in defaults, then an optional file, then the environment.
 //!
 //! Every service reads the same variable names (`KAFKA_BROKERS`, `DATABASE_URL`, ...), so one flat
-//! namespace is used: a variable `GENERATOR_RATE` is the key `generator_rate`, in the environment and
+//! namespace is used: a variable `GENERATOR_RATE` is the key `rate`, in the environment and
 //! in the optional TOML file named by `TICKPIPE_CONFIG`. A service's settings are a few small
 //! structs ("sections"), each deserialized from that namespace, with serde defaults as the first layer.
 //!
@@ -130,11 +130,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 pub struct KafkaSettings {
     /// `KAFKA_BROKERS`: comma-separated `host:port` bootstrap list.
-    #[serde(default = "default_brokers")]
-    pub kafka_brokers: String,
+    #[serde(rename = "kafka_brokers", default = "default_brokers")]
+    pub brokers: String,
     /// `KAFKA_TOPIC`: the topic of ticker messages.
-    #[serde(default = "default_topic")]
-    pub kafka_topic: String,
+    #[serde(rename = "kafka_topic", default = "default_topic")]
+    pub topic: String,
 }
 
 fn default_brokers() -> String {
@@ -149,11 +149,14 @@ fn default_topic() -> String {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseSettings {
     /// `DATABASE_URL`: a `postgres://` URL; its password is masked whenever it is printed.
-    #[serde(default = "default_database_url")]
-    pub database_url: DatabaseUrl,
+    #[serde(rename = "database_url", default = "default_database_url")]
+    pub url: DatabaseUrl,
     /// `DATABASE_MAX_CONNECTIONS`: size of the connection pool.
-    #[serde(default = "default_max_connections")]
-    pub database_max_connections: u32,
+    #[serde(
+        rename = "database_max_connections",
+        default = "default_max_connections"
+    )]
+    pub max_connections: u32,
 }
 
 fn default_database_url() -> DatabaseUrl {
@@ -228,8 +231,8 @@ mod tests {
     #[test]
     fn defaults_apply_when_nothing_is_set() {
         let kafka: KafkaSettings = layers(&[]).section().expect("kafka");
-        assert_eq!(kafka.kafka_brokers, "localhost:9092");
-        assert_eq!(kafka.kafka_topic, "stocks");
+        assert_eq!(kafka.brokers, "localhost:9092");
+        assert_eq!(kafka.topic, "stocks");
         let telemetry: TelemetrySettings = layers(&[]).section().expect("telemetry");
         assert_eq!(telemetry.log_format, LogFormat::Text);
     }
@@ -238,7 +241,7 @@ mod tests {
     fn environment_overrides_defaults() {
         let layers = layers(&[("KAFKA_TOPIC", "ticks"), ("LOG_FORMAT", "json")]);
         let kafka: KafkaSettings = layers.section().expect("kafka");
-        assert_eq!(kafka.kafka_topic, "ticks");
+        assert_eq!(kafka.topic, "ticks");
         let telemetry: TelemetrySettings = layers.section().expect("telemetry");
         assert_eq!(telemetry.log_format, LogFormat::Json);
     }
@@ -256,8 +259,8 @@ mod tests {
         let path = file.to_string_lossy().to_string();
         let layers = layers(&[(CONFIG_FILE_VAR, &path), ("KAFKA_BROKERS", "env:2")]);
         let kafka: KafkaSettings = layers.section().expect("kafka");
-        assert_eq!(kafka.kafka_topic, "from-file");
-        assert_eq!(kafka.kafka_brokers, "env:2");
+        assert_eq!(kafka.topic, "from-file");
+        assert_eq!(kafka.brokers, "env:2");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use crate::backoff::{retry, Backoff, RetryError};
 use crate::config::DatabaseSettings;
 
 /// The migrations in `migrations/`, embedded at compile time.
@@ -39,12 +39,12 @@ pub fn read_only_pool(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
 }
 
 fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
-    settings.database_url.expose().parse().map_err(DbError::Url)
+    settings.url.expose().parse().map_err(DbError::Url)
 }
 
 fn pool_with(settings: &DatabaseSettings, options: PgConnectOptions) -> PgPool {
     PgPoolOptions::new()
-        .max_connections(settings.database_max_connections)
+        .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_secs(3))
         .connect_lazy_with(options.application_name("tickpipe"))
 }
@@ -52,21 +52,21 @@ fn pool_with(settings: &DatabaseSettings, options: PgConnectOptions) -> PgPool {
 /// Applies pending migrations, waiting for the database with backoff. sqlx takes an advisory lock,
 /// so several services starting together apply each migration exactly once.
 pub async fn migrate(pool: &PgPool, shutdown: &CancellationToken) -> Result<(), DbError> {
-    let mut backoff = Backoff::default();
-    loop {
-        match MIGRATOR.run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(sqlx::migrate::MigrateError::Execute(error)) if is_connection_error(&error) => {
-                let (delay, attempt) = backoff.next_delay();
-                tracing::warn!(%error, attempt, retry_in = ?delay, "database unreachable; retrying migrations");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Err(DbError::Cancelled),
-                }
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
+    // Retried only while the database is unreachable (it may start after us); a failing migration
+    // is a bug that waiting will not fix.
+    let unreachable = |error: &sqlx::migrate::MigrateError| matches!(error, sqlx::migrate::MigrateError::Execute(error) if is_connection_error(error));
+    retry(
+        "applying migrations",
+        Backoff::default(),
+        shutdown,
+        unreachable,
+        || MIGRATOR.run(pool),
+    )
+    .await
+    .map_err(|error| match error {
+        RetryError::Cancelled => DbError::Cancelled,
+        RetryError::Permanent(error) => error.into(),
+    })
 }
 
 /// Whether an error means "the database is not reachable right now" rather than "the query is wrong".

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use crate::backoff::{retry, Backoff, RetryError};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -24,6 +24,26 @@ pub fn client_config(brokers: &str, client_id: &str) -> ClientConfig {
         // Prefer IPv4 for "localhost": the native broker listens on 127.0.0.1 only.
         .set("broker.address.family", "v4");
     config
+}
+
+/// Hands a record to a producer with `send`, waiting while librdkafka's local queue is full: that
+/// is the producer's back-pressure (the broker is slower than we produce), not a failure. Any other
+/// refusal is returned. Works for every producer type, since each hands the record back on failure.
+pub async fn send_when_queue_has_room<R, T>(
+    mut record: R,
+    mut send: impl FnMut(R) -> Result<T, (KafkaError, R)>,
+) -> Result<T, KafkaError> {
+    loop {
+        match send(record) {
+            Ok(sent) => return Ok(sent),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                // About what librdkafka needs to free a slot by delivering a batch.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
 }
 
 /// Creates `topic` unless it exists. An existing topic is used as it is, whatever its partition count.
@@ -58,30 +78,32 @@ pub async fn ensure_topic_with_retry(
     replication_factor: i32,
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-    loop {
-        // Bounded, because the admin client waits indefinitely for an unreachable broker.
-        let attempt = tokio::time::timeout(
-            ATTEMPT_TIMEOUT,
-            ensure_topic(brokers, topic, partitions, replication_factor),
-        );
-        let result = tokio::select! {
-            result = attempt => result.unwrap_or(Err(KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut))),
-            _ = shutdown.cancelled() => return false,
-        };
-        match result {
-            Ok(created) => {
-                tracing::info!(%topic, created, "topic ready");
-                return true;
-            }
-            Err(error) => {
-                let (delay, attempt) = backoff.next_delay();
-                tracing::warn!(%brokers, %topic, %error, attempt, retry_in = ?delay, "Kafka not reachable; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return false,
-                }
-            }
+    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    // Retried on every error: at startup the broker may still be electing a controller or
+    // creating its internal topics, and each attempt is bounded because the admin client waits
+    // indefinitely for an unreachable broker.
+    let created = retry(
+        "creating the topic",
+        backoff,
+        shutdown,
+        |_| true,
+        || async {
+            tokio::time::timeout(
+                ATTEMPT_TIMEOUT,
+                ensure_topic(brokers, topic, partitions, replication_factor),
+            )
+            .await
+            .unwrap_or(Err(KafkaError::AdminOp(
+                RDKafkaErrorCode::OperationTimedOut,
+            )))
+        },
+    )
+    .await;
+    match created {
+        Ok(created) => {
+            tracing::info!(%topic, created, "topic ready");
+            true
         }
+        Err(RetryError::Cancelled | RetryError::Permanent(_)) => false,
     }
 }

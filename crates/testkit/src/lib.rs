@@ -17,8 +17,14 @@ use tickpipe_common::config::{DatabaseSettings, DatabaseUrl};
 
 const START_HINT: &str = "start them with `scripts/services.sh up` (scripts/test.sh does this)";
 
+/// An environment variable, or `default` when it is unset: how the benchmarks and the drill's
+/// referee take their knobs.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
 /// The broker address tests use: `KAFKA_BROKERS`, as printed by `scripts/services.sh env`.
-pub fn kafka_brokers() -> String {
+pub fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }
 
@@ -40,7 +46,7 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// Panics unless the broker answers a metadata request within a few seconds.
 pub fn require_kafka() -> String {
-    let brokers = kafka_brokers();
+    let brokers = brokers();
     let consumer: BaseConsumer = client(&brokers)
         .create()
         .unwrap_or_else(|e| panic!("cannot create a Kafka client for {brokers}: {e}"));
@@ -88,7 +94,7 @@ impl TestRecord {
 
 /// Produces the records in order and waits until every one is acknowledged.
 pub async fn produce(topic: &str, records: &[TestRecord]) {
-    let producer: FutureProducer = client(&kafka_brokers())
+    let producer: FutureProducer = client(&brokers())
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()
@@ -178,8 +184,8 @@ impl TestDatabase {
             .unwrap_or_else(|e| panic!("create database {name}: {e}"));
         let url = replace_database(&admin_url, &name);
         let settings = DatabaseSettings {
-            database_url: DatabaseUrl::new(url.clone()),
-            database_max_connections: 4,
+            url: DatabaseUrl::new(url.clone()),
+            max_connections: 4,
         };
         let pool = tickpipe_common::db::lazy_pool(&settings).expect("pool");
         tickpipe_common::db::MIGRATOR
@@ -191,8 +197,8 @@ impl TestDatabase {
 
     pub fn settings(&self) -> DatabaseSettings {
         DatabaseSettings {
-            database_url: DatabaseUrl::new(self.url.clone()),
-            database_max_connections: 4,
+            url: DatabaseUrl::new(self.url.clone()),
+            max_connections: 4,
         }
     }
 }

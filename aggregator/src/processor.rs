@@ -1,0 +1,290 @@
+//! What happens to one record, and to the windows it closes.
+//!
+//! [`Processor`] owns the assigned partitions' in-memory state. For each record it validates
+//! ([`record::decode`]), adds valid prices to the partition's open window ([`PartitionState`]) or
+//! sends an invalid record to the [`DeadLetters`], then writes any window that became final,
+//! together with the partition's progress, in one transaction ([`store::commit`]).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tickpipe_common::backoff::{retry, Backoff};
+use tickpipe_common::message::{InvalidMessage, InvalidReason};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letters::DeadLetters;
+use crate::metrics::{AggregatorMetrics, ErrorLabel, PartitionLabel, ReasonLabel};
+use crate::ownership::{AggregatorConsumer, Rebalanced};
+use crate::partition::{Flush, Outcome, PartitionState};
+use crate::record;
+use crate::settings::Settings;
+use crate::store::{self, Commit};
+use crate::throttle::Throttle;
+
+/// The consume loop's state: the assigned partitions and where their output goes.
+#[derive(Debug)]
+pub struct Processor {
+    /// The loop runs on a blocking thread; database calls are driven through the runtime.
+    runtime: Handle,
+    pool: PgPool,
+    topic: String,
+    window_ms: i64,
+    grace_ms: i64,
+    /// Keyed by partition number: a handful of entries, looked up once per record.
+    partitions: HashMap<i32, PartitionState>,
+    dead_letters: DeadLetters,
+    metrics: AggregatorMetrics,
+    shutdown: CancellationToken,
+    /// Invalid records and consumer errors can arrive by the thousand: one log line per interval.
+    invalid_log: Throttle,
+    error_log: Throttle,
+    /// Wall clock (Unix ms), refreshed by the loop every few hundred polls and when idle: reading
+    /// the clock for each record cost more than handling it.
+    pub now_ms: i64,
+}
+
+impl Processor {
+    /// The state of an instance that owns no partition yet, with its dead-letter producer.
+    pub fn new(
+        settings: &Settings,
+        pool: PgPool,
+        metrics: AggregatorMetrics,
+        runtime: Handle,
+        shutdown: CancellationToken,
+    ) -> Result<Self, KafkaError> {
+        let dead_letters = DeadLetters::new(
+            &settings.kafka.brokers,
+            &settings.aggregator.dlq_topic,
+            runtime.clone(),
+            shutdown.clone(),
+            metrics.dead_letters.clone(),
+        )?;
+        Ok(Self {
+            runtime,
+            pool,
+            topic: settings.kafka.topic.clone(),
+            window_ms: settings.aggregator.window_ms(),
+            grace_ms: settings.aggregator.grace_ms(),
+            partitions: HashMap::new(),
+            dead_letters,
+            metrics,
+            shutdown,
+            invalid_log: Throttle::new(Duration::from_secs(1)),
+            error_log: Throttle::new(Duration::from_secs(5)),
+            now_ms: tickpipe_common::clock::now_ms(),
+        })
+    }
+
+    /// Takes over claimed partitions and forgets revoked ones.
+    pub fn rebalanced(&mut self, event: Rebalanced) {
+        match event {
+            Rebalanced::Assigned(claimed) => {
+                for (partition, progress) in claimed {
+                    self.partitions.insert(
+                        partition,
+                        PartitionState::new(partition, progress, self.window_ms, self.grace_ms),
+                    );
+                }
+            }
+            Rebalanced::Revoked(partitions) => {
+                // Nothing to save: open windows are rebuilt by whoever resumes from the stored offset.
+                for partition in partitions {
+                    self.partitions.remove(&partition);
+                    self.metrics
+                        .consumer_lag
+                        .remove(&PartitionLabel { partition });
+                }
+            }
+        }
+    }
+
+    /// One record: applied or dead-lettered, then any window it closed is written.
+    pub fn handle(&mut self, consumer: &AggregatorConsumer, message: &BorrowedMessage<'_>) {
+        let partition = message.partition();
+        let offset = message.offset();
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            tracing::debug!(
+                partition,
+                offset,
+                "record from a partition not assigned here; ignored"
+            );
+            return;
+        };
+        self.metrics.consumed.inc();
+        let stored_future_verdict = state.stored_future_verdict(offset);
+        match record::decode(message, self.now_ms, stored_future_verdict) {
+            Ok((timestamp_ms, ticks)) => {
+                let outcome = state.apply(offset, timestamp_ms, &ticks, self.now_ms);
+                self.count(outcome, partition, offset, timestamp_ms);
+            }
+            Err(invalid) => {
+                let future = invalid.reason == InvalidReason::FutureTimestamp;
+                if state.skip_invalid(offset, future) {
+                    self.dead_letters.send(message, &invalid);
+                }
+                self.count_invalid(&invalid, partition, offset);
+            }
+        }
+        self.flush(consumer, partition);
+    }
+
+    fn count(&self, outcome: Outcome, partition: i32, offset: i64, timestamp_ms: i64) {
+        match outcome {
+            Outcome::Applied => self.metrics.applied.inc(),
+            Outcome::Late => {
+                tracing::debug!(partition, offset, timestamp_ms, "late record not applied");
+                self.metrics.late.inc()
+            }
+            Outcome::Replayed => self.metrics.replayed.inc(),
+        };
+    }
+
+    fn count_invalid(&mut self, invalid: &InvalidMessage, partition: i32, offset: i64) {
+        let reason = invalid.reason.as_str();
+        self.metrics
+            .invalid
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+        if let Some(suppressed) = self.invalid_log.allow() {
+            tracing::warn!(partition, offset, reason, detail = %invalid.detail, suppressed, "invalid record sent to the dead-letter topic");
+        }
+    }
+
+    /// The consumer reached the end of `partition`.
+    pub fn caught_up(&mut self, partition: i32) {
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.mark_caught_up();
+        }
+    }
+
+    /// A consumer error. Only a lost connection to the cluster makes every partition uncertain
+    /// (producers were cut off too, see [`PartitionState::mark_uncertain`]); any other error
+    /// concerns one partition or request and must not hold back the wall clock of the others.
+    pub fn consumer_error(&mut self, error: &KafkaError) {
+        let code = error.rdkafka_error_code();
+        self.metrics
+            .consumer_errors
+            .get_or_create(&ErrorLabel {
+                code: code.map_or_else(|| "other".to_owned(), |c| format!("{c:?}")),
+            })
+            .inc();
+        if code.is_some_and(is_connectivity_error) {
+            self.partitions
+                .values_mut()
+                .for_each(PartitionState::mark_uncertain);
+        }
+        if let Some(suppressed) = self.error_log.allow() {
+            tracing::warn!(%error, suppressed, "Kafka consumer error; librdkafka keeps retrying");
+        }
+    }
+
+    /// Advances caught-up partitions by the wall clock and writes what that closed.
+    pub fn tick(&mut self, consumer: &AggregatorConsumer) {
+        let now = self.now_ms;
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        for partition in partitions {
+            if let Some(state) = self.partitions.get_mut(&partition) {
+                state.advance_idle(now);
+            }
+            self.flush(consumer, partition);
+        }
+    }
+
+    /// Writes the partition's final windows with its progress, retrying until it is done, the
+    /// partition is fenced, or the service shuts down. Consumption waits meanwhile: that is the
+    /// back-pressure of a database outage.
+    fn flush(&mut self, consumer: &AggregatorConsumer, partition: i32) {
+        let Some(flush) = self
+            .partitions
+            .get_mut(&partition)
+            .and_then(PartitionState::take_closed)
+        else {
+            return;
+        };
+        // Progress may only be stored once the dead letters it accounts for are delivered.
+        if !self.dead_letters.settle() {
+            return;
+        }
+        let Some(commit) = self.commit(&flush) else {
+            return;
+        };
+        match commit {
+            Commit::Written => {
+                self.metrics.windows_written.inc_by(flush.rows.len() as u64);
+                self.commit_informational_offset(consumer, partition, flush.progress.resume_offset);
+            }
+            Commit::Fenced => {
+                self.metrics.fenced.inc();
+                tracing::warn!(
+                    partition,
+                    "partition now owned by another instance; dropping its state"
+                );
+                self.partitions.remove(&partition);
+            }
+        }
+    }
+
+    /// Stores `flush`, retrying while it fails. `None` once the service shuts down.
+    #[tracing::instrument(level = "debug", skip_all, fields(partition = flush.partition, windows = flush.rows.len(), resume_offset = flush.progress.resume_offset))]
+    fn commit(&self, flush: &Flush) -> Option<Commit> {
+        let started = Instant::now();
+        // Retried on every error: the transaction either happened whole or not at all, and until
+        // it does nothing later on this partition can be stored.
+        let committed = retry(
+            "writing windows (consumption paused until it succeeds)",
+            Backoff::default(),
+            &self.shutdown,
+            |_: &sqlx::Error| true,
+            || store::commit(&self.pool, &self.topic, flush),
+        );
+        let commit = self.runtime.block_on(committed).ok()?;
+        self.metrics
+            .write_latency
+            .observe(started.elapsed().as_secs_f64());
+        Some(commit)
+    }
+
+    /// Mirrors the stored resume offset into Kafka so that standard tools show the group's lag.
+    fn commit_informational_offset(
+        &self,
+        consumer: &AggregatorConsumer,
+        partition: i32,
+        resume_offset: i64,
+    ) {
+        if resume_offset < 0 {
+            return;
+        }
+        let mut offsets = TopicPartitionList::new();
+        let committed = offsets
+            .add_partition_offset(&self.topic, partition, Offset::Offset(resume_offset))
+            .and_then(|()| consumer.commit(&offsets, CommitMode::Async));
+        if let Err(error) = committed {
+            // Not fatal: the truth about progress is in PostgreSQL; only lag tooling reads this.
+            tracing::debug!(%error, partition, "informational offset commit failed");
+        }
+    }
+}
+
+/// Errors that mean the client lost the cluster rather than one partition's data.
+fn is_connectivity_error(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::Resolve
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::BrokerDestroy
+            | RDKafkaErrorCode::DestroyBroker
+    )
+}
