@@ -1,21 +1,39 @@
 #!/usr/bin/env bash
 # Starts and stops the real services the tests and benchmarks run against, without Docker:
-#   - Apache Kafka (KRaft, one node acting as broker and controller), from Maven Central jars;
+#   - Apache Kafka (KRaft), from Maven Central jars: one node acting as broker and controller (the
+#     default), or with KAFKA_NODES=3 a cluster of three such nodes forming one controller quorum;
 #   - a throwaway PostgreSQL cluster, from the Debian server binaries.
 #
 #   scripts/services.sh up                # start both (no-op if already running), print `export` lines
 #   scripts/services.sh env               # print the `export` lines only:  eval "$(scripts/services.sh env)"
 #   scripts/services.sh down              # stop both, delete their data (logs are kept)
 #   scripts/services.sh restart-postgres  # fast stop + start on the same data and port
-#   scripts/services.sh restart-kafka     # SIGTERM + start on the same log dir and port
+#   scripts/services.sh restart-kafka     # SIGTERM + start on the same log dir and port (every node, in turn)
 #   scripts/services.sh stop-postgres     # fast stop (data kept); start-postgres starts it again
-#   scripts/services.sh status            # say what is running (exit 1 unless both are)
+#   scripts/services.sh stop-kafka-node N # SIGTERM node N (1-based; data kept)
+#   scripts/services.sh kill-kafka-node N # SIGKILL node N, as a crash would (data kept)
+#   scripts/services.sh start-kafka-node N  # start node N again and wait until it is ready
+#   scripts/services.sh status            # say what is running (exit 1 unless all of it is)
 #   scripts/services.sh versions          # print the Kafka and PostgreSQL versions, one per line
 #
+#   KAFKA_NODES=3 scripts/services.sh up  # the same for a 3-node cluster (every subcommand takes it)
+#
+# The cluster (KAFKA_NODES=3) is a separate set of services that runs beside the single node: its own
+# state directory ($TICKPIPE_STATE_DIR/cluster), its own ports (Kafka nodes on 19092, 19094, 19096 with
+# their controllers on the next port up; PostgreSQL on 15432) and its own PostgreSQL. Its brokers
+# default to replication factor 3 and min.insync.replicas=2, for every topic created without an
+# explicit replication factor and for Kafka's internal topics (consumer offsets, transaction state).
+# Its `env` prints a bootstrap list of all nodes and `export KAFKA_NODES=3`, so later calls in a shell
+# that evaluated it address the cluster too.
+#
 # Settings (environment):
-#   TICKPIPE_KAFKA_PORT   broker port, default 9092; the controller listens on the next port
-#   TICKPIPE_PG_PORT      PostgreSQL port, default 5432
+#   KAFKA_NODES           1 (default) or 3..9: Kafka nodes, each a broker and a KRaft controller
+#   TICKPIPE_KAFKA_PORT   single node: broker port, default 9092; the controller listens on the next port
+#   TICKPIPE_PG_PORT      single node: PostgreSQL port, default 5432
+#   TICKPIPE_CLUSTER_KAFKA_PORT  cluster: node N's broker port is this + 2(N-1), default 19092
+#   TICKPIPE_CLUSTER_PG_PORT     cluster: PostgreSQL port, default 15432
 #   TICKPIPE_STATE_DIR    pid files, logs and data, default ${TMPDIR:-/tmp}/tickpipe-services
+#                         (the cluster uses its subdirectory cluster/)
 #   TICKPIPE_CACHE_DIR    where the Kafka jars are kept between runs, default ~/.cache/tickpipe
 #   TICKPIPE_PG_BIN       PostgreSQL server binaries, default the newest /usr/lib/postgresql/*/bin
 #   TICKPIPE_SERVICES_TIMEOUT  seconds to wait for each service to get ready, default 120
@@ -31,7 +49,16 @@ KAFKA_VERSION=4.1.1
 KAFKA_POM="$REPO_ROOT/scripts/kafka/pom.xml"
 KAFKA_LOG4J="$REPO_ROOT/scripts/kafka/log4j2.properties"
 
-STATE_DIR="${TICKPIPE_STATE_DIR:-${TMPDIR:-/tmp}/tickpipe-services}"
+NODES="${KAFKA_NODES:-1}"
+[[ "$NODES" =~ ^[1-9]$ && "$NODES" != 2 ]] ||
+    { echo "services: ERROR: KAFKA_NODES must be 1 or 3..9 (two voters survive no failure), not '$NODES'" >&2; exit 2; }
+BASE_STATE_DIR="${TICKPIPE_STATE_DIR:-${TMPDIR:-/tmp}/tickpipe-services}"
+if ((NODES == 1)); then
+    STATE_DIR="$BASE_STATE_DIR"
+else
+    # A subdirectory, so that `down` of either set never touches the other's data.
+    STATE_DIR="$BASE_STATE_DIR/cluster"
+fi
 # HOME may be unset under some CI runners; fall back to the passwd entry (which is what mvn uses too).
 CACHE_DIR="${TICKPIPE_CACHE_DIR:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache/tickpipe}"
 KAFKA_LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
@@ -39,11 +66,15 @@ TIMEOUT="${TICKPIPE_SERVICES_TIMEOUT:-120}"
 
 LOG_DIR="$STATE_DIR/logs"
 PORTS_FILE="$STATE_DIR/ports"
-KAFKA_DIR="$STATE_DIR/kafka"
-KAFKA_DATA="$KAFKA_DIR/data"
-KAFKA_PROPS="$KAFKA_DIR/server.properties"
-KAFKA_PID_FILE="$KAFKA_DIR/kafka.pid"
-KAFKA_LOG="$LOG_DIR/kafka.log"
+# Everything Kafka keeps; with one node this is also the node's own directory (see select_node).
+KAFKA_ROOT="$STATE_DIR/kafka"
+# Set per node by select_node.
+NODE=
+KAFKA_DIR=
+KAFKA_DATA=
+KAFKA_PROPS=
+KAFKA_PID_FILE=
+KAFKA_LOG=
 # PostgreSQL's own directory is owned by the server's OS user (PostgreSQL refuses to run as root).
 PG_DIR="$STATE_DIR/postgres"
 PG_DATA="$PG_DIR/data"
@@ -64,27 +95,69 @@ die() {
 # address is written into the metadata log at format time, and `env` must describe what is running), so
 # every subcommand reads them back from the state directory instead of trusting the current environment.
 # ---------------------------------------------------------------------------------------------------------
+BASE_PORT=
 KAFKA_PORT=
 CONTROLLER_PORT=
 PG_PORT=
 
 load_ports() {
-    KAFKA_PORT="${TICKPIPE_KAFKA_PORT:-9092}"
-    PG_PORT="${TICKPIPE_PG_PORT:-5432}"
+    if ((NODES == 1)); then
+        BASE_PORT="${TICKPIPE_KAFKA_PORT:-9092}"
+        PG_PORT="${TICKPIPE_PG_PORT:-5432}"
+    else
+        BASE_PORT="${TICKPIPE_CLUSTER_KAFKA_PORT:-19092}"
+        PG_PORT="${TICKPIPE_CLUSTER_PG_PORT:-15432}"
+    fi
     if [[ -f "$PORTS_FILE" ]]; then
-        local saved_kafka saved_pg
-        read -r saved_kafka saved_pg <"$PORTS_FILE"
-        if [[ "$1" == strict && ("$saved_kafka" != "$KAFKA_PORT" || "$saved_pg" != "$PG_PORT") ]]; then
-            die "$STATE_DIR was set up for Kafka port $saved_kafka and PostgreSQL port $saved_pg," \
-                "not $KAFKA_PORT/$PG_PORT: run '$0 down' first or use another TICKPIPE_STATE_DIR"
+        local saved_kafka saved_pg saved_nodes
+        read -r saved_kafka saved_pg saved_nodes <"$PORTS_FILE"
+        saved_nodes="${saved_nodes:-1}"
+        if [[ "$saved_nodes" != "$NODES" ]]; then
+            die "$STATE_DIR was set up for $saved_nodes Kafka node(s), not KAFKA_NODES=$NODES:" \
+                "run 'KAFKA_NODES=$saved_nodes $0 down' first or use another TICKPIPE_STATE_DIR"
         fi
-        KAFKA_PORT="$saved_kafka"
+        if [[ "$1" == strict && ("$saved_kafka" != "$BASE_PORT" || "$saved_pg" != "$PG_PORT") ]]; then
+            die "$STATE_DIR was set up for Kafka port $saved_kafka and PostgreSQL port $saved_pg," \
+                "not $BASE_PORT/$PG_PORT: run '$0 down' first or use another TICKPIPE_STATE_DIR"
+        fi
+        BASE_PORT="$saved_kafka"
         PG_PORT="$saved_pg"
     fi
+    select_node 1
+}
+
+save_ports() {
+    if ((NODES == 1)); then echo "$BASE_PORT $PG_PORT" >"$PORTS_FILE"; else echo "$BASE_PORT $PG_PORT $NODES" >"$PORTS_FILE"; fi
+}
+
+# Points the KAFKA_* globals at node $1. A single node keeps the layout this script always had
+# (kafka/, logs/kafka.log), so a broker started by an earlier version is still found.
+select_node() {
+    NODE="$1"
+    if ((NODES == 1)); then
+        KAFKA_DIR="$KAFKA_ROOT"
+        KAFKA_LOG="$LOG_DIR/kafka.log"
+    else
+        KAFKA_DIR="$KAFKA_ROOT/node-$NODE"
+        KAFKA_LOG="$LOG_DIR/kafka-$NODE.log"
+    fi
+    KAFKA_DATA="$KAFKA_DIR/data"
+    KAFKA_PROPS="$KAFKA_DIR/server.properties"
+    KAFKA_PID_FILE="$KAFKA_DIR/kafka.pid"
+    KAFKA_PORT=$((BASE_PORT + 2 * (NODE - 1)))
     CONTROLLER_PORT=$((KAFKA_PORT + 1))
 }
 
-save_ports() { echo "$KAFKA_PORT $PG_PORT" >"$PORTS_FILE"; }
+node_arg() {
+    [[ "${1:-}" =~ ^[1-9]$ ]] && (($1 <= NODES)) || die "name a node from 1 to $NODES (KAFKA_NODES=$NODES)"
+    select_node "$1"
+}
+
+broker_list() {
+    local n list=()
+    for ((n = 1; n <= NODES; n++)); do list+=("127.0.0.1:$((BASE_PORT + 2 * (n - 1)))"); done
+    (IFS=,; echo "${list[*]}")
+}
 
 # ---------------------------------------------------------------------------------------------------------
 # Small helpers
@@ -183,15 +256,18 @@ ensure_kafka_libs() {
     kafka_libs_present || die "the Kafka jars are still missing from $KAFKA_LIBS after mvn"
 }
 
-# Same GC settings as Kafka's own kafka-run-class.sh; the heap is sized for a laptop/CI box (2 cores).
-KAFKA_JAVA=(java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+# Same GC settings as Kafka's own kafka-run-class.sh; the heap is sized for a laptop/CI box (2 cores). The
+# cluster's three nodes get a smaller heap each: they run beside the single node and the tests.
+if ((NODES == 1)); then KAFKA_HEAP=(-Xms256m -Xmx1g); else KAFKA_HEAP=(-Xms128m -Xmx512m); fi
+KAFKA_JAVA=(java "${KAFKA_HEAP[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
     -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true
     -Dlog4j2.configurationFile="$KAFKA_LOG4J" -cp "$KAFKA_LIBS/*")
 
 kafka_java() { "${KAFKA_JAVA[@]}" "$@"; }
 
 write_kafka_properties() {
-    cat >"$KAFKA_PROPS" <<EOF
+    if ((NODES == 1)); then
+        cat >"$KAFKA_PROPS" <<EOF
 # Written by scripts/services.sh: a single node that is both broker and KRaft controller, for tests.
 process.roles=broker,controller
 node.id=1
@@ -215,6 +291,54 @@ share.coordinator.state.topic.min.isr=1
 # Tests start consumers and expect them to get partitions at once, not after the default 3 s.
 group.initial.rebalance.delay.ms=0
 EOF
+        return
+    fi
+    local n voters=()
+    for ((n = 1; n <= NODES; n++)); do voters+=("$n@127.0.0.1:$((BASE_PORT + 2 * (n - 1) + 1))"); done
+    cat >"$KAFKA_PROPS" <<EOF
+# Written by scripts/services.sh: node $NODE of a $NODES-node cluster; every node is a broker and a
+# KRaft controller, and the controllers form one quorum (a static voter set).
+process.roles=broker,controller
+node.id=$NODE
+controller.quorum.voters=$(IFS=,; echo "${voters[*]}")
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$KAFKA_DATA
+num.partitions=1
+auto.create.topics.enable=true
+# Three replicas, two of which must have a write before acks=all is answered: one node can fail
+# without losing an acknowledged record or refusing writes. These are defaults, so they also apply to
+# a topic created without an explicit replication factor; a topic created with one keeps it.
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+# A replica that lost its data must never become leader (the default; stated because it is the point).
+unclean.leader.election.enable=false
+# Tests start consumers and expect them to get partitions at once, not after the default 3 s.
+group.initial.rebalance.delay.ms=0
+EOF
+}
+
+# One cluster id for all nodes of this state directory, made once.
+cluster_id() {
+    local file="$KAFKA_ROOT/cluster.id" id
+    if [[ -s "$file" ]]; then
+        cat "$file"
+        return
+    fi
+    # Logging would share stdout with the id, so keep only the line that looks like one.
+    id="$(kafka_java kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG" |
+        grep -E '^[A-Za-z0-9_-]{22}$' | tail -n 1 || true)"
+    [[ -n "$id" ]] || die "kafka.tools.StorageTool random-uuid printed no cluster id (see $KAFKA_LOG)"
+    echo "$id" >"$file"
+    echo "$id"
 }
 
 # A broker refuses to start on an unformatted log dir ("No readable meta.properties files found").
@@ -222,38 +346,48 @@ format_kafka_storage() {
     if [[ -f "$KAFKA_DATA/meta.properties" ]]; then
         return
     fi
-    local cluster_id log_offset
+    local id log_offset quorum=()
     log_offset="$(log_size "$KAFKA_LOG")"
-    # Logging would share stdout with the id, so keep only the line that looks like one.
-    cluster_id="$(kafka_java kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG" |
-        grep -E '^[A-Za-z0-9_-]{22}$' | tail -n 1 || true)"
-    [[ -n "$cluster_id" ]] || die "kafka.tools.StorageTool random-uuid printed no cluster id (see $KAFKA_LOG)"
-    say "formatting Kafka storage in $KAFKA_DATA (cluster id $cluster_id)"
-    log_marker "formatting Kafka storage (cluster id $cluster_id)" "$KAFKA_LOG"
-    # --standalone goes with controller.quorum.bootstrap.servers (a dynamic quorum of this one node).
-    if ! kafka_java kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$KAFKA_PROPS" \
+    id="$(cluster_id)"
+    say "formatting Kafka storage in $KAFKA_DATA (cluster id $id)"
+    log_marker "formatting Kafka storage (cluster id $id)" "$KAFKA_LOG"
+    # --standalone goes with controller.quorum.bootstrap.servers (a dynamic quorum of this one node);
+    # a cluster's static controller.quorum.voters is formatted without it.
+    ((NODES > 1)) || quorum=(--standalone)
+    if ! kafka_java kafka.tools.StorageTool format "${quorum[@]}" -t "$id" -c "$KAFKA_PROPS" \
         >>"$KAFKA_LOG" 2>&1; then
         log_tail "$KAFKA_LOG" "$log_offset"
         die "formatting Kafka storage failed"
     fi
 }
 
-# Start the broker in its own session (setsid) with nohup, so it outlives this script and the shell that
-# ran it, and is not hit by a Ctrl-C aimed at the caller. The pid is written by the process that then
-# becomes java (exec), so it is the broker's own pid whatever setsid does.
-launch_kafka() {
+# Start the current node in its own session (setsid) with nohup, so it outlives this script and the shell
+# that ran it, and is not hit by a Ctrl-C aimed at the caller. The pid is written by the process that then
+# becomes java (exec), so it is the broker's own pid whatever setsid does. Prints the log offset at which
+# this run's lines begin, for wait_for_kafka.
+launch_kafka_node() {
     local log_offset
     log_offset="$(log_size "$KAFKA_LOG")"
     log_marker "starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT" "$KAFKA_LOG"
-    say "starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (controller $CONTROLLER_PORT), log $KAFKA_LOG"
+    say "starting Kafka $KAFKA_VERSION $(node_label)on 127.0.0.1:$KAFKA_PORT (controller $CONTROLLER_PORT), log $KAFKA_LOG"
     rm -f "$KAFKA_PID_FILE"
     # shellcheck disable=SC2016 # $$ and "$@" are for the inner bash
     setsid nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$KAFKA_PID_FILE" \
         "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_PROPS" </dev/null >>"$KAFKA_LOG" 2>&1 &
+    echo "$log_offset"
+}
+
+launch_kafka() {
+    local log_offset
+    log_offset="$(launch_kafka_node)" || exit 1
     wait_for_kafka "$log_offset"
 }
 
-# Ready = this run's log says "Kafka Server started" and the broker port takes connections.
+node_label() { ((NODES == 1)) || echo "node $NODE "; }
+status_label() { if ((NODES == 1)); then echo ":"; else echo " node $NODE:"; fi; }
+
+# Ready = this run's log says "Kafka Server started" and the broker port takes connections. (A cluster
+# node gets there only once a majority of the controllers is up.)
 wait_for_kafka() {
     local log_offset="$1" deadline=$((SECONDS + TIMEOUT)) pid=
     while ((SECONDS < deadline)); do
@@ -262,11 +396,11 @@ wait_for_kafka() {
         fi
         if [[ -n "$pid" ]] && ! pid_alive "$pid"; then
             log_tail "$KAFKA_LOG" "$log_offset"
-            die "Kafka exited during startup (see above)"
+            die "Kafka $(node_label)exited during startup (see above)"
         fi
         if tail -c +"$((log_offset + 1))" "$KAFKA_LOG" | grep -q 'Kafka Server started' &&
             port_open "$KAFKA_PORT"; then
-            say "Kafka is ready on 127.0.0.1:$KAFKA_PORT (pid $pid)"
+            say "Kafka $(node_label)is ready on 127.0.0.1:$KAFKA_PORT (pid $pid)"
             return
         fi
         sleep 0.5
@@ -280,54 +414,104 @@ wait_for_kafka() {
         sleep 0.1
     done
     stop_kafka
-    die "Kafka did not get ready within ${TIMEOUT}s"
+    die "Kafka $(node_label)did not get ready within ${TIMEOUT}s"
 }
 
-start_kafka() {
+# Prepares the current node and launches it unless it runs already; prints the log offset to wait
+# from, or nothing when there is nothing to wait for.
+start_kafka_node() {
     local pid
     if pid="$(kafka_pid)"; then
         if port_open "$KAFKA_PORT"; then
-            say "Kafka is already running (pid $pid, 127.0.0.1:$KAFKA_PORT)"
+            say "Kafka $(node_label)is already running (pid $pid, 127.0.0.1:$KAFKA_PORT)"
             return
         fi
         # Still starting (e.g. an `up` that was interrupted): the port check is what matters here.
-        say "Kafka (pid $pid) is running but 127.0.0.1:$KAFKA_PORT does not answer yet; waiting"
-        wait_for_kafka 0
+        say "Kafka $(node_label)(pid $pid) is running but 127.0.0.1:$KAFKA_PORT does not answer yet; waiting"
+        echo 0
         return
     fi
     if port_open "$KAFKA_PORT" || port_open "$CONTROLLER_PORT"; then
         die "port $KAFKA_PORT or $CONTROLLER_PORT is taken by a process this script did not start;" \
-            "stop it or set TICKPIPE_KAFKA_PORT"
+            "stop it or set $( ((NODES == 1)) && echo TICKPIPE_KAFKA_PORT || echo TICKPIPE_CLUSTER_KAFKA_PORT)"
     fi
-    ensure_java_and_maven
-    ensure_kafka_libs
     mkdir -p "$KAFKA_DIR" "$KAFKA_DATA"
     write_kafka_properties
     format_kafka_storage
-    launch_kafka
+    launch_kafka_node
+}
+
+# Every node is launched before any is waited for: a cluster node does not finish starting until a
+# majority of the controller quorum is up.
+start_kafka() {
+    ensure_java_and_maven
+    ensure_kafka_libs
+    mkdir -p "$KAFKA_ROOT"
+    local n offsets=()
+    for ((n = 1; n <= NODES; n++)); do
+        select_node "$n"
+        offsets[n]="$(start_kafka_node)" || exit 1
+    done
+    for ((n = 1; n <= NODES; n++)); do
+        select_node "$n"
+        [[ -z "${offsets[n]}" ]] || wait_for_kafka "${offsets[n]}"
+    done
+    select_node 1
 }
 
 # SIGTERM lets the broker close its logs cleanly (a later start skips log recovery); SIGKILL after 30 s.
+# With KILL as $1, SIGKILL at once: a crash, for drills (the node's data is kept).
 stop_kafka() {
-    local pid
+    local signal="${1:-TERM}" pid
     if ! pid="$(kafka_pid)"; then
         rm -f "$KAFKA_PID_FILE"
-        say "Kafka is not running"
+        say "Kafka $(node_label)is not running"
         return
     fi
-    say "stopping Kafka (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
+    say "stopping Kafka $(node_label)(pid $pid, SIG$signal)"
+    kill -"$signal" "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + 30))
     while pid_alive "$pid" && ((SECONDS < deadline)); do
-        sleep 0.2
+        sleep 0.1
     done
     if pid_alive "$pid"; then
-        say "Kafka did not stop within 30 s; sending SIGKILL"
+        say "Kafka $(node_label)did not stop within 30 s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
         while pid_alive "$pid"; do sleep 0.1; done
     fi
     rm -f "$KAFKA_PID_FILE"
-    log_marker "Kafka stopped" "$KAFKA_LOG"
+    log_marker "Kafka stopped (SIG$signal)" "$KAFKA_LOG"
+}
+
+# `down`: a single node as above. A cluster's nodes all get SIGTERM at once: one by one, the last node
+# would wait out the timeout, because its controlled shutdown needs a controller quorum that left with
+# the others; and the data is deleted next anyway. SIGKILL for whatever still runs after 15 s.
+stop_all_kafka() {
+    if ((NODES == 1)); then
+        stop_kafka
+        return
+    fi
+    local n pid pids=() deadline=$((SECONDS + 15))
+    for ((n = 1; n <= NODES; n++)); do
+        select_node "$n"
+        if pid="$(kafka_pid)"; then
+            say "stopping Kafka node $n (pid $pid, SIGTERM)"
+            kill -TERM "$pid" 2>/dev/null || true
+            pids[n]="$pid"
+        fi
+    done
+    for n in "${!pids[@]}"; do
+        select_node "$n"
+        while pid_alive "${pids[n]}" && ((SECONDS < deadline)); do sleep 0.1; done
+        if pid_alive "${pids[n]}"; then
+            say "Kafka node $n did not stop in time; sending SIGKILL"
+            kill -KILL "${pids[n]}" 2>/dev/null || true
+            while pid_alive "${pids[n]}"; do sleep 0.1; done
+        fi
+        rm -f "$KAFKA_PID_FILE"
+        log_marker "Kafka stopped" "$KAFKA_LOG"
+    done
+    select_node 1
 }
 
 # "Kafka 4.1.1": as the broker itself last logged it (AppInfoParser), else the pinned version.
@@ -533,13 +717,20 @@ pg_version_line() {
 
 print_env() {
     local pg_bin="${PG_BIN:-${TICKPIPE_PG_BIN:-$(find_newest_pg_bin)}}"
+    # Addresses need no quoting (and %q would escape the commas of a list).
+    printf 'export KAFKA_BROKERS=%s\n' "$(broker_list)"
     printf 'export %s=%q\n' \
-        KAFKA_BROKERS "127.0.0.1:$KAFKA_PORT" \
         DATABASE_URL "postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DATABASE" \
         TICKPIPE_KAFKA_LIBS "$KAFKA_LIBS" \
-        TICKPIPE_STATE_DIR "$STATE_DIR" \
         TICKPIPE_PG_BIN "$pg_bin" \
         TICKPIPE_PG_DATA "$PG_DATA"
+    # The cluster's directory is not exported as TICKPIPE_STATE_DIR: the cluster lives in a
+    # subdirectory of that, so the single node's and the cluster's scripts keep finding their own.
+    if ((NODES == 1)); then
+        printf 'export %s=%q\n' TICKPIPE_STATE_DIR "$STATE_DIR"
+    else
+        printf 'export %s=%q\n' KAFKA_NODES "$NODES" TICKPIPE_CLUSTER_STATE_DIR "$STATE_DIR"
+    fi
 }
 
 prepare_state_dir() {
@@ -562,12 +753,13 @@ cmd_up() {
 
 cmd_down() {
     load_ports lenient
-    stop_kafka
+    stop_all_kafka
     if [[ -d "$PG_DATA" ]]; then
         stop_postgres
     fi
-    # Only what this script created; the logs stay for post-mortems (CI runs `down` on exit).
-    rm -rf "$KAFKA_DIR" "$PG_DIR" "$PORTS_FILE"
+    # Only what this script created; the logs stay for post-mortems (CI runs `down` on exit). The
+    # single node's `down` leaves the cluster/ subdirectory alone.
+    rm -rf "$KAFKA_ROOT" "$PG_DIR" "$PORTS_FILE"
     say "stopped; removed the data in $STATE_DIR (logs kept in $LOG_DIR)"
 }
 
@@ -593,27 +785,56 @@ cmd_start_postgres() {
     launch_postgres
 }
 
+# A cluster is restarted one node at a time (a rolling restart), so it stays available throughout.
 cmd_restart_kafka() {
     load_ports lenient
+    local n
+    for ((n = 1; n <= NODES; n++)); do
+        select_node "$n"
+        [[ -f "$KAFKA_DATA/meta.properties" ]] || die "no Kafka data in $KAFKA_DATA; run '$0 up' first"
+        stop_kafka
+        launch_kafka
+    done
+}
+
+# One node of the cluster (or the single node as node 1), for drills: stop (SIGTERM) or kill (SIGKILL)
+# it, keeping its data, and start it again.
+cmd_stop_kafka_node() { # signal node
+    load_ports lenient
+    node_arg "${2:-}"
     [[ -f "$KAFKA_DATA/meta.properties" ]] || die "no Kafka data in $KAFKA_DATA; run '$0 up' first"
-    stop_kafka
+    stop_kafka "$1"
+}
+
+cmd_start_kafka_node() {
+    load_ports lenient
+    node_arg "${1:-}"
+    [[ -f "$KAFKA_DATA/meta.properties" ]] || die "no Kafka data in $KAFKA_DATA; run '$0 up' first"
+    local pid
+    if pid="$(kafka_pid)"; then
+        say "Kafka $(node_label)is already running (pid $pid)"
+        return
+    fi
     launch_kafka
 }
 
 cmd_status() {
     load_ports lenient
-    local pid rc=0
-    if pid="$(kafka_pid)"; then
-        if port_open "$KAFKA_PORT"; then
-            say "Kafka: running (pid $pid, 127.0.0.1:$KAFKA_PORT)"
+    local pid rc=0 n
+    for ((n = 1; n <= NODES; n++)); do
+        select_node "$n"
+        if pid="$(kafka_pid)"; then
+            if port_open "$KAFKA_PORT"; then
+                say "Kafka$(status_label) running (pid $pid, 127.0.0.1:$KAFKA_PORT)"
+            else
+                say "Kafka$(status_label) process $pid alive but 127.0.0.1:$KAFKA_PORT not answering (starting or stuck)"
+                rc=1
+            fi
         else
-            say "Kafka: process $pid alive but 127.0.0.1:$KAFKA_PORT not answering (starting or stuck)"
+            say "Kafka$(status_label) not running"
             rc=1
         fi
-    else
-        say "Kafka: not running"
-        rc=1
-    fi
+    done
     # Never installs anything: a status query should not have side effects.
     PG_BIN="${TICKPIPE_PG_BIN:-$(find_newest_pg_bin)}"
     if [[ -n "$PG_BIN" && -f "$PG_DATA/PG_VERSION" ]] && pg_running && pg_ready; then
@@ -640,6 +861,9 @@ main() {
         ;;
     restart-postgres) cmd_restart_postgres ;;
     restart-kafka) cmd_restart_kafka ;;
+    stop-kafka-node) cmd_stop_kafka_node TERM "${2:-}" ;;
+    kill-kafka-node) cmd_stop_kafka_node KILL "${2:-}" ;;
+    start-kafka-node) cmd_start_kafka_node "${2:-}" ;;
     stop-postgres) cmd_stop_postgres ;;
     start-postgres) cmd_start_postgres ;;
     status) cmd_status ;;
