@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tickpipe_common::message::TickerMessage;
 
-use crate::window::{window_start, Accumulator};
+use crate::window::{window_start, Accumulator, PriceKey};
 
 /// A partition's durable progress: one row of `aggregator_progress`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,13 +168,18 @@ impl PartitionState {
                 tickers: HashMap::new(),
             });
             window.first_offset = window.first_offset.min(offset);
+            let key = PriceKey {
+                timestamp_ms,
+                partition: self.partition,
+                offset,
+            };
             for tick in &message.tickers {
                 match window.tickers.get_mut(tick.name.as_ref()) {
-                    Some(totals) => totals.add(tick.price),
+                    Some(totals) => totals.add(tick.price, key),
                     None => {
                         window
                             .tickers
-                            .insert(tick.name.as_ref().into(), Accumulator::new(tick.price));
+                            .insert(tick.name.as_ref().into(), Accumulator::new(tick.price, key));
                     }
                 }
             }
@@ -304,6 +309,7 @@ impl PartitionState {
 mod tests {
     use super::*;
     use std::borrow::Cow;
+    use std::collections::BTreeMap;
     use tickpipe_common::message::Tick;
 
     /// (offset, timestamp ms, ticks) of one test record.
@@ -341,6 +347,21 @@ mod tests {
         flushes
     }
 
+    /// The accumulator of `(offset, timestamp, price)` prices of partition 0, in any order.
+    fn totals(prices: &[(i64, i64, i64)]) -> Accumulator {
+        let key = |offset, timestamp_ms| PriceKey {
+            timestamp_ms,
+            partition: 0,
+            offset,
+        };
+        let (offset, ts, price) = prices[0];
+        let mut acc = Accumulator::new(price, key(offset, ts));
+        for &(offset, ts, price) in &prices[1..] {
+            acc.add(price, key(offset, ts));
+        }
+        acc
+    }
+
     fn rows(flushes: &[Flush]) -> Vec<(String, i64, Accumulator)> {
         flushes
             .iter()
@@ -364,13 +385,13 @@ mod tests {
                 (2, T0 + 32_000, &[("AMZN", 400)]),
             ],
         );
-        let mut amzn = Accumulator::new(100);
-        amzn.add(200);
+        let amzn = totals(&[(0, T0 + 1_000, 100), (1, T0 + 20_000, 200)]);
+        assert_eq!((amzn.open.price, amzn.close.price), (100, 200));
         assert_eq!(
             rows(&flushes),
             vec![
                 ("AMZN".into(), T0, amzn),
-                ("MSFT".into(), T0, Accumulator::new(10))
+                ("MSFT".into(), T0, totals(&[(0, T0 + 1_000, 10)]))
             ]
         );
         let progress = &flushes.last().expect("flush").progress;
@@ -406,8 +427,9 @@ mod tests {
                 (3, T0 + 40_000, &[("AAPL", 1)]),
             ],
         );
-        let mut first = Accumulator::new(10);
-        first.add(20);
+        // Offset 2 arrived last but carries the earlier timestamp: it is the open.
+        let first = totals(&[(0, T0 + 29_000, 10), (2, T0 + 5_000, 20)]);
+        assert_eq!((first.open.price, first.close.price), (20, 10));
         assert_eq!(rows(&flushes), vec![("AAPL".into(), T0, first)]);
     }
 
@@ -436,7 +458,7 @@ mod tests {
         );
         assert_eq!(
             rows(&flushes),
-            vec![("AMZN".into(), T0, Accumulator::new(1))]
+            vec![("AMZN".into(), T0, totals(&[(0, T0 + 1_000, 1)]))]
         );
     }
 
@@ -591,6 +613,98 @@ mod tests {
         assert_eq!(restarted.stored_future_verdict(0), Some(false));
         assert_eq!(restarted.stored_future_verdict(1), Some(true));
         assert_eq!(restarted.stored_future_verdict(2), None);
+    }
+
+    /// A small deterministic generator, so the property test needs no extra crate.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    #[test]
+    fn any_partition_interleaving_writes_the_same_table() {
+        const NAMES: [&str; 3] = ["AMZN", "MSFT", "AAPL"];
+        let mut rng = Lcg(7);
+        // Per partition: (offset, timestamp, prices); out of order only within the grace period.
+        let partitions: Vec<Vec<(i64, i64, Vec<(&'static str, i64)>)>> = (0..3)
+            .map(|_| {
+                (0..150)
+                    .map(|offset| {
+                        let ts = T0 + offset * 700 - rng.below(1_500) as i64;
+                        let n = 1 + rng.below(3) as usize;
+                        let prices = NAMES[..n]
+                            .iter()
+                            .map(|&name| (name, 1 + rng.below(3_000) as i64))
+                            .collect();
+                        (offset, ts, prices)
+                    })
+                    .collect()
+            })
+            .collect();
+        // The reference: a plain group-by over every record, keys as the contract defines them.
+        let mut reference: BTreeMap<(String, i64), Accumulator> = BTreeMap::new();
+        for (partition, records) in partitions.iter().enumerate() {
+            for (offset, ts, prices) in records {
+                let key = PriceKey {
+                    timestamp_ms: *ts,
+                    partition: partition as i32,
+                    offset: *offset,
+                };
+                for &(name, price) in prices {
+                    reference
+                        .entry((name.to_owned(), window_start(*ts, W)))
+                        .and_modify(|acc| acc.add(price, key))
+                        .or_insert_with(|| Accumulator::new(price, key));
+                }
+            }
+        }
+        for trial in 0..25 {
+            let mut states: Vec<PartitionState> = (0..3)
+                .map(|p| PartitionState::new(p, Progress::fresh(), W, GRACE))
+                .collect();
+            let mut next = [0_usize; 3];
+            // The table, merging flushes as the upsert does, in whatever order they come.
+            let mut table: BTreeMap<(String, i64), Accumulator> = BTreeMap::new();
+            let mut write = |flush: Flush| {
+                for row in flush.rows {
+                    table
+                        .entry((row.ticker, row.window_start_ms))
+                        .and_modify(|acc| acc.merge(&row.totals))
+                        .or_insert(row.totals);
+                }
+            };
+            while next.iter().zip(&partitions).any(|(n, p)| *n < p.len()) {
+                let p = rng.below(3) as usize;
+                let Some((offset, ts, prices)) = partitions[p].get(next[p]) else {
+                    continue;
+                };
+                next[p] += 1;
+                let ticks: Vec<Tick<'static>> = prices
+                    .iter()
+                    .map(|&(name, price)| Tick {
+                        name: Cow::Borrowed(name),
+                        price,
+                    })
+                    .collect();
+                let outcome =
+                    states[p].apply(*offset, *ts, &TickerMessage { tickers: ticks }, LATER);
+                assert_eq!(outcome, Outcome::Applied, "trial {trial}: never late");
+                states[p].take_closed().into_iter().for_each(&mut write);
+            }
+            for state in &mut states {
+                state.mark_caught_up();
+                state.advance_idle(LATER);
+                state.take_closed().into_iter().for_each(&mut write);
+            }
+            assert_eq!(table, reference, "trial {trial}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::partition::{Flush, Progress, WindowRow};
+use crate::window::KeyedPrice;
 
 /// Result of a commit attempt that reached the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +102,27 @@ struct WindowColumns<'a> {
     counts: Vec<i64>,
     mins: Vec<i64>,
     maxs: Vec<i64>,
+    open: KeyedColumns,
+    close: KeyedColumns,
+}
+
+/// A keyed price per row, as four columns.
+struct KeyedColumns {
+    timestamps: Vec<i64>,
+    partitions: Vec<i64>,
+    offsets: Vec<i64>,
+    prices: Vec<i64>,
+}
+
+impl KeyedColumns {
+    fn from(prices: impl Iterator<Item = KeyedPrice> + Clone) -> Self {
+        Self {
+            timestamps: prices.clone().map(|p| p.key.timestamp_ms).collect(),
+            partitions: prices.clone().map(|p| i64::from(p.key.partition)).collect(),
+            offsets: prices.clone().map(|p| p.key.offset).collect(),
+            prices: prices.map(|p| p.price).collect(),
+        }
+    }
 }
 
 impl<'a> From<&'a [WindowRow]> for WindowColumns<'a> {
@@ -116,24 +138,44 @@ impl<'a> From<&'a [WindowRow]> for WindowColumns<'a> {
             counts: rows.iter().map(|r| r.totals.count).collect(),
             mins: rows.iter().map(|r| r.totals.min).collect(),
             maxs: rows.iter().map(|r| r.totals.max).collect(),
+            open: KeyedColumns::from(rows.iter().map(|r| r.totals.open)),
+            close: KeyedColumns::from(rows.iter().map(|r| r.totals.close)),
         }
     }
 }
 
 /// Adds the rows to `window_prices`: contributions of other partitions to the same (ticker,
-/// window) add up.
+/// window) add up, and the open (close) with the smaller (larger) key wins. Keys compare as arrays,
+/// element by element: (timestamp, partition, offset).
 async fn add_windows(
     tx: &mut Transaction<'_, Postgres>,
     columns: &WindowColumns<'_>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price)
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
+        "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
+                                    open_key, open_price, close_key, close_price)
+         SELECT ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
+                ARRAY[open_ms, open_partition, open_offset], open_price,
+                ARRAY[close_ms, close_partition, close_offset], close_price
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
+                     $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
+                     $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[])
+              AS t(ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
+                   open_ms, open_partition, open_offset, open_price,
+                   close_ms, close_partition, close_offset, close_price)
          ON CONFLICT (ticker, window_start) DO UPDATE SET
              price_sum = window_prices.price_sum + EXCLUDED.price_sum,
              sample_count = window_prices.sample_count + EXCLUDED.sample_count,
              min_price = LEAST(window_prices.min_price, EXCLUDED.min_price),
              max_price = GREATEST(window_prices.max_price, EXCLUDED.max_price),
+             open_price = CASE WHEN EXCLUDED.open_key < window_prices.open_key
+                               THEN EXCLUDED.open_price ELSE window_prices.open_price END,
+             open_key = CASE WHEN EXCLUDED.open_key < window_prices.open_key
+                             THEN EXCLUDED.open_key ELSE window_prices.open_key END,
+             close_price = CASE WHEN EXCLUDED.close_key > window_prices.close_key
+                                THEN EXCLUDED.close_price ELSE window_prices.close_price END,
+             close_key = CASE WHEN EXCLUDED.close_key > window_prices.close_key
+                              THEN EXCLUDED.close_key ELSE window_prices.close_key END,
              updated_at = now()",
     )
     .bind(&columns.tickers)
@@ -143,6 +185,14 @@ async fn add_windows(
     .bind(&columns.counts)
     .bind(&columns.mins)
     .bind(&columns.maxs)
+    .bind(&columns.open.timestamps)
+    .bind(&columns.open.partitions)
+    .bind(&columns.open.offsets)
+    .bind(&columns.open.prices)
+    .bind(&columns.close.timestamps)
+    .bind(&columns.close.partitions)
+    .bind(&columns.close.offsets)
+    .bind(&columns.close.prices)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -7,13 +7,11 @@
 //! every valid record is counted exactly once (a plain group-by of what was produced), every invalid
 //! record is in the dead-letter topic exactly once with its reason, and nothing else is.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
@@ -354,6 +352,7 @@ const MAX_VALUE: usize = tickpipe_common::message::MAX_MESSAGE_BYTES;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sizes_at_and_around_every_limit() {
+    let _shared = SERVICES.read().await;
     let topic = fresh_topic("sizes", 2, &[]).await;
     let db = TestDatabase::create().await;
     let mut records = vec![
@@ -391,6 +390,7 @@ async fn sizes_at_and_around_every_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_compression_codec_is_read() {
+    let _shared = SERVICES.read().await;
     let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
     let topic = fresh_topic("codecs", codecs.len() as i32, &[]).await;
     let db = TestDatabase::create().await;
@@ -422,6 +422,7 @@ async fn every_compression_codec_is_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_the_broker_compresses_with_zstd_is_read() {
+    let _shared = SERVICES.read().await;
     let topic = fresh_topic("zstd_topic", 2, &[("compression.type", "zstd")]).await;
     let db = TestDatabase::create().await;
     let mut records: Vec<Raw> = (0..300)
@@ -436,6 +437,7 @@ async fn a_topic_the_broker_compresses_with_zstd_is_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_count_only_what_was_committed() {
+    let _shared = SERVICES.read().await;
     let topic = fresh_topic("txn", 2, &[]).await;
     let db = TestDatabase::create().await;
     let producer: FutureProducer = producer_config(&[("transactional.id", &unique_name("txn"))])
@@ -490,6 +492,7 @@ async fn transactions_count_only_what_was_committed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstones_keys_and_headers_are_never_trusted() {
+    let _shared = SERVICES.read().await;
     let topic = fresh_topic("tombstones", 1, &[]).await;
     let db = TestDatabase::create().await;
     let not_utf8: &[u8] = &[0xc3, 0x28, 0xff];
@@ -543,6 +546,7 @@ async fn wait_for_claims(db: &TestDatabase, partitions: i64, times: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clocks_skewed_both_ways_the_epoch_and_the_distant_past() {
+    let _shared = SERVICES.read().await;
     let topic = fresh_topic("clocks", 2, &[]).await;
     let db = TestDatabase::create().await;
     // Partition 1, written before the aggregator starts (a caught-up partition follows the wall
@@ -596,6 +600,7 @@ async fn clocks_skewed_both_ways_the_epoch_and_the_distant_past() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_across_many_partitions() {
+    let _shared = SERVICES.read().await;
     let partitions = 16;
     let topic = fresh_topic("burst", partitions, &[]).await;
     let db = TestDatabase::create().await;
@@ -624,6 +629,7 @@ async fn a_burst_across_many_partitions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_topic_with_a_small_record_limit_gets_letters_cut_to_fit() {
+    let _shared = SERVICES.read().await;
     let topic = fresh_topic("dlq_small", 1, &[]).await;
     create_topic_with(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "4096")]).await;
     let db = TestDatabase::create().await;
@@ -658,6 +664,7 @@ async fn a_dead_letter_topic_with_a_small_record_limit_gets_letters_cut_to_fit()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_topic_that_refuses_every_letter_does_not_stop_consumption() {
+    let _shared = SERVICES.read().await;
     let topic = fresh_topic("dlq_refuses", 2, &[]).await;
     // Smaller than the dead-letter headers alone: no letter can ever be delivered.
     create_topic_with(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "64")]).await;
@@ -711,6 +718,7 @@ fn terminate(child: &mut std::process::Child) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_it_while_the_dead_letter_topic_refuses_and_the_database_is_gone() {
+    let _shared = SERVICES.read().await;
     let topic = fresh_topic("sigterm", 2, &[]).await;
     create_topic_with(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "64")]).await;
     let db = TestDatabase::create().await;

@@ -1,16 +1,11 @@
 //! Exactly once through SIGKILL, several instances and a database restart, against the real
 //! services. The aggregator runs as a child process (the real binary) so it can be killed for real.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::helpers::*;
 use tickpipe_testkit::{create_topic, produce, TestDatabase};
-
-/// Tests here restart shared services or load the machine; run them one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A child aggregator process, SIGKILLed when dropped so that a failing test leaves none behind.
 struct Aggregator(Child);
@@ -61,7 +56,8 @@ fn total_samples(rows: &Rows) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_stream_and_restarted_equals_an_uninterrupted_run() {
-    let _serial = SERIAL.lock().await;
+    // Restarts a shared service or loads the machine: alone.
+    let _exclusive = SERVICES.write().await;
     let (topic, records) = prefilled_topic("crash").await;
     let expected = reference(&records, 30_000);
     let db = TestDatabase::create().await;
@@ -90,7 +86,8 @@ async fn killed_mid_stream_and_restarted_equals_an_uninterrupted_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_sharing_partitions_one_killed_equals_an_uninterrupted_run() {
-    let _serial = SERIAL.lock().await;
+    // Restarts a shared service or loads the machine: alone.
+    let _exclusive = SERVICES.write().await;
     let (topic, records) = prefilled_topic("pair").await;
     let expected = reference(&records, 30_000);
     let db = TestDatabase::create().await;
@@ -111,7 +108,8 @@ async fn two_instances_sharing_partitions_one_killed_equals_an_uninterrupted_run
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_mid_stream_loses_and_doubles_nothing() {
-    let _serial = SERIAL.lock().await;
+    // Restarts a shared service or loads the machine: alone.
+    let _exclusive = SERVICES.write().await;
     let (topic, records) = prefilled_topic("pgrestart").await;
     let expected = reference(&records, 30_000);
     let db = TestDatabase::create().await;

@@ -1,5 +1,4 @@
 //! Shared helpers of the aggregator's integration tests.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,6 +11,10 @@ use tickpipe_common::config::Layers;
 use tickpipe_common::message::{Tick, TickerMessage};
 use tickpipe_testkit::{TestDatabase, TestRecord};
 use tokio_util::sync::CancellationToken;
+
+/// Tests that restart a shared service (PostgreSQL) or load the whole machine hold this
+/// exclusively; every other test holds it shared, so no test sees a restart it did not ask for.
+pub static SERVICES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// 2026-11-20T10:00:00Z, a window start in the past: Kafka 4 rejects timestamps more than an hour
 /// ahead (log.message.timestamp.after.max.ms), and the aggregator rejects those a minute ahead.

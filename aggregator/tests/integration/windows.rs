@@ -1,15 +1,14 @@
 //! The aggregator against a real Kafka broker and PostgreSQL: windows, lateness, bad input.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::helpers::*;
 use tickpipe_aggregator::dead_letters::headers;
 use tickpipe_testkit::{consume_all, create_topic, header, produce, TestDatabase, TestRecord};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_the_exact_rows_for_explicit_timestamps() {
+    let _shared = SERVICES.read().await;
     let topic = create_topic("windows", 1).await;
     let db = TestDatabase::create().await;
     let records = vec![
@@ -66,6 +65,7 @@ async fn writes_the_exact_rows_for_explicit_timestamps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_partition_closes_its_last_window_by_the_wall_clock() {
+    let _shared = SERVICES.read().await;
     let topic = create_topic("idle", 1).await;
     let db = TestDatabase::create().await;
     let aggregator = start(settings(
@@ -90,6 +90,7 @@ async fn an_idle_partition_closes_its_last_window_by_the_wall_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_goes_to_the_dead_letter_topic_and_valid_neighbours_are_applied() {
+    let _shared = SERVICES.read().await;
     let topic = create_topic("bad", 1).await;
     let dlq = format!("{topic}.dlq");
     let db = TestDatabase::create().await;

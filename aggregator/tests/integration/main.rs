@@ -1,0 +1,7 @@
+//! The aggregator against the real Kafka broker and PostgreSQL, as one test binary: windows and
+//! lateness, crashes and restarts, hostile input. `helpers` holds what they share.
+
+mod adversarial;
+mod crash;
+mod helpers;
+mod windows;
