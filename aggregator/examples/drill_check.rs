@@ -3,7 +3,8 @@
 //! drain, and compares. Exits non-zero on any difference.
 //!
 //! Environment: KAFKA_BROKERS, KAFKA_TOPIC, DATABASE_URL, AGGREGATOR_WINDOW_SECS (default 30),
-//! DRILL_PRODUCED and DRILL_ACKNOWLEDGED (figures from the generator, printed as given),
+//! DRILL_PRODUCED and DRILL_ACKNOWLEDGED (figures from the generator, printed, and each must equal
+//! the records in the topic when given as a number),
 //! DRILL_DRAIN_SECS (default 120).
 
 use std::collections::BTreeMap;
@@ -144,6 +145,15 @@ async fn main() -> anyhow::Result<()> {
         differ == 0 && !keys.is_empty(),
         "the drill found differences"
     );
+    // produced = acknowledged = in the topic, for the figures the generator reported.
+    for name in ["DRILL_PRODUCED", "DRILL_ACKNOWLEDGED"] {
+        if let Ok(given) = env_or(name, "?").parse::<u64>() {
+            anyhow::ensure!(
+                given == records,
+                "{name} is {given}, but the topic holds {records} records"
+            );
+        }
+    }
     println!("drill: 1 passed, 0 failed");
     Ok(())
 }
