@@ -633,7 +633,8 @@ mod tests {
         const NAMES: [&str; 3] = ["AMZN", "MSFT", "AAPL"];
         let mut rng = Lcg(7);
         // Per partition: (offset, timestamp, prices); out of order only within the grace period.
-        let partitions: Vec<Vec<(i64, i64, Vec<(&'static str, i64)>)>> = (0..3)
+        type Generated = (i64, i64, Vec<(&'static str, i64)>);
+        let partitions: Vec<Vec<Generated>> = (0..3)
             .map(|_| {
                 (0..150)
                     .map(|offset| {

@@ -192,9 +192,12 @@ async fn fresh_topic(prefix: &str, partitions: i32, configs: &[(&str, &str)]) ->
 
 /// The independent reference: a group-by of the records expected to count.
 fn expected_rows(records: &[Raw], width_ms: i64) -> Rows {
-    let counted: Vec<TestRecord> = records
+    let counted: Vec<&Raw> = records
         .iter()
         .filter(|r| r.expect == Expect::Counted)
+        .collect();
+    let as_produced: Vec<TestRecord> = counted
+        .iter()
         .map(|r| {
             TestRecord::new(
                 r.partition,
@@ -203,7 +206,8 @@ fn expected_rows(records: &[Raw], width_ms: i64) -> Rows {
             )
         })
         .collect();
-    reference(&counted, width_ms)
+    let offsets: Vec<i64> = counted.iter().map(|r| r.offset).collect();
+    reference(&as_produced, &offsets, width_ms)
 }
 
 /// Every record accounted for: rows equal the reference, the dead-letter topic holds each invalid

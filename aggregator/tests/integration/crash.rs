@@ -43,11 +43,11 @@ async fn windows_written(db: &TestDatabase) -> i64 {
 }
 
 /// Enough records that a run takes a while: 60,000 messages over 3 partitions, 50 minutes of event time.
-async fn prefilled_topic(prefix: &str) -> (String, Vec<tickpipe_testkit::TestRecord>) {
+async fn prefilled_topic(prefix: &str) -> (String, Rows) {
     let topic = create_topic(prefix, 3).await;
     let records = generated_records(60_000, 3, 50, 11);
-    produce(&topic, &records).await;
-    (topic, records)
+    let offsets = produce(&topic, &records).await;
+    (topic, reference(&records, &offsets, 30_000))
 }
 
 fn total_samples(rows: &Rows) -> i64 {
@@ -58,8 +58,7 @@ fn total_samples(rows: &Rows) -> i64 {
 async fn killed_mid_stream_and_restarted_equals_an_uninterrupted_run() {
     // Restarts a shared service or loads the machine: alone.
     let _exclusive = SERVICES.write().await;
-    let (topic, records) = prefilled_topic("crash").await;
-    let expected = reference(&records, 30_000);
+    let (topic, expected) = prefilled_topic("crash").await;
     let db = TestDatabase::create().await;
 
     // Kill it three times at different points, each after it has written something new.
@@ -88,8 +87,7 @@ async fn killed_mid_stream_and_restarted_equals_an_uninterrupted_run() {
 async fn two_instances_sharing_partitions_one_killed_equals_an_uninterrupted_run() {
     // Restarts a shared service or loads the machine: alone.
     let _exclusive = SERVICES.write().await;
-    let (topic, records) = prefilled_topic("pair").await;
-    let expected = reference(&records, 30_000);
+    let (topic, expected) = prefilled_topic("pair").await;
     let db = TestDatabase::create().await;
 
     let mut first = spawn_aggregator(&topic, &db);
@@ -110,8 +108,7 @@ async fn two_instances_sharing_partitions_one_killed_equals_an_uninterrupted_run
 async fn postgres_restarted_mid_stream_loses_and_doubles_nothing() {
     // Restarts a shared service or loads the machine: alone.
     let _exclusive = SERVICES.write().await;
-    let (topic, records) = prefilled_topic("pgrestart").await;
-    let expected = reference(&records, 30_000);
+    let (topic, expected) = prefilled_topic("pgrestart").await;
     let db = TestDatabase::create().await;
 
     let mut child = spawn_aggregator(&topic, &db);

@@ -20,8 +20,8 @@ pub static SERVICES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(()
 /// ahead (log.message.timestamp.after.max.ms), and the aggregator rejects those a minute ahead.
 pub const T0: i64 = 1_795_168_800_000;
 
-/// One expected (or stored) row: (ticker, window start ms) -> (sum, count, min, max).
-pub type Rows = BTreeMap<(String, i64), (i64, i64, i64, i64)>;
+/// One expected (or stored) row: (ticker, window start ms) -> (sum, count, min, max, open, close).
+pub type Rows = BTreeMap<(String, i64), (i64, i64, i64, i64, i64, i64)>;
 
 pub fn value(ticks: &[(&str, i64)]) -> Vec<u8> {
     TickerMessage {
@@ -100,7 +100,7 @@ pub async fn stored_rows(pool: &PgPool) -> Rows {
     let rows = sqlx::query(
         "SELECT ticker, (extract(epoch FROM window_start) * 1000)::bigint AS start_ms,
                 (extract(epoch FROM window_end - window_start) * 1000)::bigint AS width_ms,
-                price_sum, sample_count, min_price, max_price, average_price
+                price_sum, sample_count, min_price, max_price, average_price, open_price, close_price
          FROM window_prices",
     )
     .fetch_all(pool)
@@ -111,9 +111,20 @@ pub async fn stored_rows(pool: &PgPool) -> Rows {
             let (sum, count): (i64, i64) = (r.get("price_sum"), r.get("sample_count"));
             let average: f64 = r.get("average_price");
             assert_eq!(average, sum as f64 / count as f64, "average is sum / count");
+            let known = |column: &str| -> i64 {
+                let price: Option<i64> = r.get(column);
+                price.unwrap_or_else(|| panic!("{column} is written with every window"))
+            };
             (
                 (r.get("ticker"), r.get("start_ms")),
-                (sum, count, r.get("min_price"), r.get("max_price")),
+                (
+                    sum,
+                    count,
+                    r.get("min_price"),
+                    r.get("max_price"),
+                    known("open_price"),
+                    known("close_price"),
+                ),
             )
         })
         .collect()
@@ -127,22 +138,38 @@ pub async fn stored_samples(pool: &PgPool) -> i64 {
         .unwrap_or(0)
 }
 
-/// The rows one uninterrupted run must write for records that are never late: a plain group-by.
-pub fn reference(records: &[TestRecord], width_ms: i64) -> Rows {
+/// The rows one uninterrupted run must write for records that are never late: a plain group-by,
+/// with the open (close) the price of the smallest (largest) (timestamp, partition, offset) key.
+/// `offsets` are the records' offsets, as [`tickpipe_testkit::produce`] returns them.
+pub fn reference(records: &[TestRecord], offsets: &[i64], width_ms: i64) -> Rows {
+    assert_eq!(records.len(), offsets.len(), "one offset per record");
     let mut rows = Rows::new();
-    for record in records {
+    // (timestamp, partition, offset) of each row's open and close so far.
+    type Key = (i64, i32, i64);
+    let mut keys: BTreeMap<(String, i64), (Key, Key)> = BTreeMap::new();
+    for (record, &offset) in records.iter().zip(offsets) {
         let Ok(message) = TickerMessage::decode(&record.value) else {
             continue;
         };
         let start = record.timestamp_ms.div_euclid(width_ms) * width_ms;
+        let key = (record.timestamp_ms, record.partition, offset);
         for tick in &message.tickers {
-            let entry =
-                rows.entry((tick.name.to_string(), start))
-                    .or_insert((0, 0, i64::MAX, i64::MIN));
-            entry.0 += tick.price;
+            let id = (tick.name.to_string(), start);
+            let price = tick.price;
+            let entry = rows
+                .entry(id.clone())
+                .or_insert((0, 0, i64::MAX, i64::MIN, price, price));
+            let (open_key, close_key) = keys.entry(id).or_insert((key, key));
+            entry.0 += price;
             entry.1 += 1;
-            entry.2 = entry.2.min(tick.price);
-            entry.3 = entry.3.max(tick.price);
+            entry.2 = entry.2.min(price);
+            entry.3 = entry.3.max(price);
+            if key < *open_key {
+                (*open_key, entry.4) = (key, price);
+            }
+            if key > *close_key {
+                (*close_key, entry.5) = (key, price);
+            }
         }
     }
     rows

@@ -31,14 +31,27 @@ async fn writes_the_exact_rows_for_explicit_timestamps() {
     let expected: Rows = [
         (
             ("AMZN".to_string(), T0),
-            (1900 + 2000 + 1800, 3, 1800, 2000),
+            // Open: the earliest timestamp (T0+1s); close: the latest (T0+29s), not the last read.
+            (1900 + 2000 + 1800, 3, 1800, 2000, 1900, 2000),
         ),
-        (("MSFT".to_string(), T0), (100, 1, 100, 100)),
-        (("AMZN".to_string(), T0 + 30_000), (1950, 1, 1950, 1950)),
-        (("AAPL".to_string(), T0 + 30_000), (210, 1, 210, 210)),
-        (("MSFT".to_string(), T0 + 30_000), (110, 1, 110, 110)),
+        (("MSFT".to_string(), T0), (100, 1, 100, 100, 100, 100)),
+        (
+            ("AMZN".to_string(), T0 + 30_000),
+            (1950, 1, 1950, 1950, 1950, 1950),
+        ),
+        (
+            ("AAPL".to_string(), T0 + 30_000),
+            (210, 1, 210, 210, 210, 210),
+        ),
+        (
+            ("MSFT".to_string(), T0 + 30_000),
+            (110, 1, 110, 110, 110, 110),
+        ),
         // The last window is closed by the wall clock once the partition is caught up.
-        (("AAPL".to_string(), T0 + 150_000), (220, 1, 220, 220)),
+        (
+            ("AAPL".to_string(), T0 + 150_000),
+            (220, 1, 220, 220, 220, 220),
+        ),
     ]
     .into_iter()
     .collect();
@@ -83,7 +96,7 @@ async fn an_idle_partition_closes_its_last_window_by_the_wall_clock() {
     let start = now.div_euclid(2_000) * 2_000;
     assert_eq!(
         rows.get(&("MSFT".to_string(), start)),
-        Some(&(107, 1, 107, 107))
+        Some(&(107, 1, 107, 107, 107, 107))
     );
     aggregator.stop().await;
 }
@@ -149,7 +162,7 @@ async fn bad_input_goes_to_the_dead_letter_topic_and_valid_neighbours_are_applie
     let sum: i64 = (0..n).map(|i| 200 + i).sum();
     assert_eq!(
         rows.get(&("AAPL".to_string(), T0)),
-        Some(&(sum, n, 200, 200 + n - 1))
+        Some(&(sum, n, 200, 200 + n - 1, 200, 200 + n - 1))
     );
     assert_eq!(rows.len(), 1, "no bad record contributed: {rows:?}");
 

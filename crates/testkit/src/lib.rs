@@ -92,8 +92,9 @@ impl TestRecord {
     }
 }
 
-/// Produces the records in order and waits until every one is acknowledged.
-pub async fn produce(topic: &str, records: &[TestRecord]) {
+/// Produces the records in order, waits until every one is acknowledged, and returns their offsets
+/// (in the order of `records`).
+pub async fn produce(topic: &str, records: &[TestRecord]) -> Vec<i64> {
     let producer: FutureProducer = client(&brokers())
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
@@ -111,13 +112,15 @@ pub async fn produce(topic: &str, records: &[TestRecord]) {
             .unwrap_or_else(|(e, _)| panic!("enqueue to {topic}: {e}"));
         deliveries.push(future);
     }
+    let mut offsets = Vec::with_capacity(records.len());
     for delivery in deliveries {
         match delivery.await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(delivered)) => offsets.push(delivered.offset),
             Ok(Err((e, _))) => panic!("delivery to {topic} failed: {e}"),
             Err(_) => panic!("delivery to {topic} cancelled"),
         }
     }
+    offsets
 }
 
 /// Reads every record of every partition of `topic` from the beginning until `expected` records
