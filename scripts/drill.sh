@@ -22,7 +22,8 @@
 # generator sends failed (the generator then exits non-zero, which fails the drill).
 #
 # Environment: DRILL_SECS (300), DRILL_RATE (1000), DRILL_WINDOW_SECS (30 single node, 5 cluster),
-# KAFKA_NODES (1).
+# KAFKA_NODES (1), DRILL_RUST_LOG (the services' RUST_LOG, default info; e.g.
+# info,tickpipe_aggregator::processor=debug logs every late record).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,7 +66,7 @@ if ((cluster)); then
         --topic "$run_id.dlq" --partitions 1 --replication-factor 3 >/dev/null
 fi
 
-common_env=(KAFKA_BROKERS="$KAFKA_BROKERS" KAFKA_TOPIC="$topic" LOG_FORMAT=json RUST_LOG=info)
+common_env=(KAFKA_BROKERS="$KAFKA_BROKERS" KAFKA_TOPIC="$topic" LOG_FORMAT=json RUST_LOG="${DRILL_RUST_LOG:-info}")
 aggregator_env=("${common_env[@]}" METRICS_ADDR=127.0.0.1:0 DATABASE_URL="$db_url" AGGREGATOR_GROUP_ID="$run_id"
     AGGREGATOR_DLQ_TOPIC="$run_id.dlq" AGGREGATOR_WINDOW_SECS="$DRILL_WINDOW_SECS")
 
