@@ -16,9 +16,12 @@ use sqlx::Row;
 use tickpipe_common::message::TickerMessage;
 use tickpipe_testkit::env_or;
 
-type Windows = BTreeMap<(String, i64), (i64, i64)>;
+/// (ticker, window start ms) -> (sum, count, open, close).
+type Windows = BTreeMap<(String, i64), (i64, i64, Option<i64>, Option<i64>)>;
+/// A price's (record timestamp ms, partition, offset): open is the smallest, close the largest.
+type PriceKey = (i64, i32, i64);
 
-/// Every record of the topic, folded into (ticker, window start ms) -> (sum, count).
+/// Every record of the topic, folded into (ticker, window start ms) -> (sum, count, open, close).
 fn reference(brokers: &str, topic: &str, width_ms: i64) -> anyhow::Result<(Windows, u64, u64)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -37,6 +40,7 @@ fn reference(brokers: &str, topic: &str, width_ms: i64) -> anyhow::Result<(Windo
     }
     consumer.assign(&assignment)?;
     let (mut windows, mut records, mut invalid) = (Windows::new(), 0u64, 0u64);
+    let mut keys: BTreeMap<(String, i64), (PriceKey, PriceKey)> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     while remaining > 0 && Instant::now() < deadline {
         let Some(message) = consumer.poll(Duration::from_millis(500)) else {
@@ -54,10 +58,19 @@ fn reference(brokers: &str, topic: &str, width_ms: i64) -> anyhow::Result<(Windo
             continue;
         };
         let start = ts.div_euclid(width_ms) * width_ms;
+        let key = (ts, message.partition(), message.offset());
         for tick in decoded.tickers {
-            let entry = windows.entry((tick.name.into_owned(), start)).or_default();
+            let id = (tick.name.into_owned(), start);
+            let entry = windows.entry(id.clone()).or_default();
             entry.0 += tick.price;
             entry.1 += 1;
+            let (open, close) = keys.entry(id).or_insert((key, key));
+            if key <= *open {
+                (*open, entry.2) = (key, Some(tick.price));
+            }
+            if key >= *close {
+                (*close, entry.3) = (key, Some(tick.price));
+            }
         }
     }
     anyhow::ensure!(
@@ -69,7 +82,9 @@ fn reference(brokers: &str, topic: &str, width_ms: i64) -> anyhow::Result<(Windo
 
 async fn stored(pool: &sqlx::PgPool) -> anyhow::Result<Windows> {
     let rows = sqlx::query(
-        "SELECT ticker, (extract(epoch FROM window_start) * 1000)::bigint AS start_ms, price_sum, sample_count FROM window_prices",
+        "SELECT ticker, (extract(epoch FROM window_start) * 1000)::bigint AS start_ms,
+                price_sum, sample_count, open_price, close_price
+         FROM window_prices",
     )
     .fetch_all(pool)
     .await?;
@@ -78,7 +93,12 @@ async fn stored(pool: &sqlx::PgPool) -> anyhow::Result<Windows> {
         .map(|r| {
             (
                 (r.get("ticker"), r.get("start_ms")),
-                (r.get("price_sum"), r.get("sample_count")),
+                (
+                    r.get("price_sum"),
+                    r.get("sample_count"),
+                    r.get("open_price"),
+                    r.get("close_price"),
+                ),
             )
         })
         .collect())
@@ -126,7 +146,9 @@ async fn main() -> anyhow::Result<()> {
             lost += (want.1 - got.1).max(0);
             twice += (got.1 - want.1).max(0);
             if differ <= 10 {
-                eprintln!("differs: {key:?} expected (sum, count) {want:?}, stored {got:?}");
+                eprintln!(
+                    "differs: {key:?} expected (sum, count, open, close) {want:?}, stored {got:?}"
+                );
             }
         }
     }
