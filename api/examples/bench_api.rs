@@ -5,7 +5,7 @@
 //! Environment: DATABASE_URL (from `scripts/services.sh env`), API_BIN (default
 //! target/release/api), BENCH_SECS per query (default 10), BENCH_SIZES (default 10000,1000000).
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tickpipe_testkit::TestDatabase;
@@ -87,16 +87,108 @@ fn wrk(url: &str, secs: u64) -> anyhow::Result<Load> {
     })
 }
 
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+/// Peak resident memory of `pid` (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
+    Ok(kib / 1024.0)
+}
+
+/// Starts the API binary on `port` over `database_url`; its metrics on a port of their own.
+fn start_api(database_url: &str, port: u16) -> anyhow::Result<Child> {
+    Ok(Command::new(env("API_BIN", "target/release/api"))
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("API_BIND", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("DATABASE_MAX_CONNECTIONS", "16")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?)
+}
+
+/// The three loads: no parameters, and an hour and a day in the middle of the seeded range.
+fn queries(base: &str, per_ticker: i64) -> [(&'static str, String); 3] {
+    let middle = NEWEST - per_ticker * 30 / 2;
+    [
+        ("no parameters", format!("{base}/v1/get-prices")),
+        (
+            "one ticker, one hour",
+            format!(
+                "{base}/v1/get-prices?ticker=AMZN&startTime={}&endTime={}",
+                middle,
+                middle + 3600
+            ),
+        ),
+        (
+            "one day, limit 1000",
+            format!(
+                "{base}/v1/get-prices?startTime={}&endTime={}&limit=1000",
+                middle - 43_200,
+                middle + 43_200
+            ),
+        ),
+    ]
+}
+
+fn print_load(name: &str, rows: i64, load: &Load) {
+    println!(
+        "bench|api {name}, {rows} rows: requests/s|{:.0}|req/s|||",
+        load.requests_per_sec
+    );
+    println!(
+        "bench|api {name}, {rows} rows: p50|{:.2}|ms|||",
+        load.p50_ms
+    );
+    println!(
+        "bench|api {name}, {rows} rows: p99|{:.2}|ms|target|5|{:.3}",
+        load.p99_ms,
+        load.p99_ms / 5.0
+    );
+}
+
+/// Seeds `rows`, runs the API over them and loads each query; returns the no-parameter p50.
+async fn bench_size(rows: i64, secs: u64) -> anyhow::Result<f64> {
+    let db = TestDatabase::create().await;
+    let per_ticker = seed(&db, rows).await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut api = start_api(&db.url, port)?;
+    let result = load(port, rows, per_ticker, secs, api.id()).await;
+    // Stopped whatever happened, so that a failed run leaves no API behind.
+    let _ = Command::new("kill")
+        .args(["-TERM", &api.id().to_string()])
+        .status();
+    let _ = api.wait();
+    result
+}
+
+/// Loads each query against the API on `port` (process `pid`); returns the no-parameter p50.
+async fn load(port: u16, rows: i64, per_ticker: i64, secs: u64, pid: u32) -> anyhow::Result<f64> {
+    tickpipe_testkit::eventually("api up", Duration::from_secs(20), || async {
+        tickpipe_common::healthcheck::probe(&format!("127.0.0.1:{port}"), "/readyz").then_some(())
+    })
+    .await;
+    let mut latest_p50 = None;
+    for (name, url) in &queries(&format!("http://127.0.0.1:{port}"), per_ticker) {
+        // Warm-up: connections, prepared statements and PostgreSQL's buffer cache.
+        wrk(url, 2)?;
+        let load = wrk(url, secs)?;
+        print_load(name, rows, &load);
+        if *name == "no parameters" {
+            latest_p50 = Some(load.p50_ms);
+        }
+    }
+    println!(
+        "bench|api peak memory (VmHWM), {rows} rows|{:.1}|MiB|||",
+        peak_rss_mib(pid)?
+    );
+    latest_p50.ok_or_else(|| anyhow::anyhow!("the no-parameter query did not run"))
 }
 
 #[tokio::main]
@@ -108,75 +200,7 @@ async fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let mut latest_p50 = Vec::new();
     for rows in sizes {
-        let db = TestDatabase::create().await;
-        let per_ticker = seed(&db, rows).await?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut api = Command::new(env("API_BIN", "target/release/api"))
-            .env_clear()
-            .env("DATABASE_URL", &db.url)
-            .env("API_BIND", format!("127.0.0.1:{port}"))
-            .env("DATABASE_MAX_CONNECTIONS", "16")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()?;
-        let base = format!("http://127.0.0.1:{port}");
-        tickpipe_testkit::eventually("api up", Duration::from_secs(20), || async {
-            tickpipe_common::healthcheck::probe(&format!("127.0.0.1:{port}"), "/readyz")
-                .then_some(())
-        })
-        .await;
-        // An hour and a day in the middle of the seeded range.
-        let middle = NEWEST - per_ticker * 30 / 2;
-        let queries = [
-            ("no parameters".to_owned(), format!("{base}/v1/get-prices")),
-            (
-                "one ticker, one hour".to_owned(),
-                format!(
-                    "{base}/v1/get-prices?ticker=AMZN&startTime={}&endTime={}",
-                    middle,
-                    middle + 3600
-                ),
-            ),
-            (
-                "one day, limit 1000".to_owned(),
-                format!(
-                    "{base}/v1/get-prices?startTime={}&endTime={}&limit=1000",
-                    middle - 43_200,
-                    middle + 43_200
-                ),
-            ),
-        ];
-        for (name, url) in &queries {
-            // Warm-up: connections, prepared statements and PostgreSQL's buffer cache.
-            wrk(url, 2)?;
-            let load = wrk(url, secs)?;
-            println!(
-                "bench|api {name}, {rows} rows: requests/s|{:.0}|req/s|||",
-                load.requests_per_sec
-            );
-            println!(
-                "bench|api {name}, {rows} rows: p50|{:.2}|ms|||",
-                load.p50_ms
-            );
-            println!(
-                "bench|api {name}, {rows} rows: p99|{:.2}|ms|target|5|{:.3}",
-                load.p99_ms,
-                load.p99_ms / 5.0
-            );
-            if name == "no parameters" {
-                latest_p50.push((rows, load.p50_ms));
-            }
-        }
-        println!(
-            "bench|api peak memory (VmHWM), {rows} rows|{:.1}|MiB|||",
-            peak_rss_mib(api.id())
-        );
-        let _ = Command::new("kill")
-            .args(["-TERM", &api.id().to_string()])
-            .status();
-        let _ = api.wait();
+        latest_p50.push((rows, bench_size(rows, secs).await?));
     }
     if let [(small_rows, small), .., (large_rows, large)] = latest_p50.as_slice() {
         println!(

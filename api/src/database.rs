@@ -76,19 +76,48 @@ impl Database {
     }
 
     /// Runs `query` on a pooled connection, all within the query timeout. Errors are already
-    /// classified: 503 when the database is unreachable or too slow, 500 otherwise.
-    pub async fn run<T, Q, Fut>(&self, what: &str, query: Q) -> Result<T, ApiError>
+    /// classified: 503 when the database is unreachable or too slow, 500 otherwise. Each call is a
+    /// `database` span (named by `what`) with one debug line: the wait for a connection and the
+    /// query's own time.
+    #[tracing::instrument(name = "database", skip_all, fields(what = what))]
+    pub async fn run<T, Q, Fut>(&self, what: &'static str, query: Q) -> Result<T, ApiError>
     where
         Q: FnOnce(PoolConnection<Postgres>) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         if self.state.closed.load(Ordering::Acquire) {
             self.ensure_recovery();
+            tracing::debug!("the database refuses connections; not waiting for the pool");
             return Err(refusing());
         }
-        let deadline = Instant::now() + self.query_timeout;
-        let timed_out =
-            || ApiError::Unavailable(format!("{what} exceeded {:?}", self.query_timeout));
+        let started = Instant::now();
+        let deadline = started + self.query_timeout;
+        let acquired = self.acquire(what, deadline).await;
+        let waited = started.elapsed();
+        let result = match acquired {
+            Ok(connection) => match tokio::time::timeout_at(deadline, query(connection)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(error)) => Err(self.classify(error).await),
+                Err(_) => Err(self.timed_out(what)),
+            },
+            Err(error) => Err(error),
+        };
+        tracing::debug!(
+            acquire_ms = millis(waited),
+            query_ms = millis(started.elapsed().saturating_sub(waited)),
+            ok = result.is_ok(),
+            "database call"
+        );
+        result
+    }
+
+    /// A pooled connection before `deadline`. If none comes within [`PROBE_AFTER`], a probe asks
+    /// whether the server refuses connections; if it does, the gate closes and this is a 503 at once.
+    async fn acquire(
+        &self,
+        what: &str,
+        deadline: Instant,
+    ) -> Result<PoolConnection<Postgres>, ApiError> {
         let acquire = tokio::time::timeout_at(deadline, self.pool.acquire());
         tokio::pin!(acquire);
         let watchdog = async {
@@ -106,16 +135,15 @@ impl Database {
                 acquire.await
             }
         };
-        let connection = match acquired {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => return Err(self.classify(error).await),
-            Err(_) => return Err(timed_out()),
-        };
-        match tokio::time::timeout_at(deadline, query(connection)).await {
-            Ok(Ok(value)) => Ok(value),
+        match acquired {
+            Ok(Ok(connection)) => Ok(connection),
             Ok(Err(error)) => Err(self.classify(error).await),
-            Err(_) => Err(timed_out()),
+            Err(_) => Err(self.timed_out(what)),
         }
+    }
+
+    fn timed_out(&self, what: &str) -> ApiError {
+        ApiError::Unavailable(format!("{what} exceeded {:?}", self.query_timeout))
     }
 
     /// A connection error may mean the server just went away: probe, so that the next requests
@@ -130,6 +158,7 @@ impl Database {
     }
 
     /// The last probe's verdict if recent, else a new probe. Concurrent callers share one probe.
+    #[tracing::instrument(name = "probe", skip_all)]
     async fn probe(&self) -> Verdict {
         let mut last = self.state.last_probe.lock().await;
         if let Some((at, verdict)) = *last {
@@ -137,7 +166,13 @@ impl Database {
                 return verdict;
             }
         }
+        let started = Instant::now();
         let verdict = probe_once(&self.pool.connect_options()).await;
+        tracing::debug!(
+            ?verdict,
+            elapsed_ms = millis(started.elapsed()),
+            "probed the database"
+        );
         *last = Some((Instant::now(), verdict));
         verdict
     }
@@ -173,6 +208,11 @@ impl Database {
             tracing::info!("the database accepts connections again");
         });
     }
+}
+
+/// A duration in milliseconds with microsecond resolution, for the logs.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
 fn refusing() -> ApiError {

@@ -1,4 +1,4 @@
-//! Request counts and latency histograms by route and status.
+//! Request counts and latency histograms by route and status, served on `METRICS_ADDR`.
 
 use std::time::Instant;
 

@@ -122,10 +122,12 @@ pub trait Spelling {
     fn minus() -> String;
 }
 
-/// The decimal text itself.
+/// The decimal text itself (what the tests read most easily).
+#[cfg(test)]
 #[derive(Debug)]
 pub struct Plain;
 
+#[cfg(test)]
 impl Spelling for Plain {
     fn digit(low: u8, high: u8) -> String {
         if low == high {

@@ -1,11 +1,15 @@
-//! `GET /v1/get-prices`: reads `window_prices` through the validated [`PriceQuery`].
+//! `GET /v1/get-prices`: reads `window_prices` through the validated [`PriceQuery`], which is the
+//! handler's extractor (an invalid query string is a 400 problem before the handler runs).
 
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::FromRow;
 use tickpipe_common::message::MAX_TICKER_LEN;
+use tracing::field::Empty;
+use tracing::Span;
 use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{
     AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
@@ -13,12 +17,13 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::Required;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::app::AppState;
+use crate::database::Database;
 use crate::problem::{ApiError, Problem};
 use crate::query::{
     patterns, Cursor, Form, PriceQuery, DEFAULT_LIMIT, MAX_LIMIT, MAX_TICKERS, MAX_TIME_SECS,
     MIN_TIME_SECS, TIME_RANGE_TEXT,
 };
-use crate::AppState;
 
 /// The average price of one ticker over one window.
 #[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
@@ -57,7 +62,7 @@ impl IntoParams for PricesParams {
         parameter_in_provider: impl Fn() -> Option<ParameterIn>,
     ) -> Vec<utoipa::openapi::path::Parameter> {
         let location = parameter_in_provider().unwrap_or(ParameterIn::Query);
-        let parameter = |name: &str, description: String, schema: Schema| {
+        let parameter = |(name, description, schema): (&str, String, Schema)| {
             ParameterBuilder::new()
                 .name(name)
                 .parameter_in(location.clone())
@@ -66,100 +71,129 @@ impl IntoParams for PricesParams {
                 .schema(Some(schema))
                 .build()
         };
-        let time_schema = |examples: [serde_json::Value; 2]| -> Schema {
-            let rfc3339 = ObjectBuilder::new()
-                .schema_type(Type::String)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-                .pattern(Some(patterns::RFC3339.as_str()))
-                .description(Some("RFC 3339"));
-            let unix = ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-                .minimum(Some(MIN_TIME_SECS))
-                .maximum(Some(MAX_TIME_SECS))
-                .description(Some("Unix seconds"));
-            Schema::AnyOf(
-                AnyOfBuilder::new()
-                    .item(rfc3339)
-                    .item(unix)
-                    .examples(examples)
-                    .build(),
-            )
-        };
-        let time_forms = format!(
-            "RFC 3339 (upper-case `T` and `Z`, seconds 00-59, at most 9 fraction digits, any offset) or \
-             integer Unix seconds; every time {TIME_RANGE_TEXT} is accepted"
-        );
-        vec![
-            parameter(
-                "ticker",
-                format!(
-                    "One or more tickers, comma-separated, case-insensitive: `AMZN` or `amzn,MSFT`. \
-                     Each is 1-{MAX_TICKER_LEN} of `A-Z a-z 0-9 . -`, optionally padded with spaces; \
-                     at most {MAX_TICKERS} names."
-                ),
-                Schema::Object(
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some(patterns::TICKERS.as_str()))
-                        .examples(["AMZN", "AMZN,MSFT"])
-                        .build(),
-                ),
-            ),
-            parameter(
+        [
+            ticker_parameter(),
+            time_parameter(
                 "startTime",
-                format!(
-                    "Inclusive lower bound of window start: {time_forms}. Must be earlier than \
-                     `endTime` when both are given."
-                ),
-                time_schema([
-                    serde_json::json!("2026-11-27T10:00:00Z"),
-                    serde_json::json!(1_795_773_600),
-                ]),
+                "Inclusive lower bound of window start",
+                "Must be earlier than `endTime` when both are given.",
+                ("2026-11-27T10:00:00Z", 1_795_773_600),
             ),
-            parameter(
+            time_parameter(
                 "endTime",
-                format!(
-                    "Exclusive upper bound of window start: {time_forms}. Must be later than \
-                     `startTime` when both are given."
-                ),
-                time_schema([
-                    serde_json::json!("2026-11-27T11:00:00Z"),
-                    serde_json::json!(1_795_777_200),
-                ]),
+                "Exclusive upper bound of window start",
+                "Must be later than `startTime` when both are given.",
+                ("2026-11-27T11:00:00Z", 1_795_777_200),
             ),
-            parameter(
-                "limit",
-                format!("Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
-                Schema::Object(
-                    ObjectBuilder::new()
-                        .schema_type(Type::Integer)
-                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-                        .minimum(Some(1))
-                        .maximum(Some(MAX_LIMIT))
-                        .default(Some(serde_json::json!(DEFAULT_LIMIT)))
-                        .examples([100])
-                        .build(),
-                ),
-            ),
-            parameter(
-                "cursor",
-                "The `nextCursor` of the previous page, unchanged. A cursor from a query with \
-                 `startTime` or `endTime` continues only such a query, and one from a query with \
-                 neither only such a query; repeat the other parameters of that request."
-                    .to_owned(),
-                Schema::Object(
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some(patterns::CURSOR.as_str()))
-                        .examples([Cursor::Latest {
-                            ticker: "AMZN".to_owned(),
-                        }
-                        .encode()])
-                        .build(),
-                ),
-            ),
+            limit_parameter(),
+            cursor_parameter(),
         ]
+        .into_iter()
+        .map(parameter)
+        .collect()
+    }
+}
+
+/// A parameter's name, description and schema.
+type ParameterParts = (&'static str, String, Schema);
+
+fn ticker_parameter() -> ParameterParts {
+    let description = format!(
+        "One or more tickers, comma-separated, case-insensitive: `AMZN` or `amzn,MSFT`. \
+         Each is 1-{MAX_TICKER_LEN} of `A-Z a-z 0-9 . -`, optionally padded with spaces; \
+         at most {MAX_TICKERS} names."
+    );
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(patterns::TICKERS.as_str()))
+        .examples(["AMZN", "AMZN,MSFT"])
+        .build();
+    ("ticker", description, Schema::Object(schema))
+}
+
+/// `startTime` or `endTime`: RFC 3339 text or Unix seconds, both inside the accepted range.
+fn time_parameter(
+    name: &'static str,
+    bound: &str,
+    rule: &str,
+    (text_example, seconds_example): (&str, i64),
+) -> ParameterParts {
+    let description = format!(
+        "{bound}: RFC 3339 (upper-case `T` and `Z`, seconds 00-59, at most 9 fraction digits, any \
+         offset) or integer Unix seconds; every time {TIME_RANGE_TEXT} is accepted. {rule}"
+    );
+    let rfc3339 = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+        .pattern(Some(patterns::RFC3339.as_str()))
+        .description(Some("RFC 3339"));
+    let unix = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(MIN_TIME_SECS))
+        .maximum(Some(MAX_TIME_SECS))
+        .description(Some("Unix seconds"));
+    let schema = AnyOfBuilder::new()
+        .item(rfc3339)
+        .item(unix)
+        .examples([
+            serde_json::json!(text_example),
+            serde_json::json!(seconds_example),
+        ])
+        .build();
+    (name, description, Schema::AnyOf(schema))
+}
+
+fn limit_parameter() -> ParameterParts {
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(1))
+        .maximum(Some(MAX_LIMIT))
+        .default(Some(serde_json::json!(DEFAULT_LIMIT)))
+        .examples([100])
+        .build();
+    (
+        "limit",
+        format!("Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
+        Schema::Object(schema),
+    )
+}
+
+fn cursor_parameter() -> ParameterParts {
+    let example = Cursor::Latest {
+        ticker: "AMZN".to_owned(),
+    }
+    .encode();
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(patterns::CURSOR.as_str()))
+        .examples([example])
+        .build();
+    (
+        "cursor",
+        "The `nextCursor` of the previous page, unchanged. A cursor from a query with \
+         `startTime` or `endTime` continues only such a query, and one from a query with \
+         neither only such a query; repeat the other parameters of that request."
+            .to_owned(),
+        Schema::Object(schema),
+    )
+}
+
+/// The query string as a validated [`PriceQuery`]; anything invalid is a 400 naming the parameter.
+impl<S: Send + Sync> FromRequestParts<S> for PriceQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| {
+                ApiError::bad_request(format!(
+                    "query string is malformed: {}",
+                    rejection.body_text()
+                ))
+            })?;
+        PriceQuery::parse(&pairs).map_err(ApiError::BadRequest)
     }
 }
 
@@ -180,27 +214,40 @@ impl IntoParams for PricesParams {
 )]
 pub async fn get_prices(
     State(state): State<AppState>,
-    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+    query: PriceQuery,
 ) -> Result<Json<PricesPage>, ApiError> {
-    let Query(pairs) = query.map_err(|e| {
-        ApiError::bad_request(format!("query string is malformed: {}", e.body_text()))
-    })?;
-    let query = PriceQuery::parse(&pairs).map_err(ApiError::BadRequest)?;
+    let rows = fetch_rows(&state.db, &query).await?;
+    Ok(Json(page(&query, rows)))
+}
+
+/// The rows of one page, plus one more if there is a next page.
+#[tracing::instrument(
+    name = "fetch_prices",
+    skip_all,
+    fields(
+        form = %query.form.name(),
+        tickers = query.tickers.as_ref().map(Vec::len),
+        limit = query.limit,
+        rows = Empty,
+    )
+)]
+async fn fetch_rows(db: &Database, query: &PriceQuery) -> Result<Vec<WindowPrice>, ApiError> {
     let mut sql = query.to_sql();
-    let rows = state
-        .db
-        .run("query", |mut connection| async move {
+    let rows = db
+        .run("prices query", |mut connection| async move {
             sql.build_query_as::<WindowPrice>()
                 .fetch_all(&mut *connection)
                 .await
         })
         .await?;
-    Ok(Json(page(&query, rows)))
+    Span::current().record("rows", rows.len());
+    Ok(rows)
 }
 
 /// Trims the extra row fetched past the limit into a `nextCursor`.
 fn page(query: &PriceQuery, mut rows: Vec<WindowPrice>) -> PricesPage {
-    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    let limit = usize::try_from(query.limit)
+        .expect("limit is validated to lie in 1..=MAX_LIMIT, which fits a usize");
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
         rows.last().map(|last| {

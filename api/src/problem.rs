@@ -1,7 +1,8 @@
 //! Errors as RFC 9457 `application/problem+json` documents that render themselves.
 //!
 //! The `detail` of a 400 names the parameter and the accepted form. A 500 never carries internals:
-//! the cause is logged, the client gets a generic sentence.
+//! the client gets a generic sentence, and the error itself rides along in the response's
+//! extensions, where [`crate::trace`]'s middleware logs the cause (rendering has no side effects).
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +24,7 @@ pub struct Problem {
 }
 
 /// Everything a request can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
@@ -53,7 +54,7 @@ impl ApiError {
         }
     }
 
-    fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -81,18 +82,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match &self {
-            Self::Unavailable(cause) => tracing::warn!(%cause, "answering 503"),
-            Self::Internal(cause) => tracing::error!(%cause, "answering 500"),
-            _ => {}
-        }
         let problem = Problem {
             kind: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            title: title(status).to_owned(),
             status: status.as_u16(),
             detail: self.public_detail(),
         };
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let body = serde_json::to_vec(&problem)
+            .expect("a Problem is strings and a number, which serde_json always serializes");
         let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
@@ -107,6 +104,46 @@ impl IntoResponse for ApiError {
                 header::HeaderValue::from_static(ALLOWED_METHODS),
             );
         }
+        // For the logging middleware: the cause of a 5xx is logged there, not here.
+        response.extensions_mut().insert(self);
         response
+    }
+}
+
+/// The problem's `title`: the reason phrase of one of the statuses [`ApiError::status`] returns.
+fn title(status: StatusCode) -> &'static str {
+    status
+        .canonical_reason()
+        .expect("every status an ApiError answers with is a standard one with a reason phrase")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_titled_problem_and_carries_itself_for_the_log() {
+        let errors = [
+            ApiError::bad_request("limit"),
+            ApiError::NotFound("/x".to_owned()),
+            ApiError::MethodNotAllowed,
+            ApiError::PayloadTooLarge {
+                declared: 2,
+                limit: 1,
+            },
+            ApiError::Unavailable("refused".to_owned()),
+            ApiError::Internal("boom".to_owned()),
+        ];
+        for error in errors {
+            let status = error.status();
+            assert!(!title(status).is_empty());
+            let response = error.clone().into_response();
+            assert_eq!(response.status(), status);
+            let carried = response
+                .extensions()
+                .get::<ApiError>()
+                .map(ToString::to_string);
+            assert_eq!(carried, Some(error.to_string()));
+        }
     }
 }

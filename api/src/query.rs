@@ -99,6 +99,16 @@ pub enum Form {
     },
 }
 
+impl Form {
+    /// `latest` or `range`, for the logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Latest => "latest",
+            Self::Range { .. } => "range",
+        }
+    }
+}
+
 /// The sort key of the last row of a page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cursor {
@@ -193,62 +203,16 @@ fn time_from_millis(ms: i64) -> Option<DateTime<Utc>> {
 impl PriceQuery {
     /// Validates raw query pairs. Every error names the parameter and the accepted form.
     pub fn parse(pairs: &[(String, String)]) -> Result<Self, String> {
-        let mut tickers = None;
-        let (mut start, mut end, mut limit, mut cursor) = (None, None, None, None);
-        for (name, value) in pairs {
-            let slot_taken = match name.as_str() {
-                "ticker" => tickers.replace(parse_tickers(value)?).is_some(),
-                "startTime" => start.replace(parse_time("startTime", value)?).is_some(),
-                "endTime" => end.replace(parse_time("endTime", value)?).is_some(),
-                "limit" => limit.replace(parse_limit(value)?).is_some(),
-                "cursor" => cursor.replace(value.clone()).is_some(),
-                other => {
-                    return Err(format!(
-                        "unknown query parameter {other:?}; accepted parameters are {}",
-                        ACCEPTED_PARAMETERS.join(", ")
-                    ))
-                }
-            };
-            if slot_taken {
-                return Err(format!(
-                    "query parameter {name:?} is given more than once; give it once"
-                ));
-            }
-        }
-        if let (Some(s), Some(e)) = (start, end) {
-            if s >= e {
-                return Err("startTime must be earlier than endTime".to_owned());
-            }
-        }
-        let form = if start.is_some() || end.is_some() {
-            Form::Range { start, end }
-        } else {
-            Form::Latest
-        };
-        let after = match cursor {
+        let given = Given::read(pairs)?;
+        let form = given.form()?;
+        let after = match &given.cursor {
             None => None,
-            Some(text) => {
-                let decoded = Cursor::decode(&text).map_err(|error| match error {
-                    CursorError::Malformed => "cursor is not valid; pass the nextCursor of a previous response unchanged".to_owned(),
-                    CursorError::OutOfRange => format!(
-                        "cursor holds a time outside the accepted range, {TIME_RANGE_TEXT}; pass the nextCursor of a previous response unchanged"
-                    ),
-                })?;
-                let fits = matches!(
-                    (&decoded, form),
-                    (Cursor::Latest { .. }, Form::Latest)
-                        | (Cursor::Range { .. }, Form::Range { .. })
-                );
-                if !fits {
-                    return Err("cursor belongs to a different kind of query; repeat the parameters of the request that returned it".to_owned());
-                }
-                Some(decoded)
-            }
+            Some(text) => Some(parse_cursor(text, form)?),
         };
         Ok(Self {
-            tickers,
+            tickers: given.tickers,
             form,
-            limit: limit.unwrap_or(DEFAULT_LIMIT),
+            limit: given.limit.unwrap_or(DEFAULT_LIMIT),
             after,
         })
     }
@@ -314,6 +278,82 @@ impl PriceQuery {
             }
         }
     }
+}
+
+/// Each parameter as given, checked on its own.
+#[derive(Debug, Default)]
+struct Given {
+    tickers: Option<Vec<String>>,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+impl Given {
+    /// Reads the pairs: unknown parameters and repeated ones are refused.
+    fn read(pairs: &[(String, String)]) -> Result<Self, String> {
+        let mut given = Self::default();
+        for (name, value) in pairs {
+            let slot_taken = match name.as_str() {
+                "ticker" => given.tickers.replace(parse_tickers(value)?).is_some(),
+                "startTime" => given
+                    .start
+                    .replace(parse_time("startTime", value)?)
+                    .is_some(),
+                "endTime" => given.end.replace(parse_time("endTime", value)?).is_some(),
+                "limit" => given.limit.replace(parse_limit(value)?).is_some(),
+                "cursor" => given.cursor.replace(value.clone()).is_some(),
+                other => {
+                    return Err(format!(
+                        "unknown query parameter {other:?}; accepted parameters are {}",
+                        ACCEPTED_PARAMETERS.join(", ")
+                    ))
+                }
+            };
+            if slot_taken {
+                return Err(format!(
+                    "query parameter {name:?} is given more than once; give it once"
+                ));
+            }
+        }
+        Ok(given)
+    }
+
+    /// Latest without times, else a range whose start is before its end.
+    fn form(&self) -> Result<Form, String> {
+        let (start, end) = (self.start, self.end);
+        if let (Some(s), Some(e)) = (start, end) {
+            if s >= e {
+                return Err("startTime must be earlier than endTime".to_owned());
+            }
+        }
+        Ok(if start.is_some() || end.is_some() {
+            Form::Range { start, end }
+        } else {
+            Form::Latest
+        })
+    }
+}
+
+/// A cursor that [`Cursor::encode`] wrote for a query of the same form.
+fn parse_cursor(text: &str, form: Form) -> Result<Cursor, String> {
+    let decoded = Cursor::decode(text).map_err(|error| match error {
+        CursorError::Malformed => {
+            "cursor is not valid; pass the nextCursor of a previous response unchanged".to_owned()
+        }
+        CursorError::OutOfRange => format!(
+            "cursor holds a time outside the accepted range, {TIME_RANGE_TEXT}; pass the nextCursor of a previous response unchanged"
+        ),
+    })?;
+    let fits = matches!(
+        (&decoded, form),
+        (Cursor::Latest { .. }, Form::Latest) | (Cursor::Range { .. }, Form::Range { .. })
+    );
+    if !fits {
+        return Err("cursor belongs to a different kind of query; repeat the parameters of the request that returned it".to_owned());
+    }
+    Ok(decoded)
 }
 
 fn parse_tickers(value: &str) -> Result<Vec<String>, String> {

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tickpipe_testkit::TestDatabase;
-use tower::ServiceExt;
+
+use crate::helpers::{app, call, database, get, request, send};
 
 /// 2026-11-27T10:00:00Z.
 const T0: i64 = 1_795_773_600;
@@ -37,37 +38,6 @@ async fn seed(pool: &PgPool, tickers: &[&str], windows: i64) {
     .expect("seed latest");
 }
 
-async fn get(pool: &PgPool, uri: &str) -> (StatusCode, String, Value) {
-    request(pool, "GET", uri).await
-}
-
-async fn request(pool: &PgPool, method: &str, uri: &str) -> (StatusCode, String, Value) {
-    let app = tickpipe_api::app(pool.clone(), Duration::from_secs(2));
-    let response = app
-        .oneshot(
-            Request::builder()
-                .method(method)
-                .uri(uri)
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await
-        .expect("response");
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, content_type, body)
-}
-
 fn window(ticker: &str, start: i64, average: f64, min: i64, max: i64) -> Value {
     let iso = |s: i64| {
         chrono::DateTime::from_timestamp(s, 0)
@@ -83,7 +53,7 @@ fn window(ticker: &str, start: i64, average: f64, min: i64, max: i64) -> Value {
 
 #[tokio::test]
 async fn no_parameters_gives_the_latest_window_of_every_ticker() {
-    let db = TestDatabase::create().await;
+    let db = database().await;
     seed(&db.pool, &["MSFT", "AMZN", "AAPL"], 3).await;
     let (status, content_type, body) = get(&db.pool, "/v1/get-prices").await;
     assert_eq!(status, StatusCode::OK);
@@ -102,7 +72,7 @@ async fn no_parameters_gives_the_latest_window_of_every_ticker() {
 
 #[tokio::test]
 async fn ticker_filter_is_case_insensitive() {
-    let db = TestDatabase::create().await;
+    let db = database().await;
     seed(&db.pool, &["MSFT", "AMZN", "AAPL"], 2).await;
     let (status, _, body) = get(&db.pool, "/v1/get-prices?ticker=amzn,Msft").await;
     assert_eq!(status, StatusCode::OK);
@@ -117,7 +87,7 @@ async fn ticker_filter_is_case_insensitive() {
 
 #[tokio::test]
 async fn a_time_range_gives_every_window_starting_inside_it() {
-    let db = TestDatabase::create().await;
+    let db = database().await;
     seed(&db.pool, &["MSFT", "AMZN"], 10).await;
     let uri = format!(
         "/v1/get-prices?startTime={}&endTime=2026-11-27T10:01:30Z",
@@ -146,7 +116,7 @@ async fn a_time_range_gives_every_window_starting_inside_it() {
 
 #[tokio::test]
 async fn pagination_visits_every_row_exactly_once() {
-    let db = TestDatabase::create().await;
+    let db = database().await;
     seed(&db.pool, &["AAPL", "AMZN", "MSFT"], 25).await;
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -186,7 +156,7 @@ async fn pagination_visits_every_row_exactly_once() {
 
 #[tokio::test]
 async fn every_error_is_problem_json_naming_the_parameter() {
-    let db = TestDatabase::create().await;
+    let db = database().await;
     let cases = [
         (
             "/v1/get-prices?startTime=soon",
@@ -240,7 +210,7 @@ async fn every_error_is_problem_json_naming_the_parameter() {
 
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
-    let db = TestDatabase::create().await;
+    let db = database().await;
     let (status, _, doc) = get(&db.pool, "/v1/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
@@ -249,13 +219,7 @@ async fn the_openapi_document_lists_every_route() {
         doc["openapi"]
     );
     let paths: Vec<&String> = doc["paths"].as_object().expect("paths").keys().collect();
-    for route in [
-        "/v1/get-prices",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/v1/openapi.json",
-    ] {
+    for route in ["/v1/get-prices", "/healthz", "/readyz", "/v1/openapi.json"] {
         assert!(
             paths.iter().any(|p| p.as_str() == route),
             "{route} missing from {paths:?}"
@@ -263,46 +227,45 @@ async fn the_openapi_document_lists_every_route() {
         let (status, _, _) = get(&db.pool, route).await;
         assert_eq!(status, StatusCode::OK, "{route} is documented and served");
     }
+    // Metrics are served on METRICS_ADDR (see the server tests), not here.
+    assert!(!paths.iter().any(|p| p.as_str() == "/metrics"), "{paths:?}");
+    let (status, content_type, _) = get(&db.pool, "/metrics").await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (StatusCode::NOT_FOUND, "application/problem+json")
+    );
     let params: Vec<&str> = doc["paths"]["/v1/get-prices"]["get"]["parameters"]
         .as_array()
         .expect("parameters")
         .iter()
         .map(|p| p["name"].as_str().expect("name"))
         .collect();
-    assert_eq!(params, tickpipe_api::query::ACCEPTED_PARAMETERS);
+    assert_eq!(params, tickpipe_api::testing::ACCEPTED_PARAMETERS);
 }
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_status() {
-    let db = TestDatabase::create().await;
-    let app = tickpipe_api::app(db.pool.clone(), Duration::from_secs(2));
+    let db = database().await;
+    let mut registry = Registry::default();
+    let app = tickpipe_api::testing::app_with_metrics(
+        db.pool.clone(),
+        Duration::from_secs(2),
+        &mut registry,
+    );
     for uri in ["/v1/get-prices", "/v1/get-prices?limit=0", "/metrics"] {
-        app.clone()
-            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
-            .await
-            .expect("response");
+        call(&app, "GET", uri).await;
     }
-    let response = app
-        .oneshot(
-            Request::get("/metrics")
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await
-        .expect("response");
-    let text = String::from_utf8(
-        axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("body")
-            .to_vec(),
-    )
-    .expect("utf8");
+    let text = tickpipe_common::telemetry::render(&registry);
     assert!(
         text.contains(r#"api_http_requests_total{route="/v1/get-prices",status="200"} 1"#),
         "{text}"
     );
     assert!(
         text.contains(r#"api_http_requests_total{route="/v1/get-prices",status="400"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"api_http_requests_total{route="unmatched",status="404"} 1"#),
         "{text}"
     );
     assert!(
@@ -313,7 +276,7 @@ async fn metrics_count_requests_by_route_and_status() {
 
 #[tokio::test]
 async fn the_reader_role_can_read_but_not_write() {
-    let db = TestDatabase::create().await;
+    let db = database().await;
     seed(&db.pool, &["AMZN"], 1).await;
     let role = tickpipe_testkit::unique_name("api");
     sqlx::query(&format!(
@@ -326,8 +289,8 @@ async fn the_reader_role_can_read_but_not_write() {
         .url
         .replacen("postgres:postgres@", &format!("{role}:reader@"), 1);
     let settings = tickpipe_common::config::DatabaseSettings {
-        database_url: tickpipe_common::config::DatabaseUrl::new(url),
-        database_max_connections: 2,
+        url: tickpipe_common::config::DatabaseUrl::new(url),
+        max_connections: 2,
     };
     let reader = tickpipe_common::db::read_only_pool(&settings).expect("pool");
     let (status, _, body) = get(&reader, "/v1/get-prices").await;
@@ -343,7 +306,7 @@ async fn the_reader_role_can_read_but_not_write() {
 /// accepted range, never a 500; the edges of that range are stored and queried without error.
 #[tokio::test]
 async fn times_out_of_range_are_a_400_and_the_edges_of_the_range_work() {
-    let db = TestDatabase::create().await;
+    let db = database().await;
     seed(&db.pool, &["AMZN"], 3).await;
     let hex = |plain: &str| -> String { plain.bytes().map(|b| format!("{b:02x}")).collect() };
     let edited_cursor = hex("R|-300000000000000|AMZN");
@@ -390,58 +353,33 @@ async fn times_out_of_range_are_a_400_and_the_edges_of_the_range_work() {
 
 #[tokio::test]
 async fn a_405_lists_the_allowed_methods_and_a_large_body_is_a_413() {
-    let db = TestDatabase::create().await;
+    let db = database().await;
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
-        let app = tickpipe_api::app(db.pool.clone(), Duration::from_secs(2));
-        let response = app
-            .oneshot(
-                Request::builder()
-                    .method(method)
-                    .uri("/v1/get-prices")
-                    .body(Body::empty())
-                    .expect("request"),
-            )
-            .await
-            .expect("response");
+        let answer = call(&app(&db.pool), method, "/v1/get-prices").await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
         assert_eq!(
-            response.status(),
-            StatusCode::METHOD_NOT_ALLOWED,
-            "{method}"
-        );
-        assert_eq!(
-            response
-                .headers()
-                .get("allow")
-                .and_then(|v| v.to_str().ok()),
+            answer.headers.get("allow").and_then(|v| v.to_str().ok()),
             Some("GET, HEAD"),
             "{method}"
         );
     }
-    let app = tickpipe_api::app(db.pool.clone(), Duration::from_secs(2));
-    let response = app
-        .oneshot(
-            Request::get("/healthz")
-                .header("content-length", "4096")
-                .body(Body::from(vec![b'x'; 4096]))
-                .expect("request"),
-        )
-        .await
-        .expect("response");
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(
-        response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json")
-    );
+    let answer = send(
+        &app(&db.pool),
+        Request::get("/healthz")
+            .header("content-length", "4096")
+            .body(Body::from(vec![b'x'; 4096]))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.content_type, "application/problem+json");
 }
 
 /// Issue 10: the document states every parameter's constraints, with the patterns the handler is
-/// tested against, and documents the problem responses.
+/// tested against.
 #[tokio::test]
 async fn the_openapi_document_states_every_parameter_constraint() {
-    let db = TestDatabase::create().await;
+    let db = database().await;
     let (_, _, doc) = get(&db.pool, "/v1/openapi.json").await;
     let operation = &doc["paths"]["/v1/get-prices"]["get"];
     let param = |name: &str| -> Value {
@@ -461,24 +399,15 @@ async fn the_openapi_document_states_every_parameter_constraint() {
     let ticker = param("ticker");
     assert_eq!(
         ticker["schema"]["pattern"].as_str(),
-        Some(tickpipe_api::query::patterns::TICKERS.as_str())
+        Some(tickpipe_api::testing::patterns::TICKERS.as_str())
     );
     let cursor = param("cursor");
     assert_eq!(
         cursor["schema"]["pattern"].as_str(),
-        Some(tickpipe_api::query::patterns::CURSOR.as_str())
+        Some(tickpipe_api::testing::patterns::CURSOR.as_str())
     );
     for name in ["startTime", "endTime"] {
-        let forms = param(name)["schema"]["anyOf"].clone();
-        assert_eq!(forms[0]["type"], "string", "{name}");
-        assert_eq!(forms[0]["format"], "date-time", "{name}");
-        assert_eq!(
-            forms[0]["pattern"].as_str(),
-            Some(tickpipe_api::query::patterns::RFC3339.as_str())
-        );
-        assert_eq!(forms[1]["type"], "integer", "{name}");
-        assert_eq!(forms[1]["minimum"], tickpipe_api::query::MIN_TIME_SECS);
-        assert_eq!(forms[1]["maximum"], tickpipe_api::query::MAX_TIME_SECS);
+        assert_time_forms(name, &param(name)["schema"]["anyOf"]);
     }
     // Every pattern compiles as a regular expression (JSON Schema patterns are not anchored, so
     // each one carries its own anchors).
@@ -493,6 +422,27 @@ async fn the_openapi_document_states_every_parameter_constraint() {
         );
         regex::Regex::new(&pattern).expect("compiles");
     }
+}
+
+/// A time parameter is RFC 3339 with the published pattern, or Unix seconds in the accepted range.
+fn assert_time_forms(name: &str, forms: &Value) {
+    assert_eq!(forms[0]["type"], "string", "{name}");
+    assert_eq!(forms[0]["format"], "date-time", "{name}");
+    assert_eq!(
+        forms[0]["pattern"].as_str(),
+        Some(tickpipe_api::testing::patterns::RFC3339.as_str())
+    );
+    assert_eq!(forms[1]["type"], "integer", "{name}");
+    assert_eq!(forms[1]["minimum"], tickpipe_api::testing::MIN_TIME_SECS);
+    assert_eq!(forms[1]["maximum"], tickpipe_api::testing::MAX_TIME_SECS);
+}
+
+/// Issue 10: the problem responses are documented, per operation and for every path.
+#[tokio::test]
+async fn the_openapi_document_documents_the_problem_responses() {
+    let db = database().await;
+    let (_, _, doc) = get(&db.pool, "/v1/openapi.json").await;
+    let operation = &doc["paths"]["/v1/get-prices"]["get"];
     for status in ["400", "503"] {
         assert!(
             operation["responses"][status]["content"]["application/problem+json"].is_object(),

@@ -1,28 +1,41 @@
-//! The HTTP server itself, over real sockets: the request-head timeout, the body limit and the
-//! graceful shutdown, configured through the same variables as the binary.
+//! The HTTP server itself, over real sockets: the request-head timeout, the body limit, the
+//! graceful shutdown and the metrics endpoint, configured through the same variables as the binary.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tickpipe_common::config::Layers;
 use tickpipe_common::service::ServiceSettings;
-use tickpipe_testkit::TestDatabase;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::helpers::{database, TestDb};
+
 const HEADER_TIMEOUT_MS: u64 = 300;
 
 struct Server {
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
+    metrics_addr: SocketAddr,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), tickpipe_api::ApiServerError>>,
-    db: TestDatabase,
+    db: TestDb,
+}
+
+/// A port nothing listens on (bound and released; nothing else on the machine races for it in
+/// practice).
+fn free_local_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
 }
 
 async fn start() -> Server {
-    let db = TestDatabase::create().await;
+    let db = database().await;
+    let metrics_addr = free_local_addr();
     let layers = Layers::from_vars([
         ("DATABASE_URL".to_owned(), db.url.clone()),
+        ("METRICS_ADDR".to_owned(), metrics_addr.to_string()),
         (
             "API_HEADER_READ_TIMEOUT_MS".to_owned(),
             HEADER_TIMEOUT_MS.to_string(),
@@ -32,7 +45,8 @@ async fn start() -> Server {
     ])
     .expect("layers");
     let settings = tickpipe_api::settings::Settings::load(&layers).expect("settings");
-    assert_eq!(settings.api.api_header_read_timeout_ms, HEADER_TIMEOUT_MS);
+    assert_eq!(settings.api.header_read_timeout_ms, HEADER_TIMEOUT_MS);
+    assert_eq!(settings.api.metrics_addr, metrics_addr);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -41,6 +55,7 @@ async fn start() -> Server {
     let task = tokio::spawn(tickpipe_api::serve(listener, settings, shutdown.clone()));
     Server {
         addr,
+        metrics_addr,
         shutdown,
         task,
         db,
@@ -48,7 +63,7 @@ async fn start() -> Server {
 }
 
 /// Sends `request` and reads until the server closes the connection (or 10 s pass).
-async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request).await.expect("write");
     let mut response = Vec::new();
@@ -208,4 +223,45 @@ async fn shutdown_finishes_in_flight_requests_and_closes_idle_connections() {
         TcpStream::connect(server.addr).await.is_err(),
         "the listener is closed"
     );
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_metrics_addr_and_not_on_the_api_port() {
+    let server = start().await;
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    let response = exchange(server.addr, &get("/v1/get-prices")).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let response = exchange(server.addr, &get("/metrics")).await;
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    assert!(response.contains("application/problem+json"), "{response}");
+
+    let metrics = exchange(server.metrics_addr, &get("/metrics")).await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains(r#"api_http_requests_total{route="/v1/get-prices",status="200"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"api_http_requests_total{route="unmatched",status="404"} 1"#),
+        "{metrics}"
+    );
+    let health = exchange(server.metrics_addr, &get("/healthz")).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    server.shutdown.cancel();
+    server.task.await.expect("join").expect("serve");
+    // The metrics endpoint stops with the API (its graceful shutdown may take a moment).
+    tickpipe_testkit::eventually(
+        "the metrics listener closes",
+        Duration::from_secs(10),
+        || async {
+            TcpStream::connect(server.metrics_addr)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
 }

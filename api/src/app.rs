@@ -1,0 +1,196 @@
+//! The router: the documented routes, the OpenAPI document generated from them, the error
+//! fallbacks and the middleware around every route.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use prometheus_client::registry::Registry;
+use sqlx::PgPool;
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::database::Database;
+use crate::metrics::HttpMetrics;
+use crate::problem::{ApiError, Problem};
+use crate::{metrics, prices, trace};
+
+/// Default of `API_MAX_BODY_BYTES`: no resource reads a body, so a small one is plenty.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024;
+
+/// Shared by every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: Database,
+    /// The OpenAPI document, serialized once.
+    pub openapi: Arc<String>,
+}
+
+/// The application's limits (the README's configuration table has their defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct AppOptions {
+    /// A request's whole database work (waiting for a connection and the query) gets this long.
+    pub query_timeout: Duration,
+    /// Larger declared request bodies are refused with a 413.
+    pub max_body_bytes: usize,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tickpipe API",
+        description = "Average stock prices per ticker over 30-second windows.\n\n\
+            Errors are RFC 9457 `application/problem+json` documents (the `Problem` schema). Besides the \
+            responses listed per operation, any path not listed here answers 404 (`NotFound`) and any \
+            method other than GET and HEAD answers 405 with `Allow: GET, HEAD` (`MethodNotAllowed`); \
+            both are in `components.responses`. A request that declares a body larger than the limit \
+            answers 413."
+    ),
+    components(schemas(Problem))
+)]
+struct ApiDoc;
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    responses(
+        (status = 200, description = "Alive", body = String),
+        (status = 413, description = "The request has a body larger than the limit", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the database answers a query.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    responses(
+        (status = 200, description = "Database reachable", body = String),
+        (status = 413, description = "The request has a body larger than the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unreachable, refusing connections or too slow", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state
+        .db
+        .run("readiness query", |mut connection| async move {
+            sqlx::query("SELECT 1").execute(&mut *connection).await
+        })
+        .await?;
+    Ok("ready")
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    responses(
+        (status = 200, description = "OpenAPI 3.1 document", body = Object),
+        (status = 413, description = "The request has a body larger than the limit", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.as_str().to_owned(),
+    )
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Refuses a declared body over the limit before any handler runs. (A chunked body is never read:
+/// no handler reads one, and [`DefaultBodyLimit`] bounds any extractor that would.)
+async fn limit_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    match declared {
+        Some(declared) if declared > limit as u64 => {
+            ApiError::PayloadTooLarge { declared, limit }.into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// The application over `pool`: routes, documentation, error fallbacks, request metrics (registered
+/// in `registry`, which the caller serves on `METRICS_ADDR`) and request logs.
+pub fn router(pool: PgPool, options: AppOptions, registry: &mut Registry) -> Router {
+    let http_metrics = HttpMetrics::register(registry);
+    let (routes, document) = documented_routes();
+    let openapi = document.to_pretty_json().expect(
+        "the OpenAPI document is plain data built from this crate's route definitions and schemas, \
+         which serde_json always serializes",
+    );
+    let state = AppState {
+        db: Database::new(pool, options.query_timeout),
+        openapi: Arc::new(openapi),
+    };
+    let routes = routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            options.max_body_bytes,
+            limit_body,
+        ))
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            metrics::record,
+        ));
+    trace::layer(routes).with_state(state)
+}
+
+/// The routes and the OpenAPI document generated from their definitions, with the problem
+/// responses every path shares (404, 405) in `components.responses`.
+fn documented_routes() -> (Router<AppState>, Document) {
+    let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(prices::get_prices))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_json))
+        .split_for_parts();
+    let components = document.components.get_or_insert_with(Default::default);
+    components.responses.insert(
+        "NotFound".to_owned(),
+        problem_response("No resource at this path (any path not listed in this document)"),
+    );
+    components.responses.insert(
+        "MethodNotAllowed".to_owned(),
+        problem_response(
+            "Every resource answers only GET and HEAD; other methods get this, with `Allow: GET, HEAD`",
+        ),
+    );
+    (router, document)
+}
+
+/// A response that is a problem document, for `components.responses`.
+fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build(),
+    )
+}

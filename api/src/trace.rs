@@ -1,0 +1,97 @@
+//! One span and one log line per request, a request id, and the causes of server errors.
+//!
+//! Every request gets an `x-request-id` (the client's, if it sent one, else a new UUID), returned
+//! in the response. Its span, `request`, carries the method, the matched route, the URI, the id and,
+//! once answered, the status and the latency in milliseconds; the line `answered` is logged at info
+//! inside it. Anything logged while the request runs (the database calls at debug, see
+//! [`crate::database`]) is inside the same span, so a slow request can be followed by its id.
+//!
+//! [`ApiError`] renders without side effects and leaves itself in the response's extensions;
+//! [`log_errors`] logs the cause of a 503 (warn) or a 500 (error) from there.
+
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderName;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::field::{display, Empty};
+use tracing::Span;
+
+use crate::problem::ApiError;
+
+/// The request id header, set on every request and copied to its response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps every route of `router` (and its fallbacks) in the request id, the request span and the
+/// error log. Apply after the routes and the other middleware, so that these are outermost.
+pub fn layer<S>(router: Router<S>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    // The last layer added runs first: the id is set, then the span opens with it, then the
+    // response gets the id back, and errors are logged inside the span.
+    router
+        .layer(axum::middleware::from_fn(log_errors))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(make_span)
+                .on_request(())
+                .on_response(on_response)
+                .on_eos(())
+                // 5xx causes are logged by `log_errors`, which knows them.
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+fn make_span(request: &Request) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| display(path.as_str().to_owned()));
+    // Set by `SetRequestIdLayer` before this runs; a client's id that is not visible ASCII is
+    // kept in the response but left out of the log.
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .map(|id| display(id.to_owned()));
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        uri = %request.uri(),
+        request_id,
+        status = Empty,
+        latency_ms = Empty,
+    )
+}
+
+fn on_response(response: &Response, latency: Duration, span: &Span) {
+    span.record("status", response.status().as_u16());
+    // Microsecond resolution, in milliseconds.
+    span.record("latency_ms", (latency.as_secs_f64() * 1e6).round() / 1e3);
+    tracing::info!("answered");
+}
+
+/// Logs what [`ApiError`] left in the response: the cause of a 5xx, and a client error's detail at
+/// debug. A 5xx without one (none is expected) is logged as such.
+pub async fn log_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    match response.extensions().get::<ApiError>() {
+        Some(ApiError::Unavailable(cause)) => tracing::warn!(status, %cause, "answering 503"),
+        Some(ApiError::Internal(cause)) => tracing::error!(status, %cause, "answering 500"),
+        Some(error) => tracing::debug!(status, %error, "answering a client error"),
+        None if response.status().is_server_error() => {
+            tracing::error!(status, "answering a server error without a recorded cause");
+        }
+        None => {}
+    }
+    response
+}

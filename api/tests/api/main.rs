@@ -1,0 +1,8 @@
+//! The API's integration tests, one binary: against a real PostgreSQL (`scripts/services.sh up`),
+//! through the real router or over real sockets.
+
+mod helpers;
+mod logs;
+mod prices;
+mod readiness;
+mod server;
