@@ -56,6 +56,6 @@ ENTRYPOINT ["/usr/local/bin/aggregator"]
 
 FROM runtime AS api
 COPY --from=build /out/api /usr/local/bin/api
-EXPOSE 8080
+EXPOSE 8080 9103
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["/usr/local/bin/api", "--healthcheck"]
 ENTRYPOINT ["/usr/local/bin/api"]

@@ -25,5 +25,5 @@ export KAFKA_BROKERS DATABASE_URL
 target/release/aggregator & pids+=("$!")
 target/release/generator & pids+=("$!")
 target/release/api & pids+=("$!")
-echo "running: API on http://localhost:8080/v1/get-prices, metrics on :9101 (generator) and :9102 (aggregator); Ctrl-C stops"
+echo "running: API on http://localhost:8080/v1/get-prices, metrics on :9101 (generator), :9102 (aggregator) and :9103 (API); Ctrl-C stops"
 wait -n "${pids[@]}" || true

@@ -147,7 +147,7 @@ say "seeded database $DB_NAME"
 # A free port: bind port 0, read it, release it (nothing else on this machine races for it in practice).
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
-API_BIND="127.0.0.1:$port" DATABASE_URL="$db_url" RUST_LOG=warn LOG_FORMAT=text \
+API_BIND="127.0.0.1:$port" METRICS_ADDR=127.0.0.1:0 DATABASE_URL="$db_url" RUST_LOG=warn LOG_FORMAT=text \
     target/debug/api >"$WORK_DIR/api.log" 2>&1 &
 API_PID=$!
 
