@@ -1,10 +1,18 @@
-//! The aggregator: exact per-ticker average prices over tumbling event-time windows, in PostgreSQL.
+//! The aggregator: exact per-ticker prices (sum, count, min, max, open, close) over tumbling
+//! event-time windows, in PostgreSQL.
 //!
-//! One message's path: [`consumer`] polls a record and validates it (invalid ones go to the
-//! [`dead_letters`] topic), [`partition`] adds its prices to the open window of its partition and
-//! decides when windows are final, and [`store`] adds final windows to `window_prices` in the same
-//! transaction as the partition's progress. That shared transaction is what makes the table exact
-//! across crashes, restarts and rebalances; the README's "Exactly once" section explains why.
+//! One message's path, one file a step:
+//! - [`consumer`] configures the Kafka client and polls; [`ownership`] claims each assigned
+//!   partition in PostgreSQL (fencing a former owner) and seeks it to the stored resume offset.
+//! - [`processor`] takes one record: [`record`] validates it, invalid ones go to the
+//!   [`dead_letters`] topic, valid ones go to [`partition`], which adds their prices to the open
+//!   window ([`window`]) and decides when windows are final.
+//! - [`store`] adds final windows to `window_prices` in the same transaction as the partition's
+//!   progress. That shared transaction is what makes the table exact across crashes, restarts and
+//!   rebalances; the README's "Exactly once" section explains why.
+//!
+//! Around them: [`settings`], [`metrics`], [`throttle`] (log lines per interval) and
+//! [`cancellable`] (waits that end at shutdown).
 //!
 //! It does not serve the data (the API does) and does not trust offsets committed to Kafka.
 
@@ -13,13 +21,13 @@ mod consumer;
 pub mod dead_letters;
 pub mod metrics;
 mod ownership;
-pub mod partition;
+mod partition;
 mod processor;
 mod record;
 pub mod settings;
 mod store;
 mod throttle;
-pub mod window;
+mod window;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
