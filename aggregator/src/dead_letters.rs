@@ -51,7 +51,7 @@ pub mod headers {
 /// The producer's `message.max.bytes` (librdkafka's default, stated so the budget below follows it).
 const PRODUCER_MAX_MESSAGE_BYTES: usize = 1_000_000;
 /// Key + value bytes a letter starts with: the producer limit less room for our headers (the
-/// detail is capped at [`MAX_DETAIL_BYTES`], a topic name at 249) and the record's framing.
+/// detail is capped at `MAX_DETAIL_BYTES`, a topic name at 249) and the record's framing.
 pub const LETTER_BUDGET_BYTES: usize = PRODUCER_MAX_MESSAGE_BYTES - 16 * 1024;
 /// The rejection detail is free text from a parser; it never needs more than this.
 const MAX_DETAIL_BYTES: usize = 1024;

@@ -2,17 +2,17 @@
 //! event-time windows, in PostgreSQL.
 //!
 //! One message's path, one file a step:
-//! - [`consumer`] configures the Kafka client and polls; [`ownership`] claims each assigned
+//! - `consumer` configures the Kafka client and polls; `ownership` claims each assigned
 //!   partition in PostgreSQL (fencing a former owner) and seeks it to the stored resume offset.
-//! - [`processor`] takes one record: [`record`] validates it, invalid ones go to the
-//!   [`dead_letters`] topic, valid ones go to [`partition`], which adds their prices to the open
-//!   window ([`window`]) and decides when windows are final.
-//! - [`store`] adds final windows to `window_prices` in the same transaction as the partition's
+//! - `processor` takes one record: `record` validates it, invalid ones go to the
+//!   [`dead_letters`] topic, valid ones go to `partition`, which adds their prices to the open
+//!   window (`window`) and decides when windows are final.
+//! - `store` adds final windows to `window_prices` in the same transaction as the partition's
 //!   progress. That shared transaction is what makes the table exact across crashes, restarts and
 //!   rebalances; the README's "Exactly once" section explains why.
 //!
-//! Around them: [`settings`], [`metrics`], [`throttle`] (log lines per interval) and
-//! [`cancellable`] (waits that end at shutdown).
+//! Around them: [`settings`], [`metrics`], `throttle` (log lines per interval) and
+//! `cancellable` (waits that end at shutdown).
 //!
 //! It does not serve the data (the API does) and does not trust offsets committed to Kafka.
 
