@@ -18,7 +18,7 @@ use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Message};
 use tickpipe_aggregator::dead_letters::{headers, LETTER_BUDGET_BYTES};
-use tickpipe_aggregator::metrics::ReasonLabel;
+use tickpipe_aggregator::metrics::{AggregatorMetrics, ReasonLabel};
 use tickpipe_common::clock::now_ms;
 use tickpipe_testkit::{brokers, consume_all, header, unique_name, TestDatabase, TestRecord};
 
@@ -307,6 +307,20 @@ async fn verify(
     letters
 }
 
+/// Runs an aggregator with default settings over `records` (already produced), verifies them as
+/// [`verify`] does, stops it, and returns its metrics and the dead letters.
+async fn run_and_verify(
+    topic: &str,
+    db: &TestDatabase,
+    records: &[Raw],
+) -> (AggregatorMetrics, Vec<OwnedMessage>) {
+    let aggregator = start(settings(topic, db, &[]));
+    let letters = verify(topic, db, records, 30_000, &aggregator).await;
+    let metrics = aggregator.metrics.clone();
+    aggregator.stop().await;
+    (metrics, letters)
+}
+
 /// The letter holds the original key and value, or prefixes of them with the original sizes in
 /// headers when the whole would not fit.
 fn assert_letter_carries(letter: &OwnedMessage, record: &Raw) {
@@ -386,10 +400,8 @@ async fn sizes_at_and_around_every_limit() {
         ),
     ];
     produce_raw(&topic, &mut records, &[]).await;
-    let aggregator = start(settings(&topic, &db, &[]));
-    verify(&topic, &db, &records, 30_000, &aggregator).await;
-    assert!(aggregator.metrics.dead_letters.truncated.get() >= 3);
-    aggregator.stop().await;
+    let (metrics, _) = run_and_verify(&topic, &db, &records).await;
+    assert!(metrics.dead_letters.truncated.get() >= 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,9 +431,7 @@ async fn every_compression_codec_is_read() {
         produce_raw(&topic, &mut records, &[("compression.type", codec)]).await;
         all.extend(records);
     }
-    let aggregator = start(settings(&topic, &db, &[]));
-    verify(&topic, &db, &all, 30_000, &aggregator).await;
-    aggregator.stop().await;
+    run_and_verify(&topic, &db, &all).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,9 +444,7 @@ async fn a_topic_the_broker_compresses_with_zstd_is_read() {
         .collect();
     records.push(Raw::invalid(1, T0 + 20, vec![0xff, 0xfe], "not_utf8"));
     produce_raw(&topic, &mut records, &[("compression.type", "gzip")]).await;
-    let aggregator = start(settings(&topic, &db, &[]));
-    verify(&topic, &db, &records, 30_000, &aggregator).await;
-    aggregator.stop().await;
+    run_and_verify(&topic, &db, &records).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,9 +497,7 @@ async fn transactions_count_only_what_was_committed() {
     let mut plain = vec![Raw::valid(0, T0 + 9_000, &[("AAPL", 215)])];
     produce_raw(&topic, &mut plain, &[]).await;
     records.extend(plain);
-    let aggregator = start(settings(&topic, &db, &[]));
-    verify(&topic, &db, &records, 30_000, &aggregator).await;
-    aggregator.stop().await;
+    run_and_verify(&topic, &db, &records).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -526,13 +532,11 @@ async fn tombstones_keys_and_headers_are_never_trusted() {
     }
     records.push(many_headers);
     produce_raw(&topic, &mut records, &[]).await;
-    let aggregator = start(settings(&topic, &db, &[]));
-    let letters = verify(&topic, &db, &records, 30_000, &aggregator).await;
+    let (_, letters) = run_and_verify(&topic, &db, &records).await;
     // A forged reason header on the input is not what the letter says.
     assert!(letters
         .iter()
         .all(|l| header(l, headers::REASON).as_deref() != Some("forged")));
-    aggregator.stop().await;
 }
 
 /// Waits until an aggregator has claimed `partitions` partitions `times` times in all.
@@ -626,9 +630,7 @@ async fn a_burst_across_many_partitions() {
     }
     // One producer per record order keeps each partition's order as listed.
     produce_raw(&topic, &mut records, &[("compression.type", "lz4")]).await;
-    let aggregator = start(settings(&topic, &db, &[]));
-    verify(&topic, &db, &records, 30_000, &aggregator).await;
-    aggregator.stop().await;
+    run_and_verify(&topic, &db, &records).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
