@@ -8,7 +8,8 @@
 //!   [`dead_letters`] topic, valid ones go to `partition`, which adds their prices to the open
 //!   window (`window`) and decides when windows are final.
 //! - `store` adds final windows to `window_prices` in the same transaction as the partition's
-//!   progress. That shared transaction is what makes the table exact across crashes, restarts and
+//!   progress, and `changes` appends what changed to the change log (and notifies) in it too.
+//!   That shared transaction is what makes the table exact across crashes, restarts and
 //!   rebalances; the README's "Exactly once" section explains why.
 //!
 //! Around them: [`settings`], [`metrics`], `throttle` (log lines per interval) and
@@ -17,6 +18,7 @@
 //! It does not serve the data (the API does) and does not trust offsets committed to Kafka.
 
 mod cancellable;
+mod changes;
 mod consumer;
 pub mod dead_letters;
 pub mod metrics;

@@ -19,6 +19,8 @@ use tickpipe_common::message::{InvalidMessage, InvalidReason};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cancellable::block_on_unless_cancelled;
+use crate::changes;
 use crate::dead_letters::DeadLetters;
 use crate::metrics::{AggregatorMetrics, ErrorLabel, PartitionLabel, ReasonLabel};
 use crate::ownership::{AggregatorConsumer, Rebalanced};
@@ -27,6 +29,9 @@ use crate::record;
 use crate::settings::Settings;
 use crate::store::{self, Commit};
 use crate::throttle::Throttle;
+
+/// How often an instance prunes the change log of entries past their retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// The consume loop's state: the assigned partitions and where their output goes.
 #[derive(Debug)]
@@ -45,6 +50,8 @@ pub struct Processor {
     /// Invalid records and consumer errors can arrive by the thousand: one log line per interval.
     invalid_log: Throttle,
     error_log: Throttle,
+    /// The change log is pruned about this often (every instance does it; deleting twice is harmless).
+    prune_every: Throttle,
     /// Wall clock (Unix ms), refreshed by the loop every few hundred polls and when idle: reading
     /// the clock for each record cost more than handling it.
     pub now_ms: i64,
@@ -78,6 +85,7 @@ impl Processor {
             shutdown,
             invalid_log: Throttle::new(Duration::from_secs(1)),
             error_log: Throttle::new(Duration::from_secs(5)),
+            prune_every: Throttle::new(PRUNE_EVERY),
             now_ms: tickpipe_common::clock::now_ms(),
         })
     }
@@ -185,8 +193,12 @@ impl Processor {
         }
     }
 
-    /// Advances caught-up partitions by the wall clock and writes what that closed.
+    /// Advances caught-up partitions by the wall clock and writes what that closed; now and then
+    /// prunes the change log.
     pub fn tick(&mut self, consumer: &AggregatorConsumer) {
+        if self.prune_every.allow().is_some() {
+            self.prune_changes();
+        }
         let now = self.now_ms;
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
         for partition in partitions {
@@ -249,6 +261,19 @@ impl Processor {
             .write_latency
             .observe(started.elapsed().as_secs_f64());
         Some(commit)
+    }
+
+    /// Best effort: a failure only leaves old entries a little longer.
+    fn prune_changes(&self) {
+        let pruned =
+            block_on_unless_cancelled(&self.runtime, &self.shutdown, changes::prune(&self.pool));
+        match pruned {
+            Some(Ok(deleted)) if deleted > 0 => tracing::debug!(deleted, "change log pruned"),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "pruning the change log failed; retried later")
+            }
+            _ => {}
+        }
     }
 
     /// Mirrors the stored resume offset into Kafka so that standard tools show the group's lag.

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
+use crate::changes::{self, ChangedRow};
 use crate::partition::{Flush, Progress, WindowRow};
 use crate::window::KeyedPrice;
 
@@ -56,11 +57,14 @@ pub async fn commit(pool: &PgPool, topic: &str, flush: &Flush) -> Result<Commit,
         tx.rollback().await?;
         return Ok(Commit::Fenced);
     }
+    let mut changed = Vec::new();
     if !flush.rows.is_empty() {
         let columns = WindowColumns::from(flush.rows.as_slice());
-        add_windows(&mut tx, &columns).await?;
+        changed = add_windows(&mut tx, &columns).await?;
         advance_latest(&mut tx, &columns).await?;
     }
+    // Last: it takes the log's lock, which must come after every row lock (see `changes`).
+    changes::append(&mut tx, topic, &changed).await?;
     tx.commit().await?;
     Ok(Commit::Written)
 }
@@ -146,12 +150,12 @@ impl<'a> From<&'a [WindowRow]> for WindowColumns<'a> {
 
 /// Adds the rows to `window_prices`: contributions of other partitions to the same (ticker,
 /// window) add up, and the open (close) with the smaller (larger) key wins. Keys compare as arrays,
-/// element by element: (timestamp, partition, offset).
+/// element by element: (timestamp, partition, offset). Returns the rows as they now stand.
 async fn add_windows(
     tx: &mut Transaction<'_, Postgres>,
     columns: &WindowColumns<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<Vec<ChangedRow>, sqlx::Error> {
+    sqlx::query_as(
         "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
                                     open_key, open_price, close_key, close_price)
          SELECT ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
@@ -176,7 +180,9 @@ async fn add_windows(
                                 THEN EXCLUDED.close_price ELSE window_prices.close_price END,
              close_key = CASE WHEN EXCLUDED.close_key > window_prices.close_key
                               THEN EXCLUDED.close_key ELSE window_prices.close_key END,
-             updated_at = now()",
+             updated_at = now()
+         RETURNING ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
+                   open_price, close_price",
     )
     .bind(&columns.tickers)
     .bind(&columns.starts)
@@ -193,9 +199,8 @@ async fn add_windows(
     .bind(&columns.close.partitions)
     .bind(&columns.close.offsets)
     .bind(&columns.close.prices)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .fetch_all(&mut **tx)
+    .await
 }
 
 /// Moves each ticker's entry in `latest_windows` forward to its newest written window.

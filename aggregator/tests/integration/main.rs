@@ -2,6 +2,7 @@
 //! lateness, crashes and restarts, hostile input. `helpers` holds what they share.
 
 mod adversarial;
+mod changes;
 mod crash;
 mod helpers;
 mod windows;
