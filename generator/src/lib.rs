@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::GeneratorMetrics;
 use crate::producer::TickerProducer;
 use crate::schedule::Schedule;
-use crate::settings::Settings;
+use crate::settings::{GeneratorSettings, Settings};
 use crate::stocks::MessageSource;
 
 /// How long a shutdown waits for in-flight messages to be acknowledged.
@@ -80,6 +80,20 @@ pub async fn run_with_metrics(
     metrics: GeneratorMetrics,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, GeneratorError> {
+    let Some(producer) = connect(&settings, &metrics, &shutdown).await? else {
+        return Ok(RunSummary::default());
+    };
+    let start = Instant::now();
+    let summary = produce_on_schedule(&settings.generator, &producer, &metrics, &shutdown).await;
+    finish(producer, summary, start).await
+}
+
+/// Makes sure the topic exists and creates the producer; `None` if shut down meanwhile.
+async fn connect(
+    settings: &Settings,
+    metrics: &GeneratorMetrics,
+    shutdown: &CancellationToken,
+) -> Result<Option<TickerProducer>, GeneratorError> {
     let generator = &settings.generator;
     let topic = &settings.kafka.topic;
     let topic_ready = ensure_topic_with_retry(
@@ -87,11 +101,11 @@ pub async fn run_with_metrics(
         topic,
         generator.partitions,
         generator.replication_factor,
-        &shutdown,
+        shutdown,
     )
     .await;
     if !topic_ready {
-        return Ok(RunSummary::default());
+        return Ok(None);
     }
     let producer = TickerProducer::new(
         &settings.kafka.brokers,
@@ -100,21 +114,29 @@ pub async fn run_with_metrics(
         metrics.clone(),
     )
     .map_err(GeneratorError::Producer)?;
-    metrics.configured_rate.set(generator.rate);
-    let mut source = MessageSource::new(&generator.stocks, generator.seed);
-
-    let start = Instant::now();
-    let schedule = Schedule::new(start, generator.rate);
-    let mut summary = RunSummary::default();
-    let mut last_timestamp_ms = 0i64;
-    let mut last_rate_update = start;
     tracing::info!(
         %topic,
         rate = generator.rate,
         compression = %generator.compression,
         "producing"
     );
+    Ok(Some(producer))
+}
 
+/// Sends one message per tick of the schedule until shut down or `max_messages` are sent.
+async fn produce_on_schedule(
+    generator: &GeneratorSettings,
+    producer: &TickerProducer,
+    metrics: &GeneratorMetrics,
+    shutdown: &CancellationToken,
+) -> RunSummary {
+    metrics.configured_rate.set(generator.rate);
+    let mut source = MessageSource::new(&generator.stocks, generator.seed);
+    let start = Instant::now();
+    let schedule = Schedule::new(start, generator.rate);
+    let mut summary = RunSummary::default();
+    let mut last_timestamp_ms = 0i64;
+    let mut last_rate_update = start;
     while generator.max_messages.is_none_or(|max| summary.sent < max) {
         if let Some(due) = schedule.due(summary.sent) {
             tokio::select! {
@@ -143,7 +165,15 @@ pub async fn run_with_metrics(
                 .set(summary.sent as f64 / start.elapsed().as_secs_f64());
         }
     }
+    summary
+}
 
+/// Waits for in-flight messages and completes the summary; an error if any was not delivered.
+async fn finish(
+    producer: TickerProducer,
+    mut summary: RunSummary,
+    start: Instant,
+) -> Result<RunSummary, GeneratorError> {
     tracing::info!(sent = summary.sent, "stopping: flushing in-flight messages");
     let tracker = producer
         .flush(FLUSH_TIMEOUT)
