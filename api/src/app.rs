@@ -17,6 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::database::Database;
+use crate::interval::Window;
 use crate::metrics::HttpMetrics;
 use crate::problem::{ApiError, Problem};
 use crate::{metrics, prices, trace};
@@ -28,6 +29,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub db: Database,
+    /// The aggregator's window (`AGGREGATOR_WINDOW_SECS`): the default and base of `interval`.
+    pub window: Window,
     /// The OpenAPI document, serialized once.
     pub openapi: Arc<String>,
 }
@@ -39,13 +42,17 @@ pub struct AppOptions {
     pub query_timeout: Duration,
     /// Larger declared request bodies are refused with a 413.
     pub max_body_bytes: usize,
+    /// The aggregator's window.
+    pub window: Window,
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "tickpipe API",
-        description = "Average stock prices per ticker over 30-second windows.\n\n\
+        description = "Stock prices per ticker over the aggregator's windows (30 seconds by default), \
+            or over bars of several windows: average, count, minimum, maximum, open and close, and \
+            whether each entry is complete.\n\n\
             Errors are RFC 9457 `application/problem+json` documents (the `Problem` schema). Besides the \
             responses listed per operation, any path not listed here answers 404 (`NotFound`) and any \
             method other than GET and HEAD answers 405 with `Allow: GET, HEAD` (`MethodNotAllowed`); \
@@ -133,13 +140,15 @@ async fn limit_body(State(limit): State<usize>, request: Request, next: Next) ->
 /// in `registry`, which the caller serves on `METRICS_ADDR`) and request logs.
 pub fn router(pool: PgPool, options: AppOptions, registry: &mut Registry) -> Router {
     let http_metrics = HttpMetrics::register(registry);
-    let (routes, document) = documented_routes();
+    let (routes, mut document) = documented_routes();
+    prices::document_window(&mut document, options.window);
     let openapi = document.to_pretty_json().expect(
         "the OpenAPI document is plain data built from this crate's route definitions and schemas, \
          which serde_json always serializes",
     );
     let state = AppState {
         db: Database::new(pool, options.query_timeout),
+        window: options.window,
         openapi: Arc::new(openapi),
     };
     let routes = routes

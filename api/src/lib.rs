@@ -5,13 +5,15 @@
 //! document generated from the same route definitions, so the document cannot drift. Prometheus
 //! `/metrics` is served apart, on `METRICS_ADDR`, like the other services'.
 //!
-//! `prices` is the endpoint, `query` the parameter rules and SQL, `problem` the error type,
+//! `prices` is the endpoint, `query` the parameter rules and SQL, `interval` the bar widths and
+//! their alignment, `problem` the error type,
 //! `database` the fail-fast gate in front of PostgreSQL, `app` the router, `trace` the request
 //! logs, `server` the HTTP server. The library's public surface is [`run`] and [`serve`] with their
 //! [`settings`]; the feature `testing` adds what the integration tests reach into.
 
 mod app;
 mod database;
+mod interval;
 mod metrics;
 mod pattern;
 mod prices;
@@ -35,6 +37,8 @@ use crate::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiServerError {
+    #[error(transparent)]
+    Config(#[from] tickpipe_common::config::ConfigError),
     #[error(transparent)]
     Database(#[from] tickpipe_common::db::DbError),
     #[error(transparent)]
@@ -70,6 +74,7 @@ pub async fn serve(
         AppOptions {
             query_timeout: Duration::from_millis(settings.api.query_timeout_ms),
             max_body_bytes: settings.api.max_body_bytes,
+            window: settings.api.window()?,
         },
         &mut registry,
     );

@@ -1,5 +1,9 @@
 //! `GET /v1/get-prices`: reads `window_prices` through the validated [`PriceQuery`], which is the
 //! handler's extractor (an invalid query string is a 400 problem before the handler runs).
+//!
+//! The OpenAPI parameters are generated for the default window; [`document_window`] restates the
+//! `interval` parameter for the configured one, so the served document lists exactly the values the
+//! handler accepts.
 
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
@@ -14,32 +18,47 @@ use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{
     AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
 };
-use utoipa::openapi::Required;
+use utoipa::openapi::{OpenApi as Document, RefOr, Required};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
 use crate::database::Database;
+use crate::interval::Window;
 use crate::problem::{ApiError, Problem};
 use crate::query::{
     patterns, Cursor, Form, PriceQuery, DEFAULT_LIMIT, MAX_LIMIT, MAX_TICKERS, MAX_TIME_SECS,
     MIN_TIME_SECS, TIME_RANGE_TEXT,
 };
 
-/// The average price of one ticker over one window.
+/// The prices of one ticker over one window, or over one bar of several windows (`interval`).
 #[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WindowPrice {
     #[schema(example = "AMZN")]
     pub ticker: String,
+    /// Start of the window, or of the bar (aligned to the Unix epoch, UTC) with `interval`.
     pub window_start: DateTime<Utc>,
+    /// End of the window or bar (exclusive): `windowStart` plus the interval.
     pub window_end: DateTime<Utc>,
-    /// Sum of every price in the window divided by their count.
+    /// Sum of every price in the window or bar divided by their count (never an average of averages).
     #[schema(example = 1903.25)]
     pub average_price: f64,
+    /// Number of prices.
     #[sqlx(rename = "sample_count")]
     pub samples: i64,
     pub min_price: i64,
     pub max_price: i64,
+    /// The first price: the one with the earliest (record timestamp, partition, offset). `null`
+    /// when unknown (windows written before open and close were recorded).
+    #[schema(example = 1890)]
+    pub open_price: Option<i64>,
+    /// The last price: the one with the latest (record timestamp, partition, offset). `null` when
+    /// unknown, as `openPrice`.
+    #[schema(example = 1911)]
+    pub close_price: Option<i64>,
+    /// `true` once every Kafka partition has closed every window up to `windowEnd`: the values
+    /// will not change again. `false` while a partition may still add to them.
+    pub complete: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -87,10 +106,56 @@ impl IntoParams for PricesParams {
             ),
             limit_parameter(),
             cursor_parameter(),
+            interval_parameter(Window::default()),
         ]
         .into_iter()
         .map(parameter)
         .collect()
+    }
+}
+
+/// `interval`: the accepted bar widths of `window`, the first (the window itself) the default.
+fn interval_parameter(window: Window) -> ParameterParts {
+    let names: Vec<String> = window
+        .intervals()
+        .into_iter()
+        .map(|interval| interval.name())
+        .collect();
+    let description = format!(
+        "Width of each entry: one of {}. The default, `{default}`, is the aggregator's window: one \
+         entry per stored window. A wider interval rolls the windows up into bars aligned to the Unix \
+         epoch (UTC), one per ticker and bar that has prices: `samples` and `averagePrice` over every \
+         price of the bar, `minPrice`/`maxPrice`, `openPrice` of its first price and `closePrice` of \
+         its last; `windowStart` and `windowEnd` are the bar's bounds. With `startTime`/`endTime`, \
+         the bars whose start lies in [startTime, endTime); without, the bar holding each ticker's \
+         latest window.",
+        window.names(),
+        default = window.interval().name(),
+    );
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(names))
+        .default(Some(serde_json::json!(window.interval().name())))
+        .examples(["1h"])
+        .build();
+    ("interval", description, Schema::Object(schema))
+}
+
+/// Restates the `interval` parameter of `GET /v1/get-prices` in `document` for `window`, the
+/// configured `AGGREGATOR_WINDOW_SECS` (the generated one is for the default window).
+pub fn document_window(document: &mut Document, window: Window) {
+    let operation = document
+        .paths
+        .paths
+        .get_mut("/v1/get-prices")
+        .and_then(|item| item.get.as_mut());
+    let parameters = operation.and_then(|operation| operation.parameters.as_mut());
+    for parameter in parameters.into_iter().flatten() {
+        if parameter.name == "interval" {
+            let (_, description, schema) = interval_parameter(window);
+            parameter.description = Some(description);
+            parameter.schema = Some(RefOr::T(schema));
+        }
     }
 }
 
@@ -162,6 +227,7 @@ fn limit_parameter() -> ParameterParts {
 
 fn cursor_parameter() -> ParameterParts {
     let example = Cursor::Latest {
+        bar_secs: None,
         ticker: "AMZN".to_owned(),
     }
     .encode();
@@ -174,17 +240,21 @@ fn cursor_parameter() -> ParameterParts {
         "cursor",
         "The `nextCursor` of the previous page, unchanged. A cursor from a query with \
          `startTime` or `endTime` continues only such a query, and one from a query with \
-         neither only such a query; repeat the other parameters of that request."
+         neither only such a query, each with the same `interval`; repeat the other parameters of \
+         that request."
             .to_owned(),
         Schema::Object(schema),
     )
 }
 
 /// The query string as a validated [`PriceQuery`]; anything invalid is a 400 naming the parameter.
-impl<S: Send + Sync> FromRequestParts<S> for PriceQuery {
+impl FromRequestParts<AppState> for PriceQuery {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
             .map_err(|rejection| {
@@ -193,20 +263,21 @@ impl<S: Send + Sync> FromRequestParts<S> for PriceQuery {
                     rejection.body_text()
                 ))
             })?;
-        PriceQuery::parse(&pairs).map_err(ApiError::BadRequest)
+        PriceQuery::parse(&pairs, state.window).map_err(ApiError::BadRequest)
     }
 }
 
-/// Average prices per ticker and window.
+/// Prices per ticker and window, or per bar of several windows.
 ///
-/// Without `startTime`/`endTime`: the latest written window of each ticker, sorted by ticker.
-/// With either: every window whose start lies in [startTime, endTime), sorted by window start, then ticker.
+/// Without `startTime`/`endTime`: the latest written window of each ticker (with `interval`, the bar
+/// holding it), sorted by ticker. With either: every window (bar) whose start lies in
+/// [startTime, endTime), sorted by start, then ticker. Every entry says whether it is `complete`.
 #[utoipa::path(
     get,
     path = "/v1/get-prices",
     params(PricesParams),
     responses(
-        (status = 200, description = "A page of window prices", body = PricesPage),
+        (status = 200, description = "A page of window or bar prices", body = PricesPage),
         (status = 400, description = "A parameter is invalid; `detail` names it and the form it accepts", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The request has a body larger than the limit (no operation reads a body)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unreachable or did not answer within the query timeout; retry shortly", body = Problem, content_type = "application/problem+json"),
@@ -226,6 +297,7 @@ pub async fn get_prices(
     skip_all,
     fields(
         form = %query.form.name(),
+        interval = query.bars.map(|bars| bars.name()),
         tickers = query.tickers.as_ref().map(Vec::len),
         limit = query.limit,
         rows = Empty,
@@ -251,11 +323,14 @@ fn page(query: &PriceQuery, mut rows: Vec<WindowPrice>) -> PricesPage {
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
         rows.last().map(|last| {
+            let bar_secs = query.bars.map(|bars| bars.secs());
             match query.form {
                 Form::Latest => Cursor::Latest {
+                    bar_secs,
                     ticker: last.ticker.clone(),
                 },
                 Form::Range { .. } => Cursor::Range {
+                    bar_secs,
                     window_start: last.window_start,
                     ticker: last.ticker.clone(),
                 },

@@ -6,7 +6,20 @@
 //! - range: windows whose start lies in `[startTime, endTime)`, sorted by window start then ticker,
 //!   read through the (ticker, window_start) or (window_start, ticker) index.
 //!
-//! Pagination is keyset: the cursor holds the sort key of the last row returned, never an offset.
+//! With an `interval` wider than the aggregator's window, each entry is a bar: the windows of one
+//! ticker inside one epoch-aligned interval, rolled up in PostgreSQL (sums and counts added, the
+//! open of the smallest key, the close of the largest). The latest form gives the bar holding each
+//! ticker's latest window; the range form the bars starting in `[startTime, endTime)`, which are
+//! exactly the windows starting in `[ceil(startTime), ceil(endTime))` (ceil to the bar), read bar by
+//! bar so that a page reads the windows of its own bars and no more (see [`PriceQuery::to_sql`]).
+//!
+//! Every entry says whether it is `complete`: every partition's stored boundary
+//! (`aggregator_progress.closed_before_ms`, the minimum over all rows; no rows, not complete) has
+//! passed its end, so its values are final. It is read in the same statement as the rows, so both
+//! come from one snapshot.
+//!
+//! Pagination is keyset: the cursor holds the sort key of the last row returned, never an offset,
+//! and for bars their width, so that it continues only a query with the same `interval`.
 //!
 //! Each parameter's syntax is also published as a pattern in the OpenAPI document ([`patterns`]);
 //! the parsers here accept exactly what those patterns (plus the calendar) accept, and the unit
@@ -19,6 +32,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::{Postgres, QueryBuilder};
 use tickpipe_common::message::{validate_ticker_name, MAX_TICKER_LEN};
 
+use crate::interval::{Interval, Window, DAY_SECS};
 use crate::pattern::{integer_range, Hex};
 
 pub const DEFAULT_LIMIT: i64 = 1000;
@@ -26,7 +40,14 @@ pub const MAX_LIMIT: i64 = 10_000;
 /// Most names one `ticker` parameter may list (counted as given, before duplicates are dropped,
 /// so that the pattern in the OpenAPI document can state it).
 pub const MAX_TICKERS: usize = 100;
-pub const ACCEPTED_PARAMETERS: [&str; 5] = ["ticker", "startTime", "endTime", "limit", "cursor"];
+pub const ACCEPTED_PARAMETERS: [&str; 6] = [
+    "ticker",
+    "startTime",
+    "endTime",
+    "limit",
+    "cursor",
+    "interval",
+];
 
 /// Earliest accepted time, in Unix seconds: 0000-01-01T00:00:00+23:59, the earliest instant RFC 3339
 /// can write. Every time input (`startTime`, `endTime`, the instant in a cursor) must lie between
@@ -70,13 +91,17 @@ pub mod patterns {
         format!("^{name}(?:,{name}){{0,{}}}$", MAX_TICKERS - 1)
     });
 
-    /// The hex of `L|TICKER` or `R|UNIX-MS|TICKER`, lower case, with the milliseconds a canonical
-    /// integer inside the accepted time range.
+    /// The hex of `L|TICKER` or `R|UNIX-MS|TICKER`, or for bars `L|SECONDS|TICKER` or
+    /// `R|SECONDS|UNIX-MS|TICKER`, lower case, with the milliseconds a canonical integer inside the
+    /// accepted time range and the bar width a canonical integer from 1 to 86400.
     pub static CURSOR: LazyLock<String> = LazyLock::new(|| {
         // A-Z 41-5a, 0-9 30-39, '.' 2e, '-' 2d.
         let ticker_byte = "(?:4[1-9a-f]|5[0-9a]|3[0-9]|2[de])";
         let millis = integer_range::<Hex>(MIN_TIME_SECS * 1000, MAX_TIME_SECS * 1000 + 999);
-        format!("^(?:4c7c|527c{millis}7c){ticker_byte}{{1,{MAX_TICKER_LEN}}}$")
+        let width = integer_range::<Hex>(1, i64::from(DAY_SECS));
+        format!(
+            "^(?:4c7c(?:{width}7c)?|527c(?:{width}7c)?{millis}7c){ticker_byte}{{1,{MAX_TICKER_LEN}}}$"
+        )
     });
 }
 
@@ -86,6 +111,9 @@ pub struct PriceQuery {
     /// Upper-cased, deduplicated, sorted; `None` means every ticker.
     pub tickers: Option<Vec<String>>,
     pub form: Form,
+    /// `None`: one entry per window (no `interval`, or the window's own). Otherwise the width of
+    /// the bars, a multiple of the window.
+    pub bars: Option<Interval>,
     pub limit: i64,
     pub after: Option<Cursor>,
 }
@@ -93,6 +121,8 @@ pub struct PriceQuery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {
     Latest,
+    /// Bounds on the start of the windows read. For bars they are the given bounds rounded up to
+    /// the bar width, which makes them bounds on the bars' starts too.
     Range {
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
@@ -109,29 +139,46 @@ impl Form {
     }
 }
 
-/// The sort key of the last row of a page.
+/// The sort key of the last row of a page, and for bars their width in seconds (`bar_secs`,
+/// `None` for windows).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cursor {
     Latest {
+        bar_secs: Option<u32>,
         ticker: String,
     },
     Range {
+        bar_secs: Option<u32>,
         window_start: DateTime<Utc>,
         ticker: String,
     },
 }
 
 impl Cursor {
-    /// Opaque to clients: hex of `L|ticker` or `R|unix-ms|ticker`.
+    /// Opaque to clients: hex of `L|ticker` or `R|unix-ms|ticker`, with the bar width in seconds
+    /// after the letter for bars (`L|3600|ticker`, `R|3600|unix-ms|ticker`).
     pub fn encode(&self) -> String {
+        let width = |bar_secs: &Option<u32>| bar_secs.map(|s| format!("{s}|")).unwrap_or_default();
         let plain = match self {
-            Self::Latest { ticker } => format!("L|{ticker}"),
+            Self::Latest { bar_secs, ticker } => format!("L|{}{ticker}", width(bar_secs)),
             Self::Range {
+                bar_secs,
                 window_start,
                 ticker,
-            } => format!("R|{}|{ticker}", window_start.timestamp_millis()),
+            } => format!(
+                "R|{}{}|{ticker}",
+                width(bar_secs),
+                window_start.timestamp_millis()
+            ),
         };
         plain.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The bar width the cursor was written for (`None`: windows).
+    fn bar_secs(&self) -> Option<u32> {
+        match self {
+            Self::Latest { bar_secs, .. } | Self::Range { bar_secs, .. } => *bar_secs,
+        }
     }
 
     /// Reads what [`Cursor::encode`] wrote: exactly the texts [`patterns::CURSOR`] matches.
@@ -150,22 +197,37 @@ impl Cursor {
             .collect::<Option<_>>()
             .ok_or(CursorError::Malformed)?;
         let plain = String::from_utf8(bytes).map_err(|_| CursorError::Malformed)?;
-        let mut parts = plain.split('|');
-        let cursor = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("L"), Some(ticker), None, None) => Self::Latest {
+        let parts: Vec<&str> = plain.split('|').collect();
+        let width = |text: &str| -> Result<Option<u32>, CursorError> {
+            parse_canonical_integer(text)
+                .filter(|secs| (1..=i64::from(DAY_SECS)).contains(secs))
+                .and_then(|secs| u32::try_from(secs).ok())
+                .map(Some)
+                .ok_or(CursorError::Malformed)
+        };
+        let range = |bar_secs: Option<u32>, ms: &str, ticker: &str| {
+            let ms = parse_canonical_integer(ms).ok_or(CursorError::Malformed)?;
+            Ok(Self::Range {
+                bar_secs,
+                window_start: time_from_millis(ms).ok_or(CursorError::OutOfRange)?,
                 ticker: ticker.to_owned(),
+            })
+        };
+        let cursor = match parts.as_slice() {
+            ["L", ticker] => Self::Latest {
+                bar_secs: None,
+                ticker: (*ticker).to_owned(),
             },
-            (Some("R"), Some(ms), Some(ticker), None) => {
-                let ms = parse_canonical_integer(ms).ok_or(CursorError::Malformed)?;
-                Self::Range {
-                    window_start: time_from_millis(ms).ok_or(CursorError::OutOfRange)?,
-                    ticker: ticker.to_owned(),
-                }
-            }
+            ["L", secs, ticker] => Self::Latest {
+                bar_secs: width(secs)?,
+                ticker: (*ticker).to_owned(),
+            },
+            ["R", ms, ticker] => range(None, ms, ticker)?,
+            ["R", secs, ms, ticker] => range(width(secs)?, ms, ticker)?,
             _ => return Err(CursorError::Malformed),
         };
         let ticker = match &cursor {
-            Self::Latest { ticker } | Self::Range { ticker, .. } => ticker,
+            Self::Latest { ticker, .. } | Self::Range { ticker, .. } => ticker,
         };
         validate_ticker_name(ticker).map_err(|_| CursorError::Malformed)?;
         Ok(cursor)
@@ -201,17 +263,22 @@ fn time_from_millis(ms: i64) -> Option<DateTime<Utc>> {
 }
 
 impl PriceQuery {
-    /// Validates raw query pairs. Every error names the parameter and the accepted form.
-    pub fn parse(pairs: &[(String, String)]) -> Result<Self, String> {
-        let given = Given::read(pairs)?;
-        let form = given.form()?;
+    /// Validates raw query pairs; `window` is the aggregator's (`AGGREGATOR_WINDOW_SECS`). Every
+    /// error names the parameter and the accepted form.
+    pub fn parse(pairs: &[(String, String)], window: Window) -> Result<Self, String> {
+        let given = Given::read(pairs, window)?;
+        let bars = given
+            .interval
+            .filter(|interval| *interval != window.interval());
+        let form = given.form(bars)?;
         let after = match &given.cursor {
             None => None,
-            Some(text) => Some(parse_cursor(text, form)?),
+            Some(text) => Some(parse_cursor(text, form, bars)?),
         };
         Ok(Self {
             tickers: given.tickers,
             form,
+            bars,
             limit: given.limit.unwrap_or(DEFAULT_LIMIT),
             after,
         })
@@ -219,9 +286,20 @@ impl PriceQuery {
 
     /// The SQL of this query, fetching one row more than the limit to learn whether a next page exists.
     pub fn to_sql(&self) -> QueryBuilder<'static, Postgres> {
-        const COLUMNS: &str = "w.ticker, w.window_start, w.window_end, w.average_price, w.sample_count, w.min_price, w.max_price";
-        let mut sql = QueryBuilder::new("SELECT ");
-        sql.push(COLUMNS);
+        match (self.bars, self.form) {
+            (None, _) => self.windows_sql(),
+            (Some(bars), Form::Latest) => self.latest_bars_sql(bars),
+            (Some(bars), Form::Range { start, end }) => self.range_bars_sql(bars, start, end),
+        }
+    }
+
+    /// One entry per stored window.
+    fn windows_sql(&self) -> QueryBuilder<'static, Postgres> {
+        let mut sql = QueryBuilder::new(
+            "SELECT w.ticker, w.window_start, w.window_end, w.average_price, w.sample_count, \
+             w.min_price, w.max_price, w.open_price, w.close_price, ",
+        );
+        sql.push(complete("w.window_end"));
         match self.form {
             Form::Latest => {
                 // LATERAL with LIMIT cannot be flattened into a join, so whatever the statistics say
@@ -232,7 +310,7 @@ impl PriceQuery {
                      WHERE p.ticker = l.ticker AND p.window_start = l.window_start LIMIT 1) w WHERE TRUE",
                 );
                 self.push_ticker_filter(&mut sql, "l.ticker");
-                if let Some(Cursor::Latest { ticker }) = &self.after {
+                if let Some(Cursor::Latest { ticker, .. }) = &self.after {
                     sql.push(" AND l.ticker > ").push_bind(ticker.clone());
                 }
                 sql.push(" ORDER BY l.ticker");
@@ -249,6 +327,7 @@ impl PriceQuery {
                 if let Some(Cursor::Range {
                     window_start,
                     ticker,
+                    ..
                 }) = &self.after
                 {
                     sql.push(" AND (w.window_start, w.ticker) > (")
@@ -262,6 +341,126 @@ impl PriceQuery {
         }
         sql.push(" LIMIT ").push_bind(self.limit + 1);
         sql
+    }
+
+    /// The bar holding each ticker's latest window: per ticker of `latest_windows`, one aggregate
+    /// over that bar's windows through the primary key (the aggregate keeps it from being flattened
+    /// into a join, as the LIMIT does in [`Self::windows_sql`]).
+    fn latest_bars_sql(&self, bars: Interval) -> QueryBuilder<'static, Postgres> {
+        let width = bars.sql();
+        let mut sql = QueryBuilder::new(format!(
+            "SELECT l.ticker, b.bar_start AS window_start, b.bar_start + {width} AS window_end, \
+             g.average_price, g.sample_count, g.min_price, g.max_price, g.open_price, g.close_price, {} \
+             FROM latest_windows l \
+             CROSS JOIN LATERAL (SELECT date_bin({width}, l.window_start, TIMESTAMPTZ 'epoch') AS bar_start) b \
+             CROSS JOIN LATERAL (SELECT {BAR_AGGREGATES} FROM window_prices p \
+             WHERE p.ticker = l.ticker AND p.window_start >= b.bar_start AND p.window_start < b.bar_start + {width} \
+             HAVING count(*) > 0) g WHERE TRUE",
+            complete(&format!("b.bar_start + {width}")),
+        ));
+        self.push_ticker_filter(&mut sql, "l.ticker");
+        if let Some(Cursor::Latest { ticker, .. }) = &self.after {
+            sql.push(" AND l.ticker > ").push_bind(ticker.clone());
+        }
+        sql.push(" ORDER BY l.ticker LIMIT ")
+            .push_bind(self.limit + 1);
+        sql
+    }
+
+    /// Bars starting in `[start, end)` (already rounded up to the bar width), after the cursor.
+    ///
+    /// A plain `GROUP BY date_bin(...)` over the range would have to aggregate all of it before its
+    /// `ORDER BY ... LIMIT` could pick a page (the planner cannot tell that `date_bin` follows the
+    /// index order), so an open-ended range would read the table to its end for every page. Instead
+    /// a recursive query walks the non-empty bars in order, one index seek each (`min(window_start)`
+    /// at or after the previous bar's end, so gaps cost nothing), counting their (bar, ticker)
+    /// groups with an index-only scan, and stops once it has the page and one more group; each of
+    /// those bars is then aggregated from its own windows. Every window read belongs to the page's
+    /// bars.
+    fn range_bars_sql(
+        &self,
+        bars: Interval,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> QueryBuilder<'static, Postgres> {
+        let width = bars.sql();
+        // The walk starts at the later of the range's start and the cursor's bar.
+        let cursor_bar = match &self.after {
+            Some(Cursor::Range { window_start, .. }) => Some(*window_start),
+            _ => None,
+        };
+        let first = match (start, cursor_bar) {
+            (Some(start), Some(bar)) => Some(start.max(bar)),
+            (start, bar) => start.or(bar),
+        };
+        let seek = |sql: &mut QueryBuilder<'static, Postgres>, from: Option<&str>| {
+            sql.push(format!(
+                "SELECT date_bin({width}, min(p.window_start), TIMESTAMPTZ 'epoch') AS bar_start \
+                 FROM window_prices p WHERE TRUE"
+            ));
+            match from {
+                Some(previous) => {
+                    sql.push(format!(" AND p.window_start >= {previous} + {width}"));
+                }
+                None => {
+                    if let Some(first) = first {
+                        sql.push(" AND p.window_start >= ").push_bind(first);
+                    }
+                }
+            }
+            if let Some(end) = end {
+                sql.push(" AND p.window_start < ").push_bind(end);
+            }
+            self.push_row_filter(sql, &width);
+        };
+        let groups = |sql: &mut QueryBuilder<'static, Postgres>, bar: &str| {
+            sql.push(format!(
+                "(SELECT count(DISTINCT p.ticker) FROM window_prices p \
+                 WHERE p.window_start >= {bar} AND p.window_start < {bar} + {width}"
+            ));
+            self.push_row_filter(sql, &width);
+            sql.push(")");
+        };
+        let mut sql =
+            QueryBuilder::new("WITH RECURSIVE bars (bar_start, groups) AS (SELECT f.bar_start, ");
+        groups(&mut sql, "f.bar_start");
+        sql.push(" FROM (");
+        seek(&mut sql, None);
+        sql.push(") f WHERE f.bar_start IS NOT NULL UNION ALL SELECT n.bar_start, bars.groups + ");
+        groups(&mut sql, "n.bar_start");
+        sql.push(" FROM bars CROSS JOIN LATERAL (");
+        seek(&mut sql, Some("bars.bar_start"));
+        sql.push(") n WHERE n.bar_start IS NOT NULL AND bars.groups <= ")
+            .push_bind(self.limit);
+        sql.push(format!(
+            ") SELECT g.ticker, bars.bar_start AS window_start, bars.bar_start + {width} AS window_end, \
+             g.average_price, g.sample_count, g.min_price, g.max_price, g.open_price, g.close_price, {} \
+             FROM bars CROSS JOIN LATERAL (SELECT p.ticker, {BAR_AGGREGATES} FROM window_prices p \
+             WHERE p.window_start >= bars.bar_start AND p.window_start < bars.bar_start + {width}",
+            complete(&format!("bars.bar_start + {width}")),
+        ));
+        self.push_row_filter(&mut sql, &width);
+        sql.push(" GROUP BY p.ticker) g ORDER BY bars.bar_start, g.ticker LIMIT ")
+            .push_bind(self.limit + 1);
+        sql
+    }
+
+    /// The windows (alias `p`) a bar query may read: the tickers asked for, and after a cursor only
+    /// windows of a later bar or of a later ticker (the cursor's bar is where the walk starts).
+    fn push_row_filter(&self, sql: &mut QueryBuilder<'static, Postgres>, width: &str) {
+        self.push_ticker_filter(sql, "p.ticker");
+        if let Some(Cursor::Range {
+            window_start,
+            ticker,
+            ..
+        }) = &self.after
+        {
+            sql.push(" AND (p.window_start >= ")
+                .push_bind(*window_start)
+                .push(format!(" + {width} OR p.ticker > "))
+                .push_bind(ticker.clone())
+                .push(")");
+        }
     }
 
     fn push_ticker_filter(&self, sql: &mut QueryBuilder<'static, Postgres>, column: &str) {
@@ -280,19 +479,40 @@ impl PriceQuery {
     }
 }
 
+/// A bar's values from its windows (alias `p`, grouped): sums and counts added (the average is
+/// never one of averages), the open with the smallest key and the close with the largest. Keys are
+/// unique per ticker, so the minimum of `key || price` is decided by the key and carries its price
+/// (cheaper than `array_agg(... ORDER BY key)`, which sorts every group). A window with an unknown
+/// (NULL) open or close, written before they were recorded, makes the bar's unknown too.
+const BAR_AGGREGATES: &str = "sum(p.price_sum)::float8 / sum(p.sample_count)::float8 AS average_price, \
+     sum(p.sample_count)::bigint AS sample_count, min(p.min_price) AS min_price, max(p.max_price) AS max_price, \
+     CASE WHEN count(p.open_key) = count(*) THEN (min(p.open_key || p.open_price))[4] END AS open_price, \
+     CASE WHEN count(p.close_key) = count(*) THEN (max(p.close_key || p.close_price))[4] END AS close_price";
+
+/// The `complete` column of an entry ending at `end`: whether every partition has closed every
+/// window before it (the least boundary of all partitions; no partition yet, not complete). A
+/// scalar subquery in the same statement: read once, from the same snapshot as the rows.
+fn complete(end: &str) -> String {
+    format!(
+        "COALESCE(extract(epoch FROM {end}) * 1000 <= \
+         (SELECT min(a.closed_before_ms) FROM aggregator_progress a), false) AS complete"
+    )
+}
+
 /// Each parameter as given, checked on its own.
 #[derive(Debug, Default)]
 struct Given {
     tickers: Option<Vec<String>>,
     start: Option<DateTime<Utc>>,
     end: Option<DateTime<Utc>>,
+    interval: Option<Interval>,
     limit: Option<i64>,
     cursor: Option<String>,
 }
 
 impl Given {
     /// Reads the pairs: unknown parameters and repeated ones are refused.
-    fn read(pairs: &[(String, String)]) -> Result<Self, String> {
+    fn read(pairs: &[(String, String)], window: Window) -> Result<Self, String> {
         let mut given = Self::default();
         for (name, value) in pairs {
             let slot_taken = match name.as_str() {
@@ -302,6 +522,7 @@ impl Given {
                     .replace(parse_time("startTime", value)?)
                     .is_some(),
                 "endTime" => given.end.replace(parse_time("endTime", value)?).is_some(),
+                "interval" => given.interval.replace(window.parse(value)?).is_some(),
                 "limit" => given.limit.replace(parse_limit(value)?).is_some(),
                 "cursor" => given.cursor.replace(value.clone()).is_some(),
                 other => {
@@ -320,24 +541,39 @@ impl Given {
         Ok(given)
     }
 
-    /// Latest without times, else a range whose start is before its end.
-    fn form(&self) -> Result<Form, String> {
+    /// Latest without times, else a range whose start is before its end; for bars, the bounds
+    /// rounded up to the bar width (a bar starts in `[start, end)` exactly when it starts in
+    /// `[ceil(start), ceil(end))`).
+    fn form(&self, bars: Option<Interval>) -> Result<Form, String> {
         let (start, end) = (self.start, self.end);
         if let (Some(s), Some(e)) = (start, end) {
             if s >= e {
                 return Err("startTime must be earlier than endTime".to_owned());
             }
         }
-        Ok(if start.is_some() || end.is_some() {
-            Form::Range { start, end }
-        } else {
-            Form::Latest
+        if start.is_none() && end.is_none() {
+            return Ok(Form::Latest);
+        }
+        let Some(bars) = bars else {
+            return Ok(Form::Range { start, end });
+        };
+        let ceil = |name: &str, time: Option<DateTime<Utc>>| match time {
+            None => Ok(None),
+            Some(time) => bars
+                .ceil(time)
+                .map(Some)
+                .ok_or_else(|| format!("{name} is outside the accepted range, {TIME_RANGE_TEXT}")),
+        };
+        Ok(Form::Range {
+            start: ceil("startTime", start)?,
+            end: ceil("endTime", end)?,
         })
     }
 }
 
-/// A cursor that [`Cursor::encode`] wrote for a query of the same form.
-fn parse_cursor(text: &str, form: Form) -> Result<Cursor, String> {
+/// A cursor that [`Cursor::encode`] wrote for a query of the same form and interval. For bars its
+/// instant is taken as the bar holding it (an edited cursor still starts at a bar's start).
+fn parse_cursor(text: &str, form: Form, bars: Option<Interval>) -> Result<Cursor, String> {
     let decoded = Cursor::decode(text).map_err(|error| match error {
         CursorError::Malformed => {
             "cursor is not valid; pass the nextCursor of a previous response unchanged".to_owned()
@@ -349,11 +585,27 @@ fn parse_cursor(text: &str, form: Form) -> Result<Cursor, String> {
     let fits = matches!(
         (&decoded, form),
         (Cursor::Latest { .. }, Form::Latest) | (Cursor::Range { .. }, Form::Range { .. })
-    );
+    ) && decoded.bar_secs() == bars.map(Interval::secs);
     if !fits {
         return Err("cursor belongs to a different kind of query; repeat the parameters of the request that returned it".to_owned());
     }
-    Ok(decoded)
+    match (decoded, bars) {
+        (
+            Cursor::Range {
+                bar_secs,
+                window_start,
+                ticker,
+            },
+            Some(bars),
+        ) => Ok(Cursor::Range {
+            bar_secs,
+            window_start: bars.floor(window_start).ok_or_else(|| {
+                format!("cursor holds a time outside the accepted range, {TIME_RANGE_TEXT}")
+            })?,
+            ticker,
+        }),
+        (decoded, _) => Ok(decoded),
+    }
 }
 
 fn parse_tickers(value: &str) -> Result<Vec<String>, String> {
@@ -460,7 +712,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        PriceQuery::parse(&pairs)
+        PriceQuery::parse(&pairs, Window::default())
     }
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -477,6 +729,7 @@ mod tests {
             PriceQuery {
                 tickers: None,
                 form: Form::Latest,
+                bars: None,
                 limit: DEFAULT_LIMIT,
                 after: None
             }
@@ -553,11 +806,13 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_must_match_the_form() {
         let range = Cursor::Range {
+            bar_secs: None,
             window_start: at("2026-11-27T10:00:30Z"),
             ticker: "MSFT".into(),
         };
         assert_eq!(Cursor::decode(&range.encode()), Ok(range.clone()));
         let latest = Cursor::Latest {
+            bar_secs: None,
             ticker: "AAPL".into(),
         };
         assert_eq!(Cursor::decode(&latest.encode()), Ok(latest.clone()));
@@ -580,6 +835,7 @@ mod tests {
             (
                 "cursor",
                 &Cursor::Range {
+                    bar_secs: None,
                     window_start: at("2026-11-27T10:00:30Z"),
                     ticker: "AMZN".into(),
                 }
@@ -590,7 +846,9 @@ mod tests {
         let sql = q.to_sql().into_sql();
         assert_eq!(
             sql,
-            "SELECT w.ticker, w.window_start, w.window_end, w.average_price, w.sample_count, w.min_price, w.max_price \
+            "SELECT w.ticker, w.window_start, w.window_end, w.average_price, w.sample_count, w.min_price, w.max_price, \
+             w.open_price, w.close_price, COALESCE(extract(epoch FROM w.window_end) * 1000 <= \
+             (SELECT min(a.closed_before_ms) FROM aggregator_progress a), false) AS complete \
              FROM window_prices w WHERE TRUE AND w.ticker = $1 AND w.window_start >= $2 AND (w.window_start, w.ticker) > ($3, $4) \
              ORDER BY w.window_start, w.ticker LIMIT $5"
         );

@@ -6,6 +6,8 @@ use serde::Deserialize;
 use tickpipe_common::config::{ConfigError, DatabaseSettings, Layers, TelemetrySettings};
 use tickpipe_common::service::ServiceSettings;
 
+use crate::interval::{Window, DEFAULT_WINDOW_SECS};
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub telemetry: TelemetrySettings,
@@ -23,11 +25,13 @@ impl ServiceSettings for Settings {
     }
 
     fn load(layers: &Layers) -> Result<Self, ConfigError> {
-        Ok(Self {
+        let settings = Self {
             telemetry: layers.section()?,
             database: layers.section()?,
             api: layers.section()?,
-        })
+        };
+        settings.api.window()?;
+        Ok(settings)
     }
 }
 
@@ -54,6 +58,23 @@ pub struct ApiSettings {
     /// `METRICS_ADDR`: where Prometheus `/metrics` (and a `/healthz`) is served, apart from the API.
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: SocketAddr,
+    /// `AGGREGATOR_WINDOW_SECS`: the aggregator's window width (the same variable as the
+    /// aggregator's, so one setting serves both): the default `interval`, and what every wider one
+    /// must be a multiple of.
+    #[serde(rename = "aggregator_window_secs", default = "default_window_secs")]
+    pub window_secs: u32,
+}
+
+impl ApiSettings {
+    /// The window, if `AGGREGATOR_WINDOW_SECS` divides a day (as the aggregator requires).
+    pub fn window(&self) -> Result<Window, ConfigError> {
+        Window::new(self.window_secs).ok_or_else(|| {
+            ConfigError::new(
+                "AGGREGATOR_WINDOW_SECS",
+                "expected whole seconds that divide a day evenly (e.g. 30, 60, 300)",
+            )
+        })
+    }
 }
 
 fn default_bind() -> SocketAddr {
@@ -74,4 +95,34 @@ fn default_max_body_bytes() -> usize {
 
 fn default_metrics_addr() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9103))
+}
+
+fn default_window_secs() -> u32 {
+    DEFAULT_WINDOW_SECS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load(&Layers::from_vars(
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )?)
+    }
+
+    #[test]
+    fn the_window_is_the_aggregators_setting_with_its_default() {
+        let defaults = load(&[]).expect("defaults");
+        assert_eq!(defaults.api.window_secs, 30);
+        assert_eq!(defaults.api.window().ok(), Window::new(30));
+        let minute = load(&[("AGGREGATOR_WINDOW_SECS", "60")]).expect("60 s");
+        assert_eq!(minute.api.window().ok(), Window::new(60));
+        for bad in ["0", "7", "-30", "x", "86401"] {
+            let error = load(&[("AGGREGATOR_WINDOW_SECS", bad)])
+                .expect_err(bad)
+                .to_string();
+            assert!(error.contains("AGGREGATOR_WINDOW_SECS"), "{bad}: {error}");
+        }
+    }
 }

@@ -8,6 +8,8 @@ use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 
 use crate::app::{AppOptions, DEFAULT_MAX_BODY_BYTES};
+use crate::interval::Window;
+use crate::settings::ApiSettings;
 
 pub use crate::query::{patterns, ACCEPTED_PARAMETERS, MAX_TIME_SECS, MIN_TIME_SECS};
 
@@ -23,7 +25,23 @@ pub fn app_with_metrics(pool: PgPool, query_timeout: Duration, registry: &mut Re
         AppOptions {
             query_timeout,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            window: Window::default(),
         },
         registry,
     )
+}
+
+/// The application over `pool` as the binary builds it from `settings` (its query timeout, body
+/// limit and `AGGREGATOR_WINDOW_SECS`), without the server.
+pub fn app_with_settings(pool: PgPool, settings: &ApiSettings) -> Result<Router, String> {
+    let window = settings.window().map_err(|error| error.to_string())?;
+    Ok(crate::app::router(
+        pool,
+        AppOptions {
+            query_timeout: Duration::from_millis(settings.query_timeout_ms),
+            max_body_bytes: settings.max_body_bytes,
+            window,
+        },
+        &mut Registry::default(),
+    ))
 }

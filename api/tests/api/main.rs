@@ -1,6 +1,7 @@
 //! The API's integration tests, one binary: against a real PostgreSQL (`scripts/services.sh up`),
 //! through the real router or over real sockets.
 
+mod bars;
 mod helpers;
 mod logs;
 mod prices;

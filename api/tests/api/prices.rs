@@ -45,9 +45,12 @@ fn window(ticker: &str, start: i64, average: f64, min: i64, max: i64) -> Value {
             .format("%Y-%m-%dT%H:%M:%SZ")
             .to_string()
     };
+    // Seeded without open and close (as before they were recorded) and with no aggregator
+    // progress: both unknown, and nothing complete.
     json!({
         "ticker": ticker, "windowStart": iso(start), "windowEnd": iso(start + 30),
-        "averagePrice": average, "samples": 4, "minPrice": min, "maxPrice": max
+        "averagePrice": average, "samples": 4, "minPrice": min, "maxPrice": max,
+        "openPrice": null, "closePrice": null, "complete": false
     })
 }
 
