@@ -350,12 +350,13 @@ impl PriceQuery {
         let width = bars.sql();
         let mut sql = QueryBuilder::new(format!(
             "SELECT l.ticker, b.bar_start AS window_start, b.bar_start + {width} AS window_end, \
-             g.average_price, g.sample_count, g.min_price, g.max_price, g.open_price, g.close_price, {} \
+             g.average_price, g.sample_count, g.min_price, g.max_price, {}, {} \
              FROM latest_windows l \
              CROSS JOIN LATERAL (SELECT date_bin({width}, l.window_start, TIMESTAMPTZ 'epoch') AS bar_start) b \
              CROSS JOIN LATERAL (SELECT {BAR_AGGREGATES} FROM window_prices p \
              WHERE p.ticker = l.ticker AND p.window_start >= b.bar_start AND p.window_start < b.bar_start + {width} \
              HAVING count(*) > 0) g WHERE TRUE",
+            bar_open_close("l.ticker"),
             complete(&format!("b.bar_start + {width}")),
         ));
         self.push_ticker_filter(&mut sql, "l.ticker");
@@ -434,9 +435,10 @@ impl PriceQuery {
             .push_bind(self.limit);
         sql.push(format!(
             ") SELECT g.ticker, bars.bar_start AS window_start, bars.bar_start + {width} AS window_end, \
-             g.average_price, g.sample_count, g.min_price, g.max_price, g.open_price, g.close_price, {} \
+             g.average_price, g.sample_count, g.min_price, g.max_price, {}, {} \
              FROM bars CROSS JOIN LATERAL (SELECT p.ticker, {BAR_AGGREGATES} FROM window_prices p \
              WHERE p.window_start >= bars.bar_start AND p.window_start < bars.bar_start + {width}",
+            bar_open_close("g.ticker"),
             complete(&format!("bars.bar_start + {width}")),
         ));
         self.push_row_filter(&mut sql, &width);
@@ -480,14 +482,28 @@ impl PriceQuery {
 }
 
 /// A bar's values from its windows (alias `p`, grouped): sums and counts added (the average is
-/// never one of averages), the open with the smallest key and the close with the largest. Keys are
-/// unique per ticker, so the minimum of `key || price` is decided by the key and carries its price
-/// (cheaper than `array_agg(... ORDER BY key)`, which sorts every group). A window with an unknown
-/// (NULL) open or close, written before they were recorded, makes the bar's unknown too.
+/// never one of averages), minimum and maximum, and what [`bar_open_close`] needs: whether every
+/// window's open (close) is known, and the first and last window.
 const BAR_AGGREGATES: &str = "sum(p.price_sum)::float8 / sum(p.sample_count)::float8 AS average_price, \
      sum(p.sample_count)::bigint AS sample_count, min(p.min_price) AS min_price, max(p.max_price) AS max_price, \
-     CASE WHEN count(p.open_key) = count(*) THEN (min(p.open_key || p.open_price))[4] END AS open_price, \
-     CASE WHEN count(p.close_key) = count(*) THEN (max(p.close_key || p.close_price))[4] END AS close_price";
+     count(p.open_key) = count(*) AS open_known, count(p.close_key) = count(*) AS close_known, \
+     min(p.window_start) AS first_window, max(p.window_start) AS last_window";
+
+/// The open and close of a bar (alias `g`, from [`BAR_AGGREGATES`]) of `ticker`: the open of its
+/// smallest key and the close of its largest. A key starts with the record timestamp, which is
+/// what put the record in its window, so every key of a window lies inside it: the smallest key of
+/// a bar is its first window's open and the largest its last window's close, each one primary-key
+/// lookup. (Folding the keys themselves, `min(open_key || open_price)` or `array_agg(open_price
+/// ORDER BY open_key)`, made a day's bars two to three times slower.) A window with an unknown
+/// (NULL) open or close, written before they were recorded, makes the bar's unknown too.
+fn bar_open_close(ticker: &str) -> String {
+    format!(
+        "CASE WHEN g.open_known THEN (SELECT o.open_price FROM window_prices o \
+         WHERE o.ticker = {ticker} AND o.window_start = g.first_window) END AS open_price, \
+         CASE WHEN g.close_known THEN (SELECT c.close_price FROM window_prices c \
+         WHERE c.ticker = {ticker} AND c.window_start = g.last_window) END AS close_price"
+    )
+}
 
 /// The `complete` column of an entry ending at `end`: whether every partition has closed every
 /// window before it (the least boundary of all partitions; no partition yet, not complete). A
@@ -1292,8 +1308,9 @@ mod tests {
             "p.ticker = ANY(",
             "OR p.ticker > ",
             "sum(p.price_sum)::float8 / sum(p.sample_count)::float8 AS average_price",
-            "(min(p.open_key || p.open_price))[4]",
-            "(max(p.close_key || p.close_price))[4]",
+            "min(p.window_start) AS first_window",
+            "WHEN g.open_known THEN (SELECT o.open_price FROM window_prices o WHERE o.ticker = g.ticker AND o.window_start = g.first_window)",
+            "WHEN g.close_known THEN (SELECT c.close_price FROM window_prices c WHERE c.ticker = g.ticker AND c.window_start = g.last_window)",
             "(SELECT min(a.closed_before_ms) FROM aggregator_progress a)",
             "GROUP BY p.ticker) g ORDER BY bars.bar_start, g.ticker LIMIT $",
         ] {
@@ -1307,6 +1324,7 @@ mod tests {
             "FROM latest_windows l",
             "date_bin(interval '86400 seconds', l.window_start, TIMESTAMPTZ 'epoch')",
             "p.ticker = l.ticker",
+            "o.ticker = l.ticker AND o.window_start = g.first_window",
             "HAVING count(*) > 0",
             "l.ticker = $1",
             "ORDER BY l.ticker LIMIT $2",
