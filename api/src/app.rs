@@ -18,9 +18,10 @@ use utoipa_axum::routes;
 
 use crate::database::Database;
 use crate::interval::Window;
-use crate::metrics::HttpMetrics;
+use crate::metrics::{HttpMetrics, StreamMetrics};
 use crate::problem::{ApiError, Problem};
-use crate::{metrics, prices, trace};
+use crate::stream::{StreamOptions, Streams};
+use crate::{metrics, prices, stream, trace};
 
 /// Default of `API_MAX_BODY_BYTES`: no resource reads a body, so a small one is plenty.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024;
@@ -33,10 +34,12 @@ pub struct AppState {
     pub window: Window,
     /// The OpenAPI document, serialized once.
     pub openapi: Arc<String>,
+    /// The live stream's feed and limits.
+    pub stream: Streams,
 }
 
 /// The application's limits (the README's configuration table has their defaults).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AppOptions {
     /// A request's whole database work (waiting for a connection and the query) gets this long.
     pub query_timeout: Duration,
@@ -44,6 +47,8 @@ pub struct AppOptions {
     pub max_body_bytes: usize,
     /// The aggregator's window.
     pub window: Window,
+    /// The live stream's limits, and the shutdown that ends every stream.
+    pub stream: StreamOptions,
 }
 
 #[derive(OpenApi)]
@@ -140,14 +145,18 @@ async fn limit_body(State(limit): State<usize>, request: Request, next: Next) ->
 /// in `registry`, which the caller serves on `METRICS_ADDR`) and request logs.
 pub fn router(pool: PgPool, options: AppOptions, registry: &mut Registry) -> Router {
     let http_metrics = HttpMetrics::register(registry);
+    let stream_metrics = StreamMetrics::register(registry);
     let (routes, mut document) = documented_routes();
     prices::document_window(&mut document, options.window);
     let openapi = document.to_pretty_json().expect(
         "the OpenAPI document is plain data built from this crate's route definitions and schemas, \
          which serde_json always serializes",
     );
+    let db = Database::new(pool.clone(), options.query_timeout);
+    let connect = (*pool.connect_options()).clone();
     let state = AppState {
-        db: Database::new(pool, options.query_timeout),
+        stream: Streams::new(db.clone(), connect, options.stream, stream_metrics),
+        db,
         window: options.window,
         openapi: Arc::new(openapi),
     };
@@ -171,6 +180,7 @@ pub fn router(pool: PgPool, options: AppOptions, registry: &mut Registry) -> Rou
 fn documented_routes() -> (Router<AppState>, Document) {
     let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(prices::get_prices))
+        .routes(routes!(stream::stream_prices))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi_json))

@@ -1,4 +1,5 @@
-//! The data API: `GET /v1/get-prices` over the aggregator's `window_prices` table.
+//! The data API: `GET /v1/get-prices` over the aggregator's `window_prices` table, and
+//! `GET /v1/stream-prices`, its changes as server-sent events.
 //!
 //! It only reads (use a login role in `tickpipe_reader`, and every session is read-only), answers
 //! errors as `application/problem+json`, and serves `/healthz`, `/readyz` and an OpenAPI 3.1
@@ -6,7 +7,7 @@
 //! `/metrics` is served apart, on `METRICS_ADDR`, like the other services'.
 //!
 //! `prices` is the endpoint, `query` the parameter rules and SQL, `interval` the bar widths and
-//! their alignment, `problem` the error type,
+//! their alignment, `stream` the live stream (`GET /v1/stream-prices`), `problem` the error type,
 //! `database` the fail-fast gate in front of PostgreSQL, `app` the router, `trace` the request
 //! logs, `server` the HTTP server. The library's public surface is [`run`] and [`serve`] with their
 //! [`settings`]; the feature `testing` adds what the integration tests reach into.
@@ -21,6 +22,7 @@ mod problem;
 mod query;
 mod server;
 pub mod settings;
+mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod trace;
@@ -75,6 +77,7 @@ pub async fn serve(
             query_timeout: Duration::from_millis(settings.api.query_timeout_ms),
             max_body_bytes: settings.api.max_body_bytes,
             window: settings.api.window()?,
+            stream: settings.api.stream_options(shutdown.clone())?,
         },
         &mut registry,
     );

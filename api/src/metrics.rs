@@ -1,4 +1,5 @@
-//! Request counts and latency histograms by route and status, served on `METRICS_ADDR`.
+//! Request counts and latency histograms by route and status, and the live stream's figures, served
+//! on `METRICS_ADDR`.
 
 use std::time::Instant;
 
@@ -8,6 +9,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -65,4 +67,63 @@ pub async fn record(State(metrics): State<HttpMetrics>, request: Request, next: 
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The live stream (`GET /v1/stream-prices`): open streams, events sent, subscribers disconnected
+/// for falling behind, refused streams, listener reconnections, and the delivery lag.
+#[derive(Debug, Clone)]
+pub struct StreamMetrics {
+    pub open: Gauge,
+    pub events_sent: Counter,
+    pub slow_disconnects: Counter,
+    pub refused: Counter,
+    pub listener_reconnects: Counter,
+    /// Seconds from the change's `committed_at` to the moment its event is handed to the connection.
+    pub delivery_lag: Histogram,
+}
+
+impl StreamMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            open: Gauge::default(),
+            events_sent: Counter::default(),
+            slow_disconnects: Counter::default(),
+            refused: Counter::default(),
+            listener_reconnects: Counter::default(),
+            // 1 ms to about 65 s.
+            delivery_lag: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+        };
+        let r = registry.sub_registry_with_prefix("api");
+        r.register(
+            "streams_open",
+            "Open GET /v1/stream-prices streams",
+            metrics.open.clone(),
+        );
+        r.register(
+            "stream_events_sent",
+            "Events handed to stream connections (price and watermark)",
+            metrics.events_sent.clone(),
+        );
+        r.register(
+            "stream_slow_disconnects",
+            "Streams ended because their subscriber fell more than API_STREAM_QUEUE notifications behind",
+            metrics.slow_disconnects.clone(),
+        );
+        r.register(
+            "streams_refused",
+            "Streams refused with a 503 because API_MAX_STREAMS were open",
+            metrics.refused.clone(),
+        );
+        r.register(
+            "stream_listener_reconnects",
+            "Times the LISTEN connection was lost and re-established (each followed by a catch-up read)",
+            metrics.listener_reconnects.clone(),
+        );
+        r.register(
+            "stream_delivery_lag_seconds",
+            "From a change's committed_at to its event being handed to the connection",
+            metrics.delivery_lag.clone(),
+        );
+        metrics
+    }
 }

@@ -31,6 +31,7 @@ impl ServiceSettings for Settings {
             api: layers.section()?,
         };
         settings.api.window()?;
+        settings.api.check_stream_settings()?;
         Ok(settings)
     }
 }
@@ -63,9 +64,53 @@ pub struct ApiSettings {
     /// must be a multiple of.
     #[serde(rename = "aggregator_window_secs", default = "default_window_secs")]
     pub window_secs: u32,
+    /// `API_MAX_STREAMS`: concurrent `GET /v1/stream-prices` streams served; more are a 503.
+    #[serde(rename = "api_max_streams", default = "default_max_streams")]
+    pub max_streams: usize,
+    /// `API_STREAM_HEARTBEAT_MS`: a stream without an event this long gets a comment line, so that
+    /// clients and proxies see it alive.
+    #[serde(
+        rename = "api_stream_heartbeat_ms",
+        default = "default_stream_heartbeat_ms"
+    )]
+    pub stream_heartbeat_ms: u64,
+    /// `API_STREAM_QUEUE`: notifications a stream may fall behind (its client not reading fast
+    /// enough) before it is disconnected, so that it cannot slow the others.
+    #[serde(rename = "api_stream_queue", default = "default_stream_queue")]
+    pub stream_queue: usize,
 }
 
 impl ApiSettings {
+    /// The stream's options, with `shutdown` ending every stream.
+    pub fn stream_options(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<crate::stream::StreamOptions, ConfigError> {
+        self.check_stream_settings()?;
+        Ok(crate::stream::StreamOptions {
+            max_streams: self.max_streams,
+            heartbeat: std::time::Duration::from_millis(self.stream_heartbeat_ms),
+            queue: self.stream_queue,
+            shutdown,
+        })
+    }
+
+    fn check_stream_settings(&self) -> Result<(), ConfigError> {
+        if self.stream_heartbeat_ms == 0 {
+            return Err(ConfigError::new(
+                "API_STREAM_HEARTBEAT_MS",
+                "expected a positive number of milliseconds",
+            ));
+        }
+        if self.stream_queue == 0 {
+            return Err(ConfigError::new(
+                "API_STREAM_QUEUE",
+                "expected a positive number of notifications",
+            ));
+        }
+        Ok(())
+    }
+
     /// The window, if `AGGREGATOR_WINDOW_SECS` divides a day (as the aggregator requires).
     pub fn window(&self) -> Result<Window, ConfigError> {
         Window::new(self.window_secs).ok_or_else(|| {
@@ -101,6 +146,18 @@ fn default_window_secs() -> u32 {
     DEFAULT_WINDOW_SECS
 }
 
+fn default_max_streams() -> usize {
+    crate::stream::DEFAULT_MAX_STREAMS
+}
+
+fn default_stream_heartbeat_ms() -> u64 {
+    crate::stream::DEFAULT_HEARTBEAT_MS
+}
+
+fn default_stream_queue() -> usize {
+    crate::stream::DEFAULT_QUEUE
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +180,40 @@ mod tests {
                 .expect_err(bad)
                 .to_string();
             assert!(error.contains("AGGREGATOR_WINDOW_SECS"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn stream_settings_have_defaults_and_refuse_zero_intervals() {
+        let defaults = load(&[]).expect("defaults");
+        assert_eq!(defaults.api.max_streams, 1000);
+        assert_eq!(defaults.api.stream_heartbeat_ms, 15_000);
+        assert_eq!(defaults.api.stream_queue, 256);
+        let set = load(&[
+            ("API_MAX_STREAMS", "3"),
+            ("API_STREAM_HEARTBEAT_MS", "200"),
+            ("API_STREAM_QUEUE", "8"),
+        ])
+        .expect("set");
+        let options = set
+            .api
+            .stream_options(tokio_util::sync::CancellationToken::new())
+            .expect("options");
+        assert_eq!(
+            (
+                options.max_streams,
+                options.heartbeat.as_millis(),
+                options.queue
+            ),
+            (3, 200, 8)
+        );
+        for (name, bad) in [
+            ("API_STREAM_HEARTBEAT_MS", "0"),
+            ("API_STREAM_QUEUE", "0"),
+            ("API_MAX_STREAMS", "-1"),
+        ] {
+            let error = load(&[(name, bad)]).expect_err(name).to_string();
+            assert!(error.contains(name), "{name}={bad}: {error}");
         }
     }
 }

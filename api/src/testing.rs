@@ -6,10 +6,12 @@ use std::time::Duration;
 use axum::Router;
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppOptions, DEFAULT_MAX_BODY_BYTES};
 use crate::interval::Window;
 use crate::settings::ApiSettings;
+use crate::stream::StreamOptions;
 
 pub use crate::query::{patterns, ACCEPTED_PARAMETERS, MAX_TIME_SECS, MIN_TIME_SECS};
 
@@ -26,21 +28,27 @@ pub fn app_with_metrics(pool: PgPool, query_timeout: Duration, registry: &mut Re
             query_timeout,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             window: Window::default(),
+            stream: StreamOptions::default(),
         },
         registry,
     )
 }
 
 /// The application over `pool` as the binary builds it from `settings` (its query timeout, body
-/// limit and `AGGREGATOR_WINDOW_SECS`), without the server.
+/// limit, `AGGREGATOR_WINDOW_SECS` and stream settings), without the server; its streams end when
+/// the application is dropped.
 pub fn app_with_settings(pool: PgPool, settings: &ApiSettings) -> Result<Router, String> {
     let window = settings.window().map_err(|error| error.to_string())?;
+    let stream = settings
+        .stream_options(CancellationToken::new())
+        .map_err(|error| error.to_string())?;
     Ok(crate::app::router(
         pool,
         AppOptions {
             query_timeout: Duration::from_millis(settings.query_timeout_ms),
             max_body_bytes: settings.max_body_bytes,
             window,
+            stream,
         },
         &mut Registry::default(),
     ))

@@ -7,3 +7,4 @@ mod logs;
 mod prices;
 mod readiness;
 mod server;
+mod stream;

@@ -1,0 +1,224 @@
+//! One client's stream: the log from its starting id read from the database, then the feed's
+//! batches, without gap or duplicate.
+//!
+//! The subscriber keeps a cursor: every entry up to it has been sent (or filtered out). It reads the
+//! database up to a target in ranges of [`CHUNK`] ids, so a long backlog costs bounded memory and
+//! follows the client's own pace, and only subscribes to the feed once it is nearly caught up (so
+//! that its queue does not fill while it reads). From then on a batch that starts beyond the cursor
+//! (entries committed between its last read and its subscription, or a feed that started after it)
+//! is preceded by a read of the gap, and entries at or below the cursor are skipped: exactly once,
+//! in id order.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::response::sse::Event;
+use chrono::Utc;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
+
+use crate::database::Database;
+use crate::metrics::StreamMetrics;
+
+use super::feed::{Batch, Feed, Subscription};
+use super::log::{self, Change, CHUNK};
+
+/// Counts the stream as open for as long as it lives.
+#[derive(Debug)]
+struct Open {
+    metrics: StreamMetrics,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.metrics.open.dec();
+    }
+}
+
+/// What a subscriber needs from the application.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub db: Database,
+    pub feed: Feed,
+    pub metrics: StreamMetrics,
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Debug)]
+pub struct Subscriber {
+    context: Context,
+    /// Upper-cased and sorted; `None`: every ticker.
+    tickers: Option<Vec<String>>,
+    /// Every entry up to this id has been sent or filtered out.
+    cursor: i64,
+    /// Read the database up to this id before anything else.
+    target: i64,
+    /// The event that sets the client's last event id to the starting point, sent first.
+    opening: Option<Event>,
+    pending: VecDeque<Arc<Change>>,
+    /// A batch that starts beyond the cursor, applied once the gap before it is read.
+    deferred: Option<Arc<Batch>>,
+    subscription: Option<Subscription>,
+    span: Span,
+    _open: Open,
+}
+
+impl Subscriber {
+    /// A stream of the log after `start`, read from the database up to `newest` (the newest id
+    /// when the request arrived) and followed live from there.
+    pub fn new(
+        context: Context,
+        permit: OwnedSemaphorePermit,
+        tickers: Option<Vec<String>>,
+        start: i64,
+        newest: i64,
+    ) -> Self {
+        context.metrics.open.inc();
+        let open = Open {
+            metrics: context.metrics.clone(),
+            _permit: permit,
+        };
+        Self {
+            context,
+            tickers,
+            cursor: start,
+            target: newest.max(start),
+            // An event without data is not dispatched, but it sets the client's last event id: a
+            // client that reconnects before any change still resumes from here.
+            opening: Some(Event::default().id(start.to_string())),
+            pending: VecDeque::new(),
+            deferred: None,
+            subscription: None,
+            span: Span::current(),
+            _open: open,
+        }
+    }
+
+    /// The subscriber as the body of an SSE response.
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
+        futures_util::stream::unfold(self, |mut subscriber| async move {
+            let span = subscriber.span.clone();
+            let event = subscriber.next().instrument(span).await?;
+            Some((Ok(event), subscriber))
+        })
+    }
+
+    /// The next event, or `None` when the stream ends: the server shuts down, the feed dropped this
+    /// subscriber for falling behind, or the database failed (the client resumes from its last id).
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(opening) = self.opening.take() {
+                return Some(opening);
+            }
+            if let Some(change) = self.pending.pop_front() {
+                self.context.metrics.events_sent.inc();
+                let lag = (Utc::now() - change.committed_at).num_microseconds();
+                self.context
+                    .metrics
+                    .delivery_lag
+                    .observe(lag.unwrap_or(i64::MAX).max(0) as f64 / 1e6);
+                return Some(change.event.clone());
+            }
+            if self.context.shutdown.is_cancelled() {
+                return None;
+            }
+            if self.cursor < self.target {
+                self.read_chunk().await?;
+                continue;
+            }
+            if let Some(batch) = self.deferred.take() {
+                self.apply(&batch);
+                continue;
+            }
+            let Some(subscription) = self.subscription.as_mut() else {
+                self.subscribe();
+                continue;
+            };
+            let shutdown = self.context.shutdown.clone();
+            let batch = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                batch = subscription.receiver.recv() => batch,
+            };
+            let Some(batch) = batch else {
+                tracing::debug!(
+                    cursor = self.cursor,
+                    "the feed dropped this stream (it fell behind, or the feed stopped)"
+                );
+                return None;
+            };
+            if batch.after > self.cursor {
+                self.target = batch.after;
+                self.deferred = Some(batch);
+            } else {
+                self.apply(&batch);
+            }
+        }
+    }
+
+    /// Subscribes to the feed, unless the feed is far ahead: then the database is read up to it
+    /// first, so that the queue does not fill during a long read.
+    fn subscribe(&mut self) {
+        let feed = &self.context.feed;
+        if let Some(published) = feed.published() {
+            if published - self.cursor > CHUNK {
+                self.target = published;
+                return;
+            }
+        }
+        let subscription = feed.subscribe();
+        if let Some(published) = subscription.published {
+            self.target = self.target.max(published);
+        }
+        self.subscription = Some(subscription);
+    }
+
+    /// Reads the next range of at most [`CHUNK`] ids up to the target. `None` ends the stream.
+    async fn read_chunk(&mut self) -> Option<()> {
+        let upto = self.target.min(self.cursor.saturating_add(CHUNK));
+        let shutdown = self.context.shutdown.clone();
+        let read = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            read = log::read(&self.context.db, self.cursor, upto, self.tickers.as_deref()) => read,
+        };
+        let read = match read {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(%error, cursor = self.cursor, "cannot read the change log; ending the stream");
+                return None;
+            }
+        };
+        if !log::retains_after(read.oldest, self.cursor) {
+            // Pruned under this stream: a reconnection with the same id is answered 410.
+            tracing::warn!(
+                cursor = self.cursor,
+                oldest = read.oldest,
+                "change log entries this stream still needed were pruned; ending it"
+            );
+            return None;
+        }
+        self.pending.extend(read.changes);
+        self.cursor = upto;
+        Some(())
+    }
+
+    /// Queues the entries of `batch` after the cursor that this subscriber wants.
+    fn apply(&mut self, batch: &Batch) {
+        for change in &batch.changes {
+            if change.id > self.cursor && self.wants(change) {
+                self.pending.push_back(Arc::clone(change));
+            }
+        }
+        self.cursor = self.cursor.max(batch.upto);
+    }
+
+    fn wants(&self, change: &Change) -> bool {
+        match (&self.tickers, &change.ticker) {
+            (Some(tickers), Some(ticker)) => tickers.binary_search(ticker).is_ok(),
+            // Watermarks go to everyone; no filter takes every ticker.
+            _ => true,
+        }
+    }
+}
