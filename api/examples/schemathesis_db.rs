@@ -31,11 +31,18 @@ async fn main() -> anyhow::Result<()> {
 async fn create() -> anyhow::Result<()> {
     let db = TestDatabase::create().await;
     // Two hours of 30-second windows for three tickers, and the latest-window rows the aggregator
-    // keeps beside them: enough for every query form and for several pages.
+    // keeps beside them: enough for every query form and for several pages. The first ten minutes
+    // have no open and close (as rows written before they were recorded), and every partition has
+    // closed the first hour, so entries come both with and without them, complete and not.
     for (t, ticker) in ["AAPL", "AMZN", "MSFT"].iter().enumerate() {
         sqlx::query(
-            "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price)
-             SELECT $1, to_timestamp($2 + w * 30), to_timestamp($2 + w * 30 + 30), 1000 * ($3 + 1) * 4 + w, 4, 900 * ($3 + 1), 1100 * ($3 + 1)
+            "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
+                                        open_key, open_price, close_key, close_price)
+             SELECT $1, to_timestamp($2 + w * 30), to_timestamp($2 + w * 30 + 30), 1000 * ($3 + 1) * 4 + w, 4, 900 * ($3 + 1), 1100 * ($3 + 1),
+                    CASE WHEN w >= 20 THEN ARRAY[($2::bigint + w * 30) * 1000 + 1, w % 3, w] END,
+                    CASE WHEN w >= 20 THEN 900 * ($3 + 1) END,
+                    CASE WHEN w >= 20 THEN ARRAY[($2::bigint + w * 30) * 1000 + 29999, w % 3, w + 1] END,
+                    CASE WHEN w >= 20 THEN 1100 * ($3 + 1) END
              FROM generate_series(0, 239) AS w",
         )
         .bind(ticker)
@@ -51,27 +58,15 @@ async fn create() -> anyhow::Result<()> {
     .execute(&db.pool)
     .await
     .context("seed latest_windows")?;
-    // The change log of the last 20 windows, as the aggregator appends it: each window's three
-    // entries, then a watermark past it. `GET /v1/stream-prices?since=` with a small id streams a
-    // backlog of both kinds of event.
     sqlx::query(
-        "INSERT INTO window_changes (id, ticker, window_start, window_end, price_sum, sample_count, min_price,
-                                     max_price, open_price, close_price, complete_before)
-         SELECT nextval('window_changes_id'), e.ticker, e.window_start, e.window_end, e.price_sum, e.sample_count,
-                e.min_price, e.max_price, e.open_price, e.close_price, e.complete_before
-         FROM (SELECT p.ticker, p.window_start, p.window_end, p.price_sum, p.sample_count, p.min_price, p.max_price,
-                      p.open_price, p.close_price, p.window_start AS complete_before, p.window_start AS k, 0 AS kind
-               FROM window_prices p WHERE p.window_start >= to_timestamp($1)
-               UNION ALL
-               SELECT DISTINCT NULL, NULL::timestamptz, NULL::timestamptz, NULL::bigint, NULL::bigint, NULL::bigint,
-                      NULL::bigint, NULL::bigint, NULL::bigint, p.window_end, p.window_start, 1
-               FROM window_prices p WHERE p.window_start >= to_timestamp($1)
-               ORDER BY k, kind, ticker) e",
+        "INSERT INTO aggregator_progress (topic, kafka_partition, resume_offset, next_offset, watermark_ms,
+                                          closed_before_ms, dlq_next_offset)
+         SELECT 'stocks', p, 0, 0, ($1::bigint + 3600) * 1000, ($1::bigint + 3600) * 1000, 0 FROM generate_series(0, 2) AS p",
     )
-    .bind((T0 + 220 * 30) as f64)
+    .bind(T0)
     .execute(&db.pool)
     .await
-    .context("seed window_changes")?;
+    .context("seed aggregator_progress")?;
     db.pool.close().await;
     println!("{}", db.url);
     Ok(())
