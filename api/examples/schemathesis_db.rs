@@ -67,6 +67,27 @@ async fn create() -> anyhow::Result<()> {
     .execute(&db.pool)
     .await
     .context("seed aggregator_progress")?;
+    // The change log of the last 20 windows, as the aggregator appends it: each window's three
+    // entries, then a watermark past it. `GET /v1/stream-prices?since=` with a small id streams a
+    // backlog of both kinds of event.
+    sqlx::query(
+        "INSERT INTO window_changes (id, ticker, window_start, window_end, price_sum, sample_count, min_price,
+                                     max_price, open_price, close_price, complete_before)
+         SELECT nextval('window_changes_id'), e.ticker, e.window_start, e.window_end, e.price_sum, e.sample_count,
+                e.min_price, e.max_price, e.open_price, e.close_price, e.complete_before
+         FROM (SELECT p.ticker, p.window_start, p.window_end, p.price_sum, p.sample_count, p.min_price, p.max_price,
+                      p.open_price, p.close_price, p.window_start AS complete_before, p.window_start AS k, 0 AS kind
+               FROM window_prices p WHERE p.window_start >= to_timestamp($1)
+               UNION ALL
+               SELECT DISTINCT NULL, NULL::timestamptz, NULL::timestamptz, NULL::bigint, NULL::bigint, NULL::bigint,
+                      NULL::bigint, NULL::bigint, NULL::bigint, p.window_end, p.window_start, 1
+               FROM window_prices p WHERE p.window_start >= to_timestamp($1)
+               ORDER BY k, kind, ticker) e",
+    )
+    .bind((T0 + 220 * 30) as f64)
+    .execute(&db.pool)
+    .await
+    .context("seed window_changes")?;
     db.pool.close().await;
     println!("{}", db.url);
     Ok(())
