@@ -26,6 +26,7 @@ mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod trace;
+mod write_timeout;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,6 +93,7 @@ pub async fn serve(
         listener,
         app,
         Duration::from_millis(settings.api.header_read_timeout_ms),
+        Duration::from_millis(settings.api.write_timeout_ms),
         shutdown,
     )
     .await;

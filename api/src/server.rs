@@ -1,5 +1,5 @@
-//! The HTTP/1.1 server under the router: its own accept loop, a request-head timeout and a
-//! graceful drain.
+//! The HTTP/1.1 server under the router: its own accept loop, a request-head timeout, a write
+//! timeout and a graceful drain.
 
 use std::time::Duration;
 
@@ -8,8 +8,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 
+use crate::write_timeout::WriteTimeout;
+
 /// The HTTP/1.1 server: accepts connections until `shutdown` is cancelled, then lets in-flight
-/// requests finish and returns once every connection is closed.
+/// requests finish and returns once every connection is closed. A connection whose client has not
+/// read anything for `write_timeout` while a response waits to be written is closed (see
+/// [`WriteTimeout`]): a stream whose client stopped reading frees its place, and a response that
+/// cannot be written holds the drain no longer than that.
 ///
 /// Why not `axum::serve`: it has no timeout for reading a request head, so a client that opens a
 /// connection and never finishes its request line holds the connection (and its memory) forever.
@@ -19,6 +24,7 @@ pub async fn serve_app(
     listener: tokio::net::TcpListener,
     app: Router,
     header_read_timeout: Duration,
+    write_timeout: Duration,
     shutdown: CancellationToken,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -27,10 +33,14 @@ pub async fn serve_app(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     while let Some(stream) = accept(&listener, &shutdown).await {
         let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(http.serve_connection(
+            TokioIo::new(WriteTimeout::new(stream, write_timeout)),
+            service,
+        ));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                // Includes a client that timed out sending its request head: its problem, not ours.
+                // Includes a client that timed out sending its request head or reading the response:
+                // its problem, not ours.
                 tracing::debug!(%error, "connection closed with an error");
             }
         });

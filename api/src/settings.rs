@@ -31,7 +31,7 @@ impl ServiceSettings for Settings {
             api: layers.section()?,
         };
         settings.api.window()?;
-        settings.api.check_stream_settings()?;
+        settings.api.check_limits()?;
         Ok(settings)
     }
 }
@@ -52,6 +52,10 @@ pub struct ApiSettings {
         default = "default_header_read_timeout_ms"
     )]
     pub header_read_timeout_ms: u64,
+    /// `API_WRITE_TIMEOUT_MS`: a connection whose client has read nothing this long while a
+    /// response (a stream's events, say) waits to be written is closed.
+    #[serde(rename = "api_write_timeout_ms", default = "default_write_timeout_ms")]
+    pub write_timeout_ms: u64,
     /// `API_MAX_BODY_BYTES`: a request declaring a larger body is refused with a 413. No resource
     /// reads a body; the limit only keeps a client from making the server receive one.
     #[serde(rename = "api_max_body_bytes", default = "default_max_body_bytes")]
@@ -86,7 +90,7 @@ impl ApiSettings {
         &self,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<crate::stream::StreamOptions, ConfigError> {
-        self.check_stream_settings()?;
+        self.check_limits()?;
         Ok(crate::stream::StreamOptions {
             max_streams: self.max_streams,
             heartbeat: std::time::Duration::from_millis(self.stream_heartbeat_ms),
@@ -95,10 +99,16 @@ impl ApiSettings {
         })
     }
 
-    fn check_stream_settings(&self) -> Result<(), ConfigError> {
+    fn check_limits(&self) -> Result<(), ConfigError> {
         if self.stream_heartbeat_ms == 0 {
             return Err(ConfigError::new(
                 "API_STREAM_HEARTBEAT_MS",
+                "expected a positive number of milliseconds",
+            ));
+        }
+        if self.write_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "API_WRITE_TIMEOUT_MS",
                 "expected a positive number of milliseconds",
             ));
         }
@@ -132,6 +142,10 @@ fn default_query_timeout_ms() -> u64 {
 
 fn default_header_read_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_write_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_max_body_bytes() -> usize {
@@ -210,6 +224,7 @@ mod tests {
         for (name, bad) in [
             ("API_STREAM_HEARTBEAT_MS", "0"),
             ("API_STREAM_QUEUE", "0"),
+            ("API_WRITE_TIMEOUT_MS", "0"),
             ("API_MAX_STREAMS", "-1"),
         ] {
             let error = load(&[(name, bad)]).expect_err(name).to_string();

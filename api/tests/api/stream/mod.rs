@@ -402,32 +402,15 @@ async fn a_slow_subscriber_is_disconnected_while_a_fast_one_keeps_receiving() {
     let mut slow = Client::get_with_receive_buffer(server.addr, STREAM, &[], Some(4096)).await;
     // About 8 MB of events, in commits of 1000 entries, each written once the fast client has
     // received the previous one: it never falls behind, while the slow one falls ever further.
-    let tickers = ["AAPL", "AMZN", "MSFT", "NVDA"];
-    let mut written = Vec::new();
-    for c in 0..30 {
-        let entries: Vec<Entry> = (0..1000)
-            .map(|i| {
-                price(
-                    tickers[i % 4],
-                    T0 + 30 * (c * 250 + i as i64 / 4),
-                    c + i as i64,
-                )
-            })
-            .collect();
-        let batch = commit_many(&db.pool, &entries).await;
-        assert_events(
-            &fast.events(batch.len()).await,
-            &batch.iter().collect::<Vec<_>>(),
-        );
-        written.extend(batch);
-    }
+    let written = write_in_step_with(&db.pool, &mut fast, 30).await;
     let all: Vec<&Written> = written.iter().collect();
-    assert!(
-        server.metric("api_stream_slow_disconnects_total").await >= 1.0,
-        "the slow subscriber was dropped"
+    assert_eq!(
+        server.metric("api_stream_slow_disconnects_total").await,
+        1.0,
+        "the slow subscriber was dropped, and only it"
     );
     // The slow client reads at last: what was buffered for it, in order, then the end of the
-    // stream; it resumes from its last id and misses nothing.
+    // stream. It resumes from its last id and misses nothing.
     slow.opening_id().await;
     let got = slow.until_end(Duration::from_secs(20)).await;
     eprintln!(
@@ -443,6 +426,78 @@ async fn a_slow_subscriber_is_disconnected_while_a_fast_one_keeps_receiving() {
     let rest = &all[got.len()..];
     assert_events(&resumed.events(rest.len()).await, rest);
     server.stop().await;
+}
+
+/// Commits `commits` times 1000 price entries, each commit once `client` has received the previous
+/// one; returns everything written.
+async fn write_in_step_with(pool: &PgPool, client: &mut Client, commits: i64) -> Vec<Written> {
+    let tickers = ["AAPL", "AMZN", "MSFT", "NVDA"];
+    let mut written = Vec::new();
+    for c in 0..commits {
+        let entries: Vec<Entry> = (0..1000)
+            .map(|i| {
+                price(
+                    tickers[i % 4],
+                    T0 + 30 * (c * 250 + i as i64 / 4),
+                    c + i as i64,
+                )
+            })
+            .collect();
+        let batch = commit_many(pool, &entries).await;
+        assert_events(
+            &client.events(batch.len()).await,
+            &batch.iter().collect::<Vec<_>>(),
+        );
+        written.extend(batch);
+    }
+    written
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_shutdown() {
+    let db = database().await;
+    let server = Server::start(&db.url, &[("API_WRITE_TIMEOUT_MS", "4000")]).await;
+    let mut watcher = Client::get(server.addr, STREAM, &[]).await;
+    watcher.opening_id().await;
+    let mut stalled = Client::get_with_receive_buffer(server.addr, STREAM, &[], Some(4096)).await;
+    // About 5.6 MB at once: more than the stalled client's socket and hyper's buffer hold, less
+    // than its queue.
+    let tickers = ["AAPL", "AMZN", "MSFT", "NVDA"];
+    let mut written = Vec::new();
+    for c in 0..20 {
+        let entries: Vec<Entry> = (0..1000)
+            .map(|i| {
+                price(
+                    tickers[i % 4],
+                    T0 + 30 * (c * 250 + i as i64 / 4),
+                    c + i as i64,
+                )
+            })
+            .collect();
+        written.extend(commit_many(&db.pool, &entries).await);
+    }
+    let all: Vec<&Written> = written.iter().collect();
+    // Shut down: the watcher's stream ends cleanly (with what it was sent so far); the stalled one
+    // cannot be written to, and the drain waits for it no longer than the write timeout.
+    let stopping = tokio::time::Instant::now();
+    let stop = tokio::spawn(server.stop());
+    let seen = watcher.until_end(Duration::from_secs(20)).await;
+    assert_events(&seen, &all[..seen.len()]);
+    stop.await.expect("stopped");
+    let took = stopping.elapsed();
+    eprintln!("serve() returned {took:?} after the shutdown began, a client still not reading");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    // What the kernel had buffered still arrives, in order, then the connection ends (an event cut
+    // in the middle is not one): the client resumes from its last complete event.
+    stalled.opening_id().await;
+    let got = stalled.until_end(Duration::from_secs(20)).await;
+    eprintln!(
+        "the stalled client got {} of {} events",
+        got.len(),
+        all.len()
+    );
+    assert!(got.len() < all.len());
+    assert_events(&got, &all[..got.len()]);
 }
 
 /// Reads events from `client` until `want` ids have arrived; asserts they arrive in increasing order
