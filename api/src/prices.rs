@@ -305,19 +305,9 @@ pub async fn get_prices(
 )]
 async fn fetch_rows(db: &Database, query: &PriceQuery) -> Result<Vec<WindowPrice>, ApiError> {
     let mut sql = query.to_sql();
-    let bars = query.bars.is_some();
     let rows = db
         .run("prices query", |mut connection| async move {
-            if bars {
-                // The planner's estimates for a bar query (per-ticker aggregates over a
-                // `latest_windows` that is rarely analyzed, a recursive walk) easily pass
-                // `jit_above_cost`, and compiling them takes about half a second on every
-                // execution while the query itself takes a millisecond. Nothing the API runs
-                // profits from JIT; the setting stays with the pooled connection.
-                sqlx::query("SET jit = off")
-                    .execute(&mut *connection)
-                    .await?;
-            }
+            // No JIT on these connections: see `tickpipe_common::db::read_only_pool`.
             sql.build_query_as::<WindowPrice>()
                 .fetch_all(&mut *connection)
                 .await
