@@ -22,6 +22,8 @@ run() { # example package
     "target/release/examples/$2" | tee -a "$results"
 }
 AGGREGATOR_BIN=target/release/aggregator API_BIN=target/release/api export AGGREGATOR_BIN API_BIN
+# bench_api reads the SQL the API sends from PostgreSQL's log, to run pgbench on exactly that.
+export TICKPIPE_PG_LOG="${TICKPIPE_STATE_DIR:-${TMPDIR:-/tmp}/tickpipe-services}/logs/postgres.log"
 run "generator: pacing and throughput" bench_generator
 run "aggregator: backfill throughput and memory" bench_aggregator
 run "api: latency under load" bench_api

@@ -1,9 +1,17 @@
-//! API benchmark: seeds 10 thousand and 1 million rows, starts the API binary, and loads three
+//! API benchmark: seeds 10 thousand and 1 million rows, starts the API binary, and loads five
 //! queries with wrk at 64 connections: no parameters, one ticker over one hour, one day with
-//! limit 1000. Prints requests/s, p50/p99 latency and the API's peak memory. Figures only.
+//! limit 1000, `interval=1h` over one day for all tickers, `interval=1d` over 30 days for one
+//! ticker. Prints requests/s, p50/p99 latency and the API's peak memory.
+//!
+//! Beside each wrk figure, pgbench runs the exact SQL text and parameters the API sends for that
+//! request (`-M prepared -c 64 -j 2`, same duration, same database, same run): the database's own
+//! ceiling for that query, and the ratio API ÷ pgbench. The SQL is captured from PostgreSQL's log:
+//! a short-lived capture API answers one request per query on a database that logs every
+//! statement, then logging is switched off again before the measured API starts.
 //!
 //! Environment: DATABASE_URL (from `scripts/services.sh env`), API_BIN (default
-//! target/release/api), BENCH_SECS per query (default 10), BENCH_SIZES (default 10000,1000000).
+//! target/release/api), BENCH_SECS per query (default 10), BENCH_SIZES (default 10000,1000000),
+//! TICKPIPE_PG_LOG (PostgreSQL's log file; default /tmp/tickpipe-services/logs/postgres.log).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -32,9 +40,26 @@ async fn seed(db: &TestDatabase, rows: i64) -> anyhow::Result<i64> {
         .execute(&db.pool)
         .await?;
     }
+    // Open and close as the aggregator writes them: keys inside their window.
+    sqlx::query(
+        "UPDATE window_prices SET
+             open_key = ARRAY[(extract(epoch FROM window_start) * 1000)::bigint, 0, 1], open_price = min_price,
+             close_key = ARRAY[(extract(epoch FROM window_start) * 1000)::bigint + 29000, 0, 2], close_price = max_price",
+    )
+    .execute(&db.pool)
+    .await?;
     sqlx::query("INSERT INTO latest_windows SELECT ticker, max(window_start) FROM window_prices GROUP BY ticker")
         .execute(&db.pool)
         .await?;
+    // One partition whose boundary is past every window: every entry is complete.
+    sqlx::query(
+        "INSERT INTO aggregator_progress (topic, kafka_partition, resume_offset, next_offset, watermark_ms,
+                                          closed_before_ms, dlq_next_offset, owner_epoch)
+         VALUES ('stocks', 0, 0, 0, 0, ($1 + 30) * 1000, 0, 1)",
+    )
+    .bind(NEWEST)
+    .execute(&db.pool)
+    .await?;
     sqlx::query("VACUUM ANALYZE window_prices")
         .execute(&db.pool)
         .await?;
@@ -111,8 +136,9 @@ fn start_api(database_url: &str, port: u16) -> anyhow::Result<Child> {
         .spawn()?)
 }
 
-/// The three loads: no parameters, and an hour and a day in the middle of the seeded range.
-fn queries(base: &str, per_ticker: i64) -> [(&'static str, String); 3] {
+/// The five loads: no parameters, an hour and a day in the middle of the seeded range, hourly bars
+/// over that day for every ticker, and daily bars over 30 days for one ticker.
+fn queries(base: &str, per_ticker: i64) -> [(&'static str, String); 5] {
     let middle = NEWEST - per_ticker * 30 / 2;
     [
         ("no parameters", format!("{base}/v1/get-prices")),
@@ -132,13 +158,199 @@ fn queries(base: &str, per_ticker: i64) -> [(&'static str, String); 3] {
                 middle + 43_200
             ),
         ),
+        (
+            "interval=1h, one day, all tickers",
+            format!(
+                "{base}/v1/get-prices?interval=1h&startTime={}&endTime={}",
+                middle - 43_200,
+                middle + 43_200
+            ),
+        ),
+        (
+            "interval=1d, 30 days, one ticker",
+            format!(
+                "{base}/v1/get-prices?interval=1d&ticker=AMZN&startTime={}&endTime={}",
+                NEWEST - 30 * 86_400,
+                NEWEST
+            ),
+        ),
     ]
 }
 
-fn print_load(name: &str, rows: i64, load: &Load) {
+/// What the API sent to PostgreSQL for one request: the SQL text and its parameters as text.
+#[derive(Debug)]
+struct Captured {
+    sql: String,
+    params: Vec<String>,
+}
+
+/// Splits PostgreSQL's `$1 = 'a', $2 = 'it''s'` into the values.
+fn parse_parameters(text: &str) -> anyhow::Result<Vec<String>> {
+    let mut values = Vec::new();
+    let mut rest = text.trim();
+    while let Some(after) = rest.strip_prefix('$') {
+        let (_, value) = after
+            .split_once(" = '")
+            .ok_or_else(|| anyhow::anyhow!("unexpected parameter text: {rest}"))?;
+        let mut chars = value.char_indices().peekable();
+        let mut parsed = String::new();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\'')) if chars.peek().map(|&(_, c)| c) == Some('\'') => {
+                    chars.next();
+                    parsed.push('\'');
+                }
+                Some((i, '\'')) => break i + 1,
+                Some((_, c)) => parsed.push(c),
+                None => anyhow::bail!("unterminated parameter in {text}"),
+            }
+        };
+        values.push(parsed);
+        rest = value[end..].trim_start_matches(", ");
+    }
+    Ok(values)
+}
+
+/// The last statement reading the price tables among the `execute` lines of a log excerpt.
+fn statement_in_log(excerpt: &str) -> anyhow::Result<Captured> {
+    let lines: Vec<&str> = excerpt.lines().collect();
+    let mut found = None;
+    for (i, line) in lines.iter().enumerate() {
+        let Some(at) = line.find(" execute ") else {
+            continue;
+        };
+        let Some((_, sql)) = line[at + 9..].split_once(": ") else {
+            continue;
+        };
+        if !(sql.contains("window_prices") || sql.contains("latest_windows")) {
+            continue;
+        }
+        let params = match lines
+            .get(i + 1)
+            .and_then(|l| l.split_once("DETAIL:  Parameters: "))
+        {
+            Some((_, params)) => parse_parameters(params)?,
+            None => Vec::new(),
+        };
+        found = Some(Captured {
+            sql: sql.to_owned(),
+            params,
+        });
+    }
+    found.ok_or_else(|| anyhow::anyhow!("no price query in the log excerpt:\n{excerpt}"))
+}
+
+/// Answers each query once through a capture API on a database that logs every statement, and
+/// returns the SQL and parameters the API ran for each. Logging is off again when it returns.
+async fn capture(db: &TestDatabase, per_ticker: i64, port: u16) -> anyhow::Result<Vec<Captured>> {
+    let log_path = env(
+        "TICKPIPE_PG_LOG",
+        "/tmp/tickpipe-services/logs/postgres.log",
+    );
+    let set = |value: &str| {
+        format!(
+            "ALTER DATABASE \"{}\" SET log_min_duration_statement = {value}",
+            db.name
+        )
+    };
+    sqlx::query(&set("0")).execute(&db.pool).await?;
+    let mut api = start_api(&db.url, port)?;
+    let base = format!("http://127.0.0.1:{port}");
+    let captured = async {
+        wait_until_ready(port).await;
+        let mut captured = Vec::new();
+        for (_, url) in &queries(&base, per_ticker) {
+            let before = std::fs::metadata(&log_path)?.len();
+            let status = Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", url])
+                .status()?;
+            anyhow::ensure!(status.success(), "{url} failed during capture");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let log = std::fs::read(&log_path)?;
+            let excerpt = String::from_utf8_lossy(&log[usize::try_from(before)?..]).into_owned();
+            let statement = statement_in_log(&excerpt)?;
+            eprintln!(
+                "pgbench will run for {url}: {} with {:?}",
+                statement.sql, statement.params
+            );
+            captured.push(statement);
+        }
+        Ok(captured)
+    }
+    .await;
+    stop(&mut api);
+    sqlx::query(&set("-1")).execute(&db.pool).await?;
+    captured
+}
+
+/// pgbench over the captured SQL and parameters, as the API's clients load it: 64 connections, 2
+/// threads, prepared statements, `secs` seconds. Returns transactions per second.
+fn pgbench(database_url: &str, captured: &Captured, secs: u64) -> anyhow::Result<f64> {
+    let placeholders = regex::Regex::new(r"\$(\d+)")?;
+    let script = std::env::temp_dir().join(format!("tickpipe-bench-{}.sql", std::process::id()));
+    std::fs::write(
+        &script,
+        format!("{};\n", placeholders.replace_all(&captured.sql, ":p$1")),
+    )?;
+    let mut command = Command::new("pgbench");
+    command.args([
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        "64",
+        "-j",
+        "2",
+        "-T",
+        &secs.to_string(),
+        "-f",
+    ]);
+    command.arg(&script);
+    for (i, value) in captured.params.iter().enumerate() {
+        command.arg("-D").arg(format!("p{}={value}", i + 1));
+    }
+    let output = command.arg(database_url).output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "pgbench failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no tps in pgbench output: {text}{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+}
+
+fn stop(api: &mut Child) {
+    // Stopped whatever happened, so that a failed run leaves no API behind.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &api.id().to_string()])
+        .status();
+    if stopped.is_err() {
+        let _ = api.kill();
+    }
+    let _ = api.wait();
+}
+
+async fn wait_until_ready(port: u16) {
+    tickpipe_testkit::eventually("api up", Duration::from_secs(20), || async {
+        tickpipe_common::healthcheck::probe(&format!("127.0.0.1:{port}"), "/readyz").then_some(())
+    })
+    .await;
+}
+
+fn print_load(name: &str, rows: i64, load: &Load, pgbench_tps: f64) {
     println!(
-        "bench|api {name}, {rows} rows: requests/s|{:.0}|req/s|||",
-        load.requests_per_sec
+        "bench|api {name}, {rows} rows: requests/s|{:.0}|req/s|pgbench, same SQL (tps)|{pgbench_tps:.0}|{:.2}",
+        load.requests_per_sec,
+        load.requests_per_sec / pgbench_tps
     );
     println!(
         "bench|api {name}, {rows} rows: p50|{:.2}|ms|||",
@@ -151,35 +363,44 @@ fn print_load(name: &str, rows: i64, load: &Load) {
     );
 }
 
-/// Seeds `rows`, runs the API over them and loads each query; returns the no-parameter p50.
+/// Seeds `rows`, runs the API over them and loads each query, with pgbench on the same SQL beside
+/// it; returns the no-parameter p50.
 async fn bench_size(rows: i64, secs: u64) -> anyhow::Result<f64> {
     let db = TestDatabase::create().await;
     let per_ticker = seed(&db, rows).await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let free_port = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let captured = capture(&db, per_ticker, free_port()?).await?;
+    let port = free_port()?;
     let mut api = start_api(&db.url, port)?;
-    let result = load(port, rows, per_ticker, secs, api.id()).await;
-    // Stopped whatever happened, so that a failed run leaves no API behind.
-    let _ = Command::new("kill")
-        .args(["-TERM", &api.id().to_string()])
-        .status();
-    let _ = api.wait();
+    let result = load(&db, port, rows, per_ticker, secs, api.id(), &captured).await;
+    stop(&mut api);
     result
 }
 
-/// Loads each query against the API on `port` (process `pid`); returns the no-parameter p50.
-async fn load(port: u16, rows: i64, per_ticker: i64, secs: u64, pid: u32) -> anyhow::Result<f64> {
-    tickpipe_testkit::eventually("api up", Duration::from_secs(20), || async {
-        tickpipe_common::healthcheck::probe(&format!("127.0.0.1:{port}"), "/readyz").then_some(())
-    })
-    .await;
+/// Loads each query against the API on `port` (process `pid`), then pgbench on the SQL captured
+/// for it; returns the no-parameter p50.
+async fn load(
+    db: &TestDatabase,
+    port: u16,
+    rows: i64,
+    per_ticker: i64,
+    secs: u64,
+    pid: u32,
+    captured: &[Captured],
+) -> anyhow::Result<f64> {
+    wait_until_ready(port).await;
     let mut latest_p50 = None;
-    for (name, url) in &queries(&format!("http://127.0.0.1:{port}"), per_ticker) {
+    let loads = queries(&format!("http://127.0.0.1:{port}"), per_ticker);
+    for ((name, url), sql) in loads.iter().zip(captured) {
         // Warm-up: connections, prepared statements and PostgreSQL's buffer cache.
         wrk(url, 2)?;
         let load = wrk(url, secs)?;
-        print_load(name, rows, &load);
+        let tps = pgbench(&db.url, sql, secs)?;
+        print_load(name, rows, &load, tps);
         if *name == "no parameters" {
             latest_p50 = Some(load.p50_ms);
         }
