@@ -41,7 +41,7 @@ if ((cluster)); then state_dir=$TICKPIPE_CLUSTER_STATE_DIR; else state_dir=$TICK
 
 echo "== drill: building (debug profile, shared with the tests)"
 cargo build --locked -q -p tickpipe-generator -p tickpipe-aggregator --bins --examples
-bin=target/debug
+bin="${CARGO_TARGET_DIR:-target}/debug"
 
 run_id="drill_$(date +%s)_$$"
 topic=$run_id

@@ -118,7 +118,7 @@ cleanup() {
         wait "$API_PID" 2>/dev/null || true
     fi
     if [[ -n "$DB_NAME" ]]; then
-        target/debug/examples/schemathesis_db drop "$DB_NAME" ||
+        "$build_dir"/examples/schemathesis_db drop "$DB_NAME" ||
             say "could not drop database $DB_NAME"
     fi
     if [[ -n "$WORK_DIR" ]]; then
@@ -137,11 +137,12 @@ say "$("${ST[@]}" --version 2>&1 | head -n 1)"
 
 eval "$(bash scripts/services.sh env)"
 
-say "building the api binary and the database helper (debug, target/)"
+build_dir="${CARGO_TARGET_DIR:-target}/debug"
+say "building the api binary and the database helper (debug, $build_dir)"
 cargo build --locked --quiet -p tickpipe-api --bin api --example schemathesis_db
 
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/tickpipe-schemathesis.XXXXXX")"
-db_url="$(target/debug/examples/schemathesis_db create)"
+db_url="$("$build_dir"/examples/schemathesis_db create)"
 DB_NAME="${db_url##*/}"
 say "seeded database $DB_NAME"
 
@@ -149,7 +150,7 @@ say "seeded database $DB_NAME"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
 API_BIND="127.0.0.1:$port" METRICS_ADDR=127.0.0.1:0 DATABASE_URL="$db_url" RUST_LOG=warn LOG_FORMAT=text \
-    target/debug/api >"$WORK_DIR/api.log" 2>&1 &
+    "$build_dir"/api >"$WORK_DIR/api.log" 2>&1 &
 API_PID=$!
 
 python3 - "$base/readyz" <<'EOF' || die "the API did not get ready at $base (see its log below)"
