@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh                       # full size (about 10 minutes)
 #   BENCH_PACING_SECS=10 BENCH_MESSAGES=200000 BENCH_RECORDS=200000 BENCH_SIZES=10000 scripts/bench.sh
+#   BENCH_STREAM_SUBSCRIBERS=200 BENCH_STREAM_SECS=5 scripts/bench.sh   # a smaller stream section
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,10 @@ export TICKPIPE_PG_LOG="${TICKPIPE_STATE_DIR:-${TMPDIR:-/tmp}/tickpipe-services}
 run "generator: pacing and throughput" bench_generator
 run "aggregator: backfill throughput and memory" bench_aggregator
 run "api: latency under load" bench_api
+# Live stream: BENCH_STREAM_SUBSCRIBERS (1000) subscribers while changes are committed at
+# BENCH_STREAM_RATE (10) commits/s for BENCH_STREAM_SECS (20); one socket each, so raise the limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+run "api: live stream fan-out" bench_stream
 
 kafka_version=$(bash scripts/services.sh versions | grep -i kafka | head -n 1)
 pg_version=$(bash scripts/services.sh versions | grep -i postgres | head -n 1)

@@ -1,0 +1,253 @@
+//! Live stream benchmark: starts the API binary, opens N subscribers to `GET /v1/stream-prices`
+//! (default 1000), measures the API's memory per idle subscriber, then appends changes to the log at
+//! a steady rate as the aggregator does (its advisory lock, ids from the sequence, NOTIFY on commit)
+//! and measures, for every event every subscriber receives, the time from the change's
+//! `committed_at` to its receipt. Prints figures; asserts nothing about time.
+//!
+//! Environment: DATABASE_URL (from `scripts/services.sh env`), API_BIN (default
+//! target/release/api), BENCH_STREAM_SUBSCRIBERS (default 1000), BENCH_STREAM_RATE commits per second
+//! (default 10, three entries each), BENCH_STREAM_SECS (default 20).
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tickpipe_testkit::{env_or, TestDatabase};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The aggregator's log lock (`LOG_LOCK` in aggregator/src/changes.rs).
+const LOG_LOCK: i64 = 0x7469_636b_7069_7065;
+/// 2026-11-27T10:00:00Z.
+const T0: i64 = 1_795_773_600;
+const TICKERS: [&str; 3] = ["AAPL", "AMZN", "MSFT"];
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// A resident-memory line of /proc/`pid`/status (`VmRSS`, `VmHWM`), in KiB.
+fn memory_kib(pid: u32, field: &str) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{pid}/status"))
+}
+
+fn start_api(database_url: &str, port: u16, subscribers: usize) -> anyhow::Result<Child> {
+    Ok(Command::new(env_or("API_BIN", "target/release/api"))
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("API_BIND", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("API_MAX_STREAMS", (subscribers + 10).to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?)
+}
+
+/// One subscriber: connects, reports once its stream has opened, then records (id, receipt time in
+/// Unix microseconds) for every event until `expected` have arrived or the connection ends.
+async fn subscribe(
+    port: u16,
+    opened: Arc<AtomicUsize>,
+    expected: Arc<AtomicUsize>,
+) -> anyhow::Result<Vec<(i64, i64)>> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET /v1/stream-prices HTTP/1.1\r\nHost: bench\r\n\r\n")
+        .await?;
+    let mut received = Vec::new();
+    let mut pending = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut open = false;
+    loop {
+        let want = expected.load(Ordering::Acquire);
+        if want > 0 && received.len() >= want {
+            return Ok(received);
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(received);
+        }
+        let at = now_micros();
+        pending.extend_from_slice(&buf[..n]);
+        // Every complete line; `id: N` lines name the events (the first one, without data, opens).
+        let mut start = 0;
+        while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+            let line = &pending[start..start + end];
+            if let Some(id) = line.strip_prefix(b"id: ") {
+                let id: i64 = std::str::from_utf8(id)?.trim().parse()?;
+                if open {
+                    received.push((id, at));
+                } else {
+                    open = true;
+                    opened.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            start += end + 1;
+        }
+        pending.drain(..start);
+    }
+}
+
+/// One commit of an entry per ticker; returns the ids and the commit's `committed_at`.
+async fn commit(pool: &PgPool, n: i64) -> anyhow::Result<(Vec<i64>, i64)> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(LOG_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let mut ids = Vec::new();
+    let mut committed_at = 0;
+    for (t, ticker) in TICKERS.iter().enumerate() {
+        let (id, at): (i64, DateTime<Utc>) = sqlx::query_as(
+            "INSERT INTO window_changes (id, ticker, window_start, window_end, price_sum, sample_count,
+                                         min_price, max_price, open_price, close_price, complete_before)
+             VALUES (nextval('window_changes_id'), $1, to_timestamp($2), to_timestamp($2 + 30), $3, 4, 90, 110,
+                     95, 105, to_timestamp($2))
+             RETURNING id, committed_at",
+        )
+        .bind(ticker)
+        .bind((T0 + 30 * (n / 10)) as f64)
+        .bind(400 + n + t as i64)
+        .fetch_one(&mut *tx)
+        .await?;
+        ids.push(id);
+        committed_at = at.timestamp_micros();
+    }
+    sqlx::query("SELECT pg_notify('window_changes', $1)")
+        .bind(ids.last().copied().unwrap_or_default().to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((ids, committed_at))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn run(db: &TestDatabase, port: u16, pid: u32) -> anyhow::Result<()> {
+    let subscribers: usize = env_or("BENCH_STREAM_SUBSCRIBERS", "1000").parse()?;
+    let rate: u64 = env_or("BENCH_STREAM_RATE", "10").parse()?;
+    let secs: u64 = env_or("BENCH_STREAM_SECS", "20").parse()?;
+    tickpipe_testkit::eventually("api up", Duration::from_secs(20), || async {
+        tickpipe_common::healthcheck::probe(&format!("127.0.0.1:{port}"), "/readyz").then_some(())
+    })
+    .await;
+    // One stream first, so that the feed (and its listening connection) is up in the baseline.
+    let opened = Arc::new(AtomicUsize::new(0));
+    let expected = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    clients.push(tokio::spawn(subscribe(
+        port,
+        Arc::clone(&opened),
+        Arc::clone(&expected),
+    )));
+    tickpipe_testkit::eventually(
+        "the first stream opens",
+        Duration::from_secs(20),
+        || async { (opened.load(Ordering::Acquire) == 1).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let baseline = memory_kib(pid, "VmRSS:")?;
+    for _ in 1..subscribers {
+        clients.push(tokio::spawn(subscribe(
+            port,
+            Arc::clone(&opened),
+            Arc::clone(&expected),
+        )));
+    }
+    tickpipe_testkit::eventually("every stream opens", Duration::from_secs(60), || async {
+        (opened.load(Ordering::Acquire) == subscribers).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = memory_kib(pid, "VmRSS:")?;
+    let per_subscriber = (idle - baseline) / (subscribers - 1).max(1) as f64;
+
+    // The writer: `rate` commits per second of one entry per ticker.
+    let commits = rate * secs;
+    let mut committed: HashMap<i64, i64> = HashMap::new();
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for n in 0..commits {
+        ticks.tick().await;
+        let (ids, at) = commit(&db.pool, n as i64).await?;
+        committed.extend(ids.into_iter().map(|id| (id, at)));
+    }
+    expected.store(committed.len(), Ordering::Release);
+    let mut latencies = Vec::with_capacity(committed.len() * subscribers);
+    let mut delivered = 0usize;
+    let mut exact = 0usize;
+    for client in clients {
+        let received = tokio::time::timeout(Duration::from_secs(60), client)
+            .await
+            .context("a subscriber did not receive every event within 60 s")???;
+        delivered += received.len();
+        let mut ids: Vec<i64> = received.iter().map(|(id, _)| *id).collect();
+        ids.dedup();
+        if ids.len() == committed.len() && ids.windows(2).all(|w| w[0] < w[1]) {
+            exact += 1;
+        }
+        for (id, at) in received {
+            if let Some(commit) = committed.get(&id) {
+                latencies.push((at - commit) as f64 / 1000.0);
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let label = format!("stream, {subscribers} subscribers, {rate} commits/s x 3 entries");
+    println!(
+        "bench|{label}: events delivered|{delivered}|events|expected|{}|{:.3}",
+        committed.len() * subscribers,
+        delivered as f64 / (committed.len() * subscribers) as f64
+    );
+    println!("bench|{label}: subscribers with every event once, in order|{exact}|subscribers|||");
+    for (name, p) in [("p50", 50.0), ("p99", 99.0), ("max", 100.0)] {
+        println!(
+            "bench|{label}: committed_at to receipt {name}|{:.2}|ms|||",
+            percentile(&latencies, p)
+        );
+    }
+    println!(
+        "bench|stream: API memory per idle subscriber ({subscribers} open)|{per_subscriber:.1}|KiB|||"
+    );
+    println!(
+        "bench|stream: API peak memory (VmHWM), {subscribers} subscribers|{:.1}|MiB|||",
+        memory_kib(pid, "VmHWM:")? / 1024.0
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let subscribers: usize = env_or("BENCH_STREAM_SUBSCRIBERS", "1000").parse()?;
+    let db = TestDatabase::create().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut api = start_api(&db.url, port, subscribers)?;
+    let result = run(&db, port, api.id()).await;
+    // Stopped whatever happened, so that a failed run leaves no API behind.
+    let _ = Command::new("kill")
+        .args(["-TERM", &api.id().to_string()])
+        .status();
+    let _ = api.wait();
+    result
+}
