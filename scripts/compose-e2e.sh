@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # End-to-end check of the compose file: lint the Dockerfile, build the three images, start
 # kafka + postgres + generator + aggregator + api, and wait until GET /v1/get-prices on :8080
-# returns an average for every ticker the generator sends (AMZN, MSFT, AAPL). Whatever happens,
-# the stack's state and logs are printed and the stack is removed (with its volumes) on exit.
+# returns an average for every ticker the generator sends (AMZN, MSFT, AAPL). Then the same for the
+# cluster variant (docker-compose.yml + docker-compose.cluster.yml: three Kafka nodes, replication
+# factor 3, two aggregators), which additionally stops the Kafka node that leads the most partitions
+# of "stocks" and waits until every ticker has a price from a window that began after the stop.
+# Whatever happens, the stack's state and logs are printed and the stack is removed (with its
+# volumes) on exit; each variant's stack is removed before the next one starts.
 #
 #   scripts/compose-e2e.sh
+#   E2E_VARIANTS=cluster scripts/compose-e2e.sh     # only the cluster variant
 #
 # Without a usable Docker engine it sets up the podman-based container lab that lives beside the
 # repository (${TICKPIPE_SHARED_DIR:-<repo>/../shared}/container-lab); that needs root.
 #
 # Environment (all optional):
 #   TICKPIPE_SHARED_DIR   folder holding container-lab        (default: <repo root>/../shared)
-#   COMPOSE_PROJECT_NAME  compose project of the test stack   (default: tickpipe-e2e)
+#   COMPOSE_PROJECT_NAME  compose project of the test stack   (default: tickpipe-e2e; the cluster
+#                         variant appends -cluster)
+#   E2E_VARIANTS          which stacks to check, in order      (default: "default cluster")
 #   E2E_WAIT_TIMEOUT      seconds for `up --wait` to see every service healthy (default: 900)
 #   E2E_PRICES_TIMEOUT    seconds, after `up` returns, for all three averages  (default: 240)
-#   COMPOSE_FILE          honoured by every `docker compose` call, e.g. to add a local override
+#   E2E_FAILOVER_TIMEOUT  seconds, after a Kafka node is stopped, for prices of a window that began
+#                         after the stop (default: 240)
+#   COMPOSE_FILE          honoured by every `docker compose` call, e.g. to add a local override (the
+#                         cluster variant adds docker-compose.cluster.yml to it)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -22,11 +32,17 @@ LAB=${TICKPIPE_SHARED_DIR:-$ROOT/../shared}/container-lab
 # A project name of its own, so the test never touches a stack someone runs with the default name
 # (the published port 8080 must still be free).
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-tickpipe-e2e}
+BASE_PROJECT=$COMPOSE_PROJECT_NAME
+BASE_COMPOSE_FILE=${COMPOSE_FILE:-docker-compose.yml}
+read -r -a VARIANTS <<<"${E2E_VARIANTS:-default cluster}"
 WAIT_TIMEOUT=${E2E_WAIT_TIMEOUT:-900}
 PRICES_TIMEOUT=${E2E_PRICES_TIMEOUT:-240}
+FAILOVER_TIMEOUT=${E2E_FAILOVER_TIMEOUT:-240}
 API_URL=http://localhost:8080
 TICKERS=(AMZN MSFT AAPL)
-SERVICES=(kafka postgres generator aggregator api)
+SERVICES=(kafka postgres generator aggregator api)   # of the variant being checked (use_variant)
+KAFKA_NODES=(kafka)                                  # Kafka services, node N at index N-1
+VARIANT=""
 
 STACK_CREATED=0   # set once `up` may have created something that `down` must remove
 PHASES=()         # "name<TAB>seconds", printed on exit, also after a failure
@@ -109,7 +125,8 @@ ensure_engine() {
         apt-get update -q
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q golang-github-containernetworking-plugin-dnsname
     fi
-    "$LAB/setup" docker-compose.yml Dockerfile
+    # Every compose file of every variant, so the lab stands in for every image any of them uses.
+    "$LAB/setup" docker-compose.yml docker-compose.cluster.yml Dockerfile
     # shellcheck source=/dev/null
     source "$LAB/env"
     docker info >/dev/null 2>&1 || die "docker info still fails after the container lab setup"
@@ -130,9 +147,31 @@ lint() {
     log "hadolint Dockerfile"
     hadolint Dockerfile
     echo "hadolint: no findings"
-    log "docker compose config -q"
-    docker compose config -q
-    echo "compose file is valid"
+    local variant
+    for variant in "${VARIANTS[@]}"; do
+        use_variant "$variant"
+        log "docker compose config -q ($COMPOSE_FILE)"
+        docker compose config -q
+        echo "compose files are valid"
+    done
+}
+
+# Points every later `docker compose` call at one variant's files and project.
+use_variant() {
+    VARIANT=$1
+    case $VARIANT in
+    default)
+        export COMPOSE_FILE=$BASE_COMPOSE_FILE COMPOSE_PROJECT_NAME=$BASE_PROJECT
+        SERVICES=(kafka postgres generator aggregator api)
+        KAFKA_NODES=(kafka)
+        ;;
+    cluster)
+        export COMPOSE_FILE=$BASE_COMPOSE_FILE:docker-compose.cluster.yml COMPOSE_PROJECT_NAME=$BASE_PROJECT-cluster
+        SERVICES=(kafka kafka-2 kafka-3 postgres generator aggregator api)
+        KAFKA_NODES=(kafka kafka-2 kafka-3)
+        ;;
+    *) die "unknown variant '$VARIANT' in E2E_VARIANTS (default, cluster)" ;;
+    esac
 }
 
 # A leftover of an interrupted run (containers, or the pg-data volume that would skip the
@@ -230,14 +269,15 @@ import json, sys
 text = sys.stdin.read().strip()
 # compose v2 prints one JSON object per line; older releases printed one JSON array.
 rows = json.loads(text) if text.startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
-by_service = {r["Service"]: r for r in rows}
 bad = []
 for service in sys.argv[1:]:
-    row = by_service.get(service)
-    state, health = (row.get("State"), row.get("Health")) if row else ("absent", "")
-    print(f"  {service:<11} state={state:<8} health={health}")
-    if state != "running" or health != "healthy":
-        bad.append(service)
+    # Every container of the service (the cluster variant runs two aggregators).
+    found = [r for r in rows if r.get("Service") == service] or [{"Name": "", "State": "absent", "Health": ""}]
+    for row in found:
+        state, health, name = row.get("State"), row.get("Health"), row.get("Name") or ""
+        print(f"  {service:<11} state={state:<8} health={health:<8} {name}")
+        if state != "running" or health != "healthy":
+            bad.append(row.get("Name") or service)
 if bad:
     sys.exit("not running and healthy: " + ", ".join(bad))
 ' "${SERVICES[@]}"
@@ -268,11 +308,99 @@ main() {
     timed "lab setup" ensure_engine
     serialize_classic_builds
     timed "lint" lint
+    local variant
+    for variant in "${VARIANTS[@]}"; do
+        check_variant "$variant"
+    done
+}
+
+# The partition leaders of "stocks" as Kafka describes them, asked through a running node.
+describe_stocks() { # service
+    docker compose exec -T "$1" /opt/kafka/bin/kafka-topics.sh --bootstrap-server localhost:9092 \
+        --describe --topic stocks 2>/dev/null | grep 'Topic:'
+}
+
+# Prints "<ticker> <window start>" per ticker of the latest prices, or fails.
+LATEST_WINDOWS=$(
+    cat <<'PY'
+import json, sys
+for p in json.load(sys.stdin)["prices"]:
+    print(p["ticker"], p["windowStart"])
+PY
+)
+
+# Succeeds when every ticker given after the cut-off (RFC 3339) has a latest window that starts at
+# or after it: all of that window's prices were produced after the cut-off.
+WINDOWS_AFTER=$(
+    cat <<'PY'
+import json, sys
+from datetime import datetime
+cutoff = datetime.fromisoformat(sys.argv[1].replace("Z", "+00:00"))
+latest = {p["ticker"]: p["windowStart"] for p in json.load(sys.stdin)["prices"]}
+waiting = [t for t in sys.argv[2:]
+           if t not in latest or datetime.fromisoformat(latest[t].replace("Z", "+00:00")) < cutoff]
+print("  ".join(f"{t}={latest.get(t, '-')}" for t in sys.argv[2:]))
+sys.exit(1 if waiting else 0)
+PY
+)
+
+# The cluster variant's extra check: stop the node that leads the most partitions of "stocks" (the
+# node's graceful stop, as `docker compose stop` does it) and wait until every ticker has a price of
+# a window that began after the stop, i.e. the generator kept writing, with two replicas, and the
+# aggregators kept reading and writing.
+kafka_failover() {
+    log "partition leaders of stocks"
+    local description victim stopped_at deadline body status node survivor=""
+    description=$(describe_stocks kafka) || die "could not describe the topic stocks"
+    echo "$description"
+    victim=$(awk '/Partition:/ { for (i = 1; i < NF; i++) if ($i == "Leader:") n[$(i + 1)]++ }
+        END { best = 0; for (id in n) if (n[id] > best || (n[id] == best && id + 0 < pick + 0)) { best = n[id]; pick = id }; print pick }' \
+        <<<"$description")
+    [[ $victim =~ ^[1-3]$ ]] || die "no partition leader found in the description above"
+    node=${KAFKA_NODES[victim - 1]}
+    for survivor in "${KAFKA_NODES[@]}"; do [[ $survivor == "$node" ]] || break; done
+    body=$(curl -fsS --max-time 5 "$API_URL/v1/get-prices") || die "the API did not answer"
+    echo "latest windows before the stop:"
+    python3 -c "$LATEST_WINDOWS" <<<"$body" | sed 's/^/  /'
+    stopped_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    log "docker compose stop -t 10 $node (Kafka node $victim, leads the most partitions) at $stopped_at"
+    docker compose stop -t 10 "$node"
+    log "polling $API_URL/v1/get-prices until every ticker has a window that began after $stopped_at (up to $FAILOVER_TIMEOUT s)"
+    deadline=$((SECONDS + FAILOVER_TIMEOUT))
+    while :; do
+        if body=$(curl -fsS --max-time 5 "$API_URL/v1/get-prices" 2>&1); then
+            if status=$(python3 -c "$WINDOWS_AFTER" "$stopped_at" "${TICKERS[@]}" <<<"$body"); then
+                echo "prices still advancing with $node stopped: $status"
+                break
+            fi
+        else
+            status="request failed: $body"
+        fi
+        if ((SECONDS >= deadline)); then
+            die "no window that began after the stop for every ticker within $FAILOVER_TIMEOUT s ($status)"
+        fi
+        echo "  $((deadline - SECONDS)) s left: $status"
+        sleep 5
+    done
+    log "partition leaders of stocks with $node stopped (asked through $survivor)"
+    describe_stocks "$survivor" || echo "(could not describe the topic)"
+}
+
+# One variant from start to removal. A failure exits through on_exit, which removes the stack.
+check_variant() {
+    use_variant "$1"
+    log "variant $VARIANT: COMPOSE_FILE=$COMPOSE_FILE, project $COMPOSE_PROJECT_NAME"
     prepare
-    timed "build + up (healthy)" start_stack
-    timed "until prices appear" wait_for_prices
+    timed "$VARIANT: build + up (healthy)" start_stack
+    timed "$VARIANT: until prices appear" wait_for_prices
     check_services
     check_endpoints
+    if [[ $VARIANT == cluster ]]; then
+        timed "$VARIANT: Kafka node stopped" kafka_failover
+    fi
+    log "docker compose down -v -t 10 ($VARIANT)"
+    docker compose down -v -t 10 --remove-orphans
+    STACK_CREATED=0
 }
 
 main "$@"
