@@ -91,7 +91,7 @@ echo "== drill: topic $topic ($NODES Kafka node(s), replication $replication), $
 t0=$(now_ms)
 event start
 env -i PATH="$PATH" "${common_env[@]}" METRICS_ADDR="127.0.0.1:$metrics_port" GENERATOR_RATE="$DRILL_RATE" \
-    GENERATOR_MAX_MESSAGES=$((DRILL_RATE * DRILL_SECS)) GENERATOR_PARTITIONS=3 KAFKA_REPLICATION_FACTOR=$replication \
+    GENERATOR_MAX_MESSAGES=$((DRILL_RATE * DRILL_SECS)) GENERATOR_FLUSH_TIMEOUT_SECS=180 GENERATOR_PARTITIONS=3 KAFKA_REPLICATION_FACTOR=$replication \
     "$bin/generator" >"$logs/generator.log" 2>&1 &
 generator_pid=$!
 pids+=("$generator_pid")

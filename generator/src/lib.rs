@@ -29,8 +29,6 @@ use crate::schedule::Schedule;
 use crate::settings::{GeneratorSettings, Settings};
 use crate::stocks::MessageSource;
 
-/// How long a shutdown waits for in-flight messages to be acknowledged.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most schedule-lag samples kept for the run summary (one minute at 10 msgs/s needs 600).
 const MAX_LAG_SAMPLES: usize = 1_000_000;
 
@@ -85,7 +83,8 @@ pub async fn run_with_metrics(
     };
     let start = Instant::now();
     let summary = produce_on_schedule(&settings.generator, &producer, &metrics, &shutdown).await;
-    finish(producer, summary, start).await
+    let flush_timeout = Duration::from_secs(settings.generator.flush_timeout_secs);
+    finish(producer, summary, start, flush_timeout).await
 }
 
 /// Makes sure the topic exists and creates the producer; `None` if shut down meanwhile.
@@ -173,10 +172,11 @@ async fn finish(
     producer: TickerProducer,
     mut summary: RunSummary,
     start: Instant,
+    flush_timeout: Duration,
 ) -> Result<RunSummary, GeneratorError> {
     tracing::info!(sent = summary.sent, "stopping: flushing in-flight messages");
     let tracker = producer
-        .flush(FLUSH_TIMEOUT)
+        .flush(flush_timeout)
         .await
         .map_err(GeneratorError::Flush)?;
     summary.elapsed = start.elapsed();

@@ -65,6 +65,10 @@ pub struct GeneratorSettings {
     /// `GENERATOR_COMPRESSION`: the producer's `compression.type`.
     #[serde(rename = "generator_compression", default)]
     pub compression: Compression,
+    /// `GENERATOR_FLUSH_TIMEOUT_SECS`: how long stopping waits for in-flight messages to be
+    /// acknowledged (e.g. through a broker restart) before it reports them as not delivered.
+    #[serde(rename = "generator_flush_timeout_secs", default = "default_flush_timeout_secs")]
+    pub flush_timeout_secs: u64,
     /// `METRICS_ADDR`: where `/metrics` is served.
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: SocketAddr,
@@ -167,6 +171,10 @@ fn default_partitions() -> i32 {
 
 fn default_replication_factor() -> i32 {
     1
+}
+
+fn default_flush_timeout_secs() -> u64 {
+    30
 }
 
 fn default_metrics_addr() -> SocketAddr {
