@@ -44,9 +44,10 @@ DRILL_SECS="${DRILL_SECS:-60}" bash scripts/drill.sh
 
 # --- cluster drill (issue 16): the same drill on a 3-node Kafka cluster (replication 3, min ISR 2),
 # with the leader of the most partitions SIGKILLed and restarted. The cluster runs beside the single
-# node (own ports, PostgreSQL and state subdirectory) and is stopped afterwards whatever happens. ---
+# node (own ports, PostgreSQL and state subdirectory) and is stopped afterwards whatever happens,
+# unless KEEP_SERVICES is set, as for the single node. ---
 echo "== fault drill on a 3-node Kafka cluster (KAFKA_NODES=3 scripts/drill.sh, DRILL_SECS=${CLUSTER_DRILL_SECS:-60})"
-stop_cluster() { KAFKA_NODES=3 bash "$services" down || true; }
+stop_cluster() { [[ -n "${KEEP_SERVICES:-}" ]] || KAFKA_NODES=3 bash "$services" down || true; }
 trap 'stop_cluster; stop_services' EXIT
 KAFKA_NODES=3 bash "$services" up >/dev/null
 KAFKA_NODES=3 DRILL_SECS="${CLUSTER_DRILL_SECS:-60}" bash scripts/drill.sh
