@@ -64,7 +64,9 @@ async fn subscribe(
 ) -> anyhow::Result<Vec<(i64, i64)>> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
     stream
-        .write_all(b"GET /v1/stream-prices HTTP/1.1\r\nHost: bench\r\n\r\n")
+        // `Connection: close`: a stream the server ends (a subscriber dropped for falling behind)
+        // ends the connection too, so this reader sees it.
+        .write_all(b"GET /v1/stream-prices HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
         .await?;
     let mut received = Vec::new();
     let mut pending = Vec::new();
@@ -195,10 +197,11 @@ async fn run(db: &TestDatabase, port: u16, pid: u32) -> anyhow::Result<()> {
     let mut latencies = Vec::with_capacity(committed.len() * subscribers);
     let mut delivered = 0usize;
     let mut exact = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for client in clients {
-        let received = tokio::time::timeout(Duration::from_secs(60), client)
+        let received = tokio::time::timeout_at(deadline, client)
             .await
-            .context("a subscriber did not receive every event within 60 s")???;
+            .context("the subscribers did not receive every event within 60 s")???;
         delivered += received.len();
         let mut ids: Vec<i64> = received.iter().map(|(id, _)| *id).collect();
         ids.dedup();
