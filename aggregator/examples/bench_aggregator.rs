@@ -4,6 +4,11 @@
 //!
 //! Environment: KAFKA_BROKERS, DATABASE_URL, TICKPIPE_KAFKA_LIBS (from `scripts/services.sh env`),
 //! BENCH_RECORDS (default 2,000,000), AGGREGATOR_BIN (default target/release/aggregator).
+//! For scripts/bench-scaling.sh: BENCH_PARTITIONS (default 3) and BENCH_REPLICATION (default 1) of
+//! the topic, and BENCH_INSTANCES, e.g. "1,2,3": one measurement per count of aggregator instances
+//! sharing a consumer group, each with a fresh database and group, on the same pre-filled topic
+//! (one row each; no memory row; the reference is ConsumerPerformance's mean of a run before the
+//! aggregators, which also warms the topic, and one after).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,35 +89,43 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092");
-    let records: u64 = env_or("BENCH_RECORDS", "2000000").parse()?;
-    let topic = tickpipe_testkit::unique_name("bench_agg");
-    tickpipe_common::kafka::ensure_topic(&brokers, &topic, 3, 1).await?;
-    let fill_started = Instant::now();
-    let prices = prefill(&brokers, &topic, records).await?;
-    eprintln!(
-        "pre-filled {records} records ({prices} prices) in {:?}",
-        fill_started.elapsed()
-    );
-
+/// Runs `instances` aggregators in one new consumer group, with a fresh database, until every price is
+/// written; returns the time from their start and the highest peak memory (KiB) of any of them.
+async fn run_aggregators(
+    brokers: &str,
+    topic: &str,
+    instances: usize,
+    prices: i64,
+) -> anyhow::Result<(Duration, u64)> {
     let db = TestDatabase::create().await;
+    let group = format!("{topic}_{instances}");
     let started = Instant::now();
-    let mut child = Command::new(env_or("AGGREGATOR_BIN", "target/release/aggregator"))
-        .env_clear()
-        .env("KAFKA_BROKERS", &brokers)
-        .env("KAFKA_TOPIC", &topic)
-        .env("DATABASE_URL", &db.url)
-        .env("AGGREGATOR_GROUP_ID", &topic)
-        .env("AGGREGATOR_DLQ_TOPIC", format!("{topic}.dlq"))
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
+    let mut children = Vec::with_capacity(instances);
+    for _ in 0..instances {
+        children.push(
+            Command::new(env_or("AGGREGATOR_BIN", "target/release/aggregator"))
+                .env_clear()
+                .env("KAFKA_BROKERS", brokers)
+                .env("KAFKA_TOPIC", topic)
+                .env("DATABASE_URL", &db.url)
+                .env("AGGREGATOR_GROUP_ID", &group)
+                .env("AGGREGATOR_DLQ_TOPIC", format!("{topic}.dlq"))
+                .env("METRICS_ADDR", "127.0.0.1:0")
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()?,
+        );
+    }
+    let peak_of = |children: &[std::process::Child]| {
+        children
+            .iter()
+            .map(|c| peak_rss_kib(c.id()).unwrap_or(0))
+            .max()
+            .unwrap_or(0)
+    };
     let mut peak = 0;
     loop {
-        peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
+        peak = peak.max(peak_of(&children));
         let written: Option<i64> =
             sqlx::query_scalar("SELECT sum(sample_count)::bigint FROM window_prices")
                 .fetch_one(&db.pool)
@@ -127,21 +140,73 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();
-    peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let ours = records as f64 / elapsed.as_secs_f64();
-    let reference = consumer_performance(&topic, records)?;
-    println!(
-        "bench|aggregator throughput, {records} records, start to last window|{ours:.0}|records/s|ConsumerPerformance|{reference:.0}|{:.3}",
-        ours / reference
+    peak = peak.max(peak_of(&children));
+    for child in &mut children {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+    Ok((elapsed, peak))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092");
+    let records: u64 = env_or("BENCH_RECORDS", "2000000").parse()?;
+    let partitions: i32 = env_or("BENCH_PARTITIONS", "3").parse()?;
+    let replication: i32 = env_or("BENCH_REPLICATION", "1").parse()?;
+    let scaling = std::env::var_os("BENCH_INSTANCES").is_some();
+    let instances = env_or("BENCH_INSTANCES", "1")
+        .split(',')
+        .map(|n| n.trim().parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let topic = tickpipe_testkit::unique_name("bench_agg");
+    tickpipe_common::kafka::ensure_topic(&brokers, &topic, partitions, replication).await?;
+    let fill_started = Instant::now();
+    let prices = prefill(&brokers, &topic, records).await?;
+    eprintln!(
+        "pre-filled {records} records ({prices} prices) in {:?}",
+        fill_started.elapsed()
     );
-    println!(
-        "bench|aggregator peak memory (VmHWM)|{:.1}|MiB|target|64|{:.3}",
-        peak as f64 / 1024.0,
-        peak as f64 / 1024.0 / 64.0
-    );
+
+    // Scale-out runs compare several measurements: ConsumerPerformance reads the topic first too, so
+    // that the first of them does not also pay for replication settling and a cold page cache, and
+    // the reference is the mean of its runs before and after.
+    let before = if scaling {
+        Some(consumer_performance(&topic, records)?)
+    } else {
+        None
+    };
+    let mut runs = Vec::with_capacity(instances.len());
+    for &n in &instances {
+        let (elapsed, peak) = run_aggregators(&brokers, &topic, n, prices).await?;
+        eprintln!("{n} aggregator instance(s): {elapsed:?}");
+        runs.push((n, records as f64 / elapsed.as_secs_f64(), peak));
+    }
+    let mut reference = consumer_performance(&topic, records)?;
+    if let Some(before) = before {
+        eprintln!("ConsumerPerformance: {before:.0} records/s before, {reference:.0} after");
+        reference = (before + reference) / 2.0;
+    }
+    for &(n, ours, _) in &runs {
+        let label = if scaling {
+            format!("aggregator throughput, {n} instance(s), {partitions} partitions (replication {replication}), {records} records, start to last window")
+        } else {
+            format!("aggregator throughput, {records} records, start to last window")
+        };
+        println!(
+            "bench|{label}|{ours:.0}|records/s|ConsumerPerformance|{reference:.0}|{:.3}",
+            ours / reference
+        );
+    }
+    if !scaling {
+        let peak = runs.iter().map(|r| r.2).max().unwrap_or(0);
+        println!(
+            "bench|aggregator peak memory (VmHWM)|{:.1}|MiB|target|64|{:.3}",
+            peak as f64 / 1024.0,
+            peak as f64 / 1024.0 / 64.0
+        );
+    }
     Ok(())
 }
