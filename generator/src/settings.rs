@@ -67,7 +67,10 @@ pub struct GeneratorSettings {
     pub compression: Compression,
     /// `GENERATOR_FLUSH_TIMEOUT_SECS`: how long stopping waits for in-flight messages to be
     /// acknowledged (e.g. through a broker restart) before it reports them as not delivered.
-    #[serde(rename = "generator_flush_timeout_secs", default = "default_flush_timeout_secs")]
+    #[serde(
+        rename = "generator_flush_timeout_secs",
+        default = "default_flush_timeout_secs"
+    )]
     pub flush_timeout_secs: u64,
     /// `METRICS_ADDR`: where `/metrics` is served.
     #[serde(default = "default_metrics_addr")]
