@@ -255,16 +255,26 @@ impl FromRequestParts<AppState> for PriceQuery {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
-            .await
-            .map_err(|rejection| {
-                ApiError::bad_request(format!(
-                    "query string is malformed: {}",
-                    rejection.body_text()
-                ))
-            })?;
+        let pairs = query_pairs(parts, state).await?;
         PriceQuery::parse(&pairs, state.window).map_err(ApiError::BadRequest)
     }
+}
+
+/// The query string as (name, value) pairs in order, repeats kept (so a repeated parameter can be
+/// refused); a malformed one is a 400. Shared by every endpoint's extractor.
+pub(crate) async fn query_pairs(
+    parts: &mut Parts,
+    state: &AppState,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+        .await
+        .map_err(|rejection| {
+            ApiError::bad_request(format!(
+                "query string is malformed: {}",
+                rejection.body_text()
+            ))
+        })?;
+    Ok(pairs)
 }
 
 /// Prices per ticker and window, or per bar of several windows.

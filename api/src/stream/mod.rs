@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{KeepAlive, Sse};
@@ -220,14 +220,7 @@ impl FromRequestParts<AppState> for StreamRequest {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
-            .await
-            .map_err(|rejection| {
-                ApiError::bad_request(format!(
-                    "query string is malformed: {}",
-                    rejection.body_text()
-                ))
-            })?;
+        let pairs = crate::prices::query_pairs(parts, state).await?;
         let last_event_ids: Vec<&[u8]> = parts
             .headers
             .get_all(&LAST_EVENT_ID)
