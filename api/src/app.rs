@@ -21,7 +21,8 @@ use crate::interval::Window;
 use crate::metrics::{HttpMetrics, StreamMetrics};
 use crate::problem::{ApiError, Problem};
 use crate::stream::{StreamOptions, Streams};
-use crate::{metrics, prices, stream, trace};
+use crate::web::Dashboard;
+use crate::{metrics, prices, stream, trace, web};
 
 /// Default of `API_MAX_BODY_BYTES`: no resource reads a body, so a small one is plenty.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024;
@@ -49,6 +50,8 @@ pub struct AppOptions {
     pub window: Window,
     /// The live stream's limits, and the shutdown that ends every stream.
     pub stream: StreamOptions,
+    /// The dashboard's files, served at `/` (outside the OpenAPI document: not JSON API).
+    pub dashboard: Dashboard,
 }
 
 #[derive(OpenApi)]
@@ -62,7 +65,8 @@ pub struct AppOptions {
             responses listed per operation, any path not listed here answers 404 (`NotFound`) and any \
             method other than GET and HEAD answers 405 with `Allow: GET, HEAD` (`MethodNotAllowed`); \
             both are in `components.responses`. A request that declares a body larger than the limit \
-            answers 413."
+            answers 413. The dashboard (`/` and its files under `/assets/`) is a page, not JSON \
+            API, and is left out of this document."
     ),
     components(schemas(Problem))
 )]
@@ -161,6 +165,7 @@ pub fn router(pool: PgPool, options: AppOptions, registry: &mut Registry) -> Rou
         openapi: Arc::new(openapi),
     };
     let routes = routes
+        .merge(web::routes(options.dashboard))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -8,8 +8,8 @@
 //!
 //! `prices` is the endpoint, `query` the parameter rules and SQL, `interval` the bar widths and
 //! their alignment, `stream` the live stream (`GET /v1/stream-prices`), `problem` the error type,
-//! `database` the fail-fast gate in front of PostgreSQL, `app` the router, `trace` the request
-//! logs, `server` the HTTP server. The library's public surface is [`run`] and [`serve`] with their
+//! `database` the fail-fast gate in front of PostgreSQL, `web` the dashboard at `/`, `app` the
+//! router, `trace` the request logs, `server` the HTTP server. The library's public surface is [`run`] and [`serve`] with their
 //! [`settings`]; the feature `testing` adds what the integration tests reach into.
 
 mod app;
@@ -26,6 +26,7 @@ mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod trace;
+mod web;
 mod write_timeout;
 
 use std::net::SocketAddr;
@@ -79,6 +80,7 @@ pub async fn serve(
             max_body_bytes: settings.api.max_body_bytes,
             window: settings.api.window()?,
             stream: settings.api.stream_options(shutdown.clone())?,
+            dashboard: web::Dashboard::load(&settings.api.web_dir),
         },
         &mut registry,
     );

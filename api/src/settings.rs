@@ -1,6 +1,7 @@
 //! The API's configuration (see the README's configuration table).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use tickpipe_common::config::{ConfigError, DatabaseSettings, Layers, TelemetrySettings};
@@ -82,6 +83,11 @@ pub struct ApiSettings {
     /// enough) before it is disconnected, so that it cannot slow the others.
     #[serde(rename = "api_stream_queue", default = "default_stream_queue")]
     pub stream_queue: usize,
+    /// `API_WEB_DIR`: the dashboard's build (`scripts/build-web.sh` writes `web/dist`), read once
+    /// at startup and served at `/`. A directory rather than files compiled into the binary, so
+    /// that building the API never needs Node.js and the container image copies the build in.
+    #[serde(rename = "api_web_dir", default = "default_web_dir")]
+    pub web_dir: PathBuf,
 }
 
 impl ApiSettings {
@@ -172,6 +178,10 @@ fn default_stream_queue() -> usize {
     crate::stream::DEFAULT_QUEUE
 }
 
+fn default_web_dir() -> PathBuf {
+    PathBuf::from("web/dist")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +213,12 @@ mod tests {
         assert_eq!(defaults.api.max_streams, 1000);
         assert_eq!(defaults.api.stream_heartbeat_ms, 15_000);
         assert_eq!(defaults.api.stream_queue, 256);
+        assert_eq!(defaults.api.web_dir, PathBuf::from("web/dist"));
+        let web = load(&[("API_WEB_DIR", "/usr/local/share/tickpipe/web")]).expect("web dir");
+        assert_eq!(
+            web.api.web_dir,
+            PathBuf::from("/usr/local/share/tickpipe/web")
+        );
         let set = load(&[
             ("API_MAX_STREAMS", "3"),
             ("API_STREAM_HEARTBEAT_MS", "200"),

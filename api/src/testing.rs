@@ -12,6 +12,7 @@ use crate::app::{AppOptions, DEFAULT_MAX_BODY_BYTES};
 use crate::interval::Window;
 use crate::settings::ApiSettings;
 use crate::stream::StreamOptions;
+use crate::web::Dashboard;
 
 pub use crate::query::{patterns, ACCEPTED_PARAMETERS, MAX_TIME_SECS, MIN_TIME_SECS};
 
@@ -29,6 +30,7 @@ pub fn app_with_metrics(pool: PgPool, query_timeout: Duration, registry: &mut Re
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             window: Window::default(),
             stream: StreamOptions::default(),
+            dashboard: Dashboard::missing(),
         },
         registry,
     )
@@ -49,6 +51,7 @@ pub fn app_with_settings(pool: PgPool, settings: &ApiSettings) -> Result<Router,
             max_body_bytes: settings.max_body_bytes,
             window,
             stream,
+            dashboard: Dashboard::load(&settings.web_dir),
         },
         &mut Registry::default(),
     ))
