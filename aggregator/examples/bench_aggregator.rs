@@ -162,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|n| n.trim().parse::<usize>())
         .collect::<Result<Vec<_>, _>>()?;
     let topic = tickpipe_testkit::unique_name("bench_agg");
-    tickpipe_common::kafka::ensure_topic(&brokers, &topic, partitions, replication).await?;
+    tickpipe_common::kafka::ensure_topic(&brokers, &topic, partitions, replication, &[]).await?;
     let fill_started = Instant::now();
     let prices = prefill(&brokers, &topic, records).await?;
     eprintln!(

@@ -85,7 +85,8 @@ async fn aggregate(
         &settings.kafka.brokers,
         &settings.aggregator.dlq_topic,
         1,
-        1,
+        // The broker's default.replication.factor: 3 on a cluster, 1 on a single node.
+        -1,
         &shutdown,
     )
     .await;

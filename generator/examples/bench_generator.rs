@@ -134,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
         &format!("{run}_perf"),
         3,
         1,
+        &[],
     )
     .await?;
     let reference = producer_performance(&format!("{run}_perf"), messages, record_size)?;

@@ -12,15 +12,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Message};
 use tickpipe_aggregator::dead_letters::{headers, LETTER_BUDGET_BYTES};
 use tickpipe_aggregator::metrics::{AggregatorMetrics, ReasonLabel};
 use tickpipe_common::clock::now_ms;
-use tickpipe_testkit::{brokers, consume_all, header, unique_name, TestDatabase, TestRecord};
+use tickpipe_testkit::{
+    brokers, consume_all, create_topic_with, header, unique_name, TestDatabase, TestRecord,
+};
 
 /// What the aggregator must make of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,28 +166,6 @@ async fn produce_raw(topic: &str, records: &mut [Raw], extra: &[(&str, &str)]) {
             Err(_) => panic!("delivery to {topic} cancelled"),
         }
     }
-}
-
-/// Creates a topic with broker-side settings (e.g. `compression.type`, `max.message.bytes`).
-async fn create_topic_with(name: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let admin: AdminClient<DefaultClientContext> = producer_config(&[]).create().expect("admin");
-    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    for (key, value) in configs {
-        topic = topic.set(key, value);
-    }
-    let results = admin
-        .create_topics([&topic], &AdminOptions::new())
-        .await
-        .expect("create topic");
-    for result in results {
-        result.unwrap_or_else(|(topic, code)| panic!("create {topic}: {code}"));
-    }
-}
-
-async fn fresh_topic(prefix: &str, partitions: i32, configs: &[(&str, &str)]) -> String {
-    let topic = unique_name(prefix);
-    create_topic_with(&topic, partitions, configs).await;
-    topic
 }
 
 /// The independent reference: a group-by of the records expected to count.
@@ -371,7 +349,7 @@ const MAX_VALUE: usize = tickpipe_common::message::MAX_MESSAGE_BYTES;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sizes_at_and_around_every_limit() {
     let _shared = SERVICES.read().await;
-    let topic = fresh_topic("sizes", 2, &[]).await;
+    let topic = create_topic_with("sizes", 2, &[]).await;
     let db = TestDatabase::create().await;
     let mut records = vec![
         Raw::valid(0, T0 + 1_000, &[("MSFT", 107)]),
@@ -408,7 +386,7 @@ async fn sizes_at_and_around_every_limit() {
 async fn every_compression_codec_is_read() {
     let _shared = SERVICES.read().await;
     let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
-    let topic = fresh_topic("codecs", codecs.len() as i32, &[]).await;
+    let topic = create_topic_with("codecs", codecs.len() as i32, &[]).await;
     let db = TestDatabase::create().await;
     let mut all = Vec::new();
     for (partition, codec) in codecs.iter().enumerate() {
@@ -437,7 +415,7 @@ async fn every_compression_codec_is_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_the_broker_compresses_with_zstd_is_read() {
     let _shared = SERVICES.read().await;
-    let topic = fresh_topic("zstd_topic", 2, &[("compression.type", "zstd")]).await;
+    let topic = create_topic_with("zstd_topic", 2, &[("compression.type", "zstd")]).await;
     let db = TestDatabase::create().await;
     let mut records: Vec<Raw> = (0..300)
         .map(|i| Raw::valid((i % 2) as i32, T0 + i * 50, &[("AAPL", 200 + i)]))
@@ -450,7 +428,7 @@ async fn a_topic_the_broker_compresses_with_zstd_is_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_count_only_what_was_committed() {
     let _shared = SERVICES.read().await;
-    let topic = fresh_topic("txn", 2, &[]).await;
+    let topic = create_topic_with("txn", 2, &[]).await;
     let db = TestDatabase::create().await;
     let producer: FutureProducer = producer_config(&[("transactional.id", &unique_name("txn"))])
         .create()
@@ -503,7 +481,7 @@ async fn transactions_count_only_what_was_committed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstones_keys_and_headers_are_never_trusted() {
     let _shared = SERVICES.read().await;
-    let topic = fresh_topic("tombstones", 1, &[]).await;
+    let topic = create_topic_with("tombstones", 1, &[]).await;
     let db = TestDatabase::create().await;
     let not_utf8: &[u8] = &[0xc3, 0x28, 0xff];
     let mut records = vec![
@@ -555,7 +533,7 @@ async fn wait_for_claims(db: &TestDatabase, partitions: i64, times: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clocks_skewed_both_ways_the_epoch_and_the_distant_past() {
     let _shared = SERVICES.read().await;
-    let topic = fresh_topic("clocks", 2, &[]).await;
+    let topic = create_topic_with("clocks", 2, &[]).await;
     let db = TestDatabase::create().await;
     // Partition 1, written before the aggregator starts (a caught-up partition follows the wall
     // clock, so there these would all be late): the epoch (librdkafka reads 0 as "now", so 1 ms
@@ -610,7 +588,7 @@ async fn clocks_skewed_both_ways_the_epoch_and_the_distant_past() {
 async fn a_burst_across_many_partitions() {
     let _shared = SERVICES.read().await;
     let partitions = 16;
-    let topic = fresh_topic("burst", partitions, &[]).await;
+    let topic = create_topic_with("burst", partitions, &[]).await;
     let db = TestDatabase::create().await;
     let mut records: Vec<Raw> = generated_records(8_000, partitions, 20, 7)
         .into_iter()
@@ -636,7 +614,7 @@ async fn a_burst_across_many_partitions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_topic_with_a_small_record_limit_gets_letters_cut_to_fit() {
     let _shared = SERVICES.read().await;
-    let topic = fresh_topic("dlq_small", 1, &[]).await;
+    let topic = create_topic_with("dlq_small", 1, &[]).await;
     create_topic_with(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "4096")]).await;
     let db = TestDatabase::create().await;
     let original = vec![b'z'; 12_000];
@@ -671,7 +649,7 @@ async fn a_dead_letter_topic_with_a_small_record_limit_gets_letters_cut_to_fit()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_topic_that_refuses_every_letter_does_not_stop_consumption() {
     let _shared = SERVICES.read().await;
-    let topic = fresh_topic("dlq_refuses", 2, &[]).await;
+    let topic = create_topic_with("dlq_refuses", 2, &[]).await;
     // Smaller than the dead-letter headers alone: no letter can ever be delivered.
     create_topic_with(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "64")]).await;
     let db = TestDatabase::create().await;
@@ -725,7 +703,7 @@ fn terminate(child: &mut std::process::Child) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_it_while_the_dead_letter_topic_refuses_and_the_database_is_gone() {
     let _shared = SERVICES.read().await;
-    let topic = fresh_topic("sigterm", 2, &[]).await;
+    let topic = create_topic_with("sigterm", 2, &[]).await;
     create_topic_with(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "64")]).await;
     let db = TestDatabase::create().await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_aggregator"))

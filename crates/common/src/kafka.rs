@@ -46,19 +46,25 @@ pub async fn send_when_queue_has_room<R, T>(
     }
 }
 
-/// Creates `topic` unless it exists. An existing topic is used as it is, whatever its partition count.
+/// Creates `topic` unless it exists, with topic-level `configs` (e.g. `retention.ms`) on top of the
+/// broker's defaults. An existing topic is used as it is, whatever its partition count or configs.
+/// A `replication_factor` of -1 takes the broker's `default.replication.factor`.
 pub async fn ensure_topic(
     brokers: &str,
     topic: &str,
     partitions: i32,
     replication_factor: i32,
+    configs: &[(&str, &str)],
 ) -> Result<bool, KafkaError> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(brokers, "tickpipe-admin").create()?;
-    let new_topic = NewTopic::new(
-        topic,
-        partitions,
-        TopicReplication::Fixed(replication_factor),
+    let new_topic = configs.iter().fold(
+        NewTopic::new(
+            topic,
+            partitions,
+            TopicReplication::Fixed(replication_factor),
+        ),
+        |new_topic, (key, value)| new_topic.set(key, value),
     );
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics([&new_topic], &options).await?;
@@ -90,7 +96,7 @@ pub async fn ensure_topic_with_retry(
         || async {
             tokio::time::timeout(
                 ATTEMPT_TIMEOUT,
-                ensure_topic(brokers, topic, partitions, replication_factor),
+                ensure_topic(brokers, topic, partitions, replication_factor, &[]),
             )
             .await
             .unwrap_or(Err(KafkaError::AdminOp(

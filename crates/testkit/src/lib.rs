@@ -66,9 +66,21 @@ fn client(brokers: &str) -> ClientConfig {
 
 /// Creates a fresh topic with `partitions` partitions and returns its name.
 pub async fn create_topic(prefix: &str, partitions: i32) -> String {
+    create_topic_with(prefix, partitions, &[]).await
+}
+
+/// [`create_topic`] with topic-level `configs` (e.g. `compression.type`, `max.message.bytes`).
+///
+/// Every test topic keeps its records forever (`retention.ms=-1`): tests stamp records at fixed
+/// instants in the past, and Kafka's time retention counts from the record timestamps, so with
+/// the broker's default of 7 days a test's topic would be deleted under it once its instants are
+/// a week old (it was: a crash test started failing on the day its fixed instant turned 7 days).
+pub async fn create_topic_with(prefix: &str, partitions: i32, configs: &[(&str, &str)]) -> String {
     let brokers = require_kafka();
     let topic = unique_name(prefix);
-    tickpipe_common::kafka::ensure_topic(&brokers, &topic, partitions, 1)
+    let mut all_configs = vec![("retention.ms", "-1")];
+    all_configs.extend_from_slice(configs);
+    tickpipe_common::kafka::ensure_topic(&brokers, &topic, partitions, 1, &all_configs)
         .await
         .unwrap_or_else(|e| panic!("cannot create topic {topic}: {e}"));
     topic
