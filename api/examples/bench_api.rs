@@ -9,6 +9,12 @@
 //! a short-lived capture API answers one request per query on a database that logs every
 //! statement, then logging is switched off again before the measured API starts.
 //!
+//! Per query it also prints the API's CPU time per request (utime + stime of the API process from
+//! `/proc/<pid>/stat`, before and after the wrk run) and, from `pg_stat_statements` (which
+//! `scripts/services.sh` loads; the extension is created in the bench database only), the statements
+//! PostgreSQL executed per API request and their mean execution and planning time, next to the same
+//! figures under pgbench: where the time of each request goes.
+//!
 //! Environment: DATABASE_URL (from `scripts/services.sh env`), API_BIN (default
 //! target/release/api), BENCH_SECS per query (default 10), BENCH_SIZES (default 10000,1000000),
 //! TICKPIPE_PG_LOG (PostgreSQL's log file; default /tmp/tickpipe-services/logs/postgres.log).
@@ -67,6 +73,9 @@ async fn seed(db: &TestDatabase, rows: i64) -> anyhow::Result<i64> {
 }
 
 struct Load {
+    requests: f64,
+    /// Responses that were not 2xx (counted in `requests`).
+    errors: f64,
     requests_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -97,9 +106,22 @@ fn wrk(url: &str, secs: u64) -> anyhow::Result<Load> {
             .and_then(|l| l.split_whitespace().nth(1))
             .map(str::to_owned)
     };
-    let non_2xx = text.lines().find(|l| l.contains("Non-2xx"));
-    anyhow::ensure!(non_2xx.is_none(), "errors under load: {text}");
+    // Errors (503s past the query timeout on a loaded machine) are counted, not fatal: the run
+    // goes on and the table says how many there were.
+    let errors = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no request count in {text}"))?;
     Ok(Load {
+        requests,
+        errors,
         requests_per_sec: find("Requests/sec:")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| anyhow::anyhow!("no Requests/sec in {text}"))?,
@@ -123,6 +145,113 @@ fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
     Ok(kib / 1024.0)
 }
 
+/// CPU time (user + system) the process `pid` has used so far, in seconds.
+fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let rest = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("unexpected /proc/{pid}/stat: {stat}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |field: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(field - 3)
+            .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
+            .parse::<f64>()?)
+    };
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    Ok((ticks(14)? + ticks(15)?) / 100.0)
+}
+
+/// What PostgreSQL executed for this database since the last reset, from `pg_stat_statements`.
+#[derive(Debug, Default, Clone, Copy)]
+struct DbWork {
+    /// Executions of statements reading the price tables.
+    calls: f64,
+    /// Every statement executed (the price queries plus anything else, e.g. `SET`, `SELECT 1`).
+    all_calls: f64,
+    exec_ms: f64,
+    plan_ms: f64,
+    plans: f64,
+}
+
+/// Creates `pg_stat_statements` in the bench database (if the server loads the library) and
+/// tracks planning too. `false` when it is not available: the figures are then left out.
+async fn enable_statements(db: &TestDatabase) -> bool {
+    let created = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&db.pool)
+        .await;
+    let tracked = sqlx::query("SET pg_stat_statements.track_planning = on")
+        .execute(&db.pool)
+        .await;
+    let set = sqlx::query(&format!(
+        "ALTER DATABASE \"{}\" SET pg_stat_statements.track_planning = on",
+        db.name
+    ))
+    .execute(&db.pool)
+    .await;
+    match (created, tracked, set) {
+        (Ok(_), Ok(_), Ok(_)) => reset_statements(db).await.is_ok(),
+        (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+            eprintln!("pg_stat_statements unavailable ({error}); no per-statement figures");
+            false
+        }
+    }
+}
+
+async fn reset_statements(db: &TestDatabase) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+async fn statements(db: &TestDatabase) -> anyhow::Result<DbWork> {
+    let (calls, all_calls, exec_ms, plan_ms, plans): (f64, f64, f64, f64, f64) = sqlx::query_as(
+        "SELECT COALESCE(sum(calls) FILTER (WHERE query ~ '(window_prices|latest_windows)'), 0)::float8,
+                COALESCE(sum(calls) FILTER (WHERE query !~ 'pg_stat_statements'), 0)::float8,
+                COALESCE(sum(total_exec_time) FILTER (WHERE query ~ '(window_prices|latest_windows)'), 0)::float8,
+                COALESCE(sum(total_plan_time) FILTER (WHERE query ~ '(window_prices|latest_windows)'), 0)::float8,
+                COALESCE(sum(plans) FILTER (WHERE query ~ '(window_prices|latest_windows)'), 0)::float8
+         FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(DbWork {
+        calls,
+        all_calls,
+        exec_ms,
+        plan_ms,
+        plans,
+    })
+}
+
+/// Prints, per request (API) or transaction (pgbench), what PostgreSQL did.
+fn print_db_work(label: &str, name: &str, rows: i64, work: DbWork, requests: f64) {
+    if requests <= 0.0 {
+        return;
+    }
+    let per_call = |total: f64| {
+        if work.calls > 0.0 {
+            total / work.calls * 1000.0
+        } else {
+            0.0
+        }
+    };
+    println!(
+        "bench|{label} {name}, {rows} rows: statements per request (price queries / all)|{:.3} / {:.3}|||| ",
+        work.calls / requests,
+        work.all_calls / requests,
+    );
+    println!(
+        "bench|{label} {name}, {rows} rows: PostgreSQL exec / plan per price query|{:.1} / {:.1}|µs|plans per call|{:.4}|",
+        per_call(work.exec_ms),
+        per_call(work.plan_ms),
+        if work.calls > 0.0 { work.plans / work.calls } else { 0.0 },
+    );
+}
+
 /// Starts the API binary on `port` over `database_url`; its metrics on a port of their own.
 fn start_api(database_url: &str, port: u16) -> anyhow::Result<Child> {
     Ok(Command::new(env("API_BIN", "target/release/api"))
@@ -130,18 +259,25 @@ fn start_api(database_url: &str, port: u16) -> anyhow::Result<Child> {
         .env("DATABASE_URL", database_url)
         .env("API_BIND", format!("127.0.0.1:{port}"))
         .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("DATABASE_MAX_CONNECTIONS", "16")
+        .env("DATABASE_MAX_CONNECTIONS", env("BENCH_POOL", "16"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?)
 }
 
-/// The five loads: no parameters, an hour and a day in the middle of the seeded range, hourly bars
-/// over that day for every ticker, and daily bars over 30 days for one ticker.
-fn queries(base: &str, per_ticker: i64) -> [(&'static str, String); 5] {
+/// The loads: no parameters (from memory), the same query through the database (`?limit=1000`, the
+/// default spelled out), an hour and a day in the middle of the seeded range, hourly bars over that
+/// day for every ticker, and daily bars over 30 days for one ticker. `BENCH_QUERIES` (names, comma
+/// separated, matched as substrings) keeps only some.
+fn queries(base: &str, per_ticker: i64) -> Vec<(&'static str, String)> {
     let middle = NEWEST - per_ticker * 30 / 2;
-    [
+    let only = env("BENCH_QUERIES", "");
+    let all = [
         ("no parameters", format!("{base}/v1/get-prices")),
+        (
+            "latest through the database (limit=1000)",
+            format!("{base}/v1/get-prices?limit=1000"),
+        ),
         (
             "one ticker, one hour",
             format!(
@@ -174,7 +310,10 @@ fn queries(base: &str, per_ticker: i64) -> [(&'static str, String); 5] {
                 NEWEST
             ),
         ),
-    ]
+    ];
+    all.into_iter()
+        .filter(|(name, _)| only.is_empty() || only.split(',').any(|part| name.contains(part)))
+        .collect()
 }
 
 /// What the API sent to PostgreSQL for one request: the SQL text and its parameters as text.
@@ -225,10 +364,12 @@ fn statement_in_log(excerpt: &str) -> anyhow::Result<Captured> {
         if !(sql.contains("window_prices") || sql.contains("latest_windows")) {
             continue;
         }
-        let params = match lines
-            .get(i + 1)
-            .and_then(|l| l.split_once("DETAIL:  Parameters: "))
-        {
+        // PostgreSQL 15 writes `parameters:`, earlier versions `Parameters:`. (Missing them made
+        // pgbench run with NULL parameters: an empty result, and a ceiling far too high.)
+        let params = match lines.get(i + 1).and_then(|l| {
+            l.split_once("DETAIL:  parameters: ")
+                .or_else(|| l.split_once("DETAIL:  Parameters: "))
+        }) {
             Some((_, params)) => parse_parameters(params)?,
             None => Vec::new(),
         };
@@ -259,10 +400,17 @@ async fn capture(db: &TestDatabase, per_ticker: i64, port: u16) -> anyhow::Resul
     let captured = async {
         wait_until_ready(port).await;
         let mut captured = Vec::new();
-        for (_, url) in &queries(&base, per_ticker) {
+        for (name, url) in &queries(&base, per_ticker) {
+            // Without parameters the answer may come from memory: the database's SQL for it is
+            // that of the same query spelled out.
+            let url = if *name == "no parameters" {
+                format!("{url}?limit=1000")
+            } else {
+                url.clone()
+            };
             let before = std::fs::metadata(&log_path)?.len();
             let status = Command::new("curl")
-                .args(["-sf", "-o", "/dev/null", url])
+                .args(["-sf", "-o", "/dev/null", &url])
                 .status()?;
             anyhow::ensure!(status.success(), "{url} failed during capture");
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -284,8 +432,8 @@ async fn capture(db: &TestDatabase, per_ticker: i64, port: u16) -> anyhow::Resul
 }
 
 /// pgbench over the captured SQL and parameters, as the API's clients load it: 64 connections, 2
-/// threads, prepared statements, `secs` seconds. Returns transactions per second.
-fn pgbench(database_url: &str, captured: &Captured, secs: u64) -> anyhow::Result<f64> {
+/// threads, prepared statements, `secs` seconds. Returns transactions per second and their number.
+fn pgbench(database_url: &str, captured: &Captured, secs: u64) -> anyhow::Result<(f64, f64)> {
     let placeholders = regex::Regex::new(r"\$(\d+)")?;
     let script = std::env::temp_dir().join(format!("tickpipe-bench-{}.sql", std::process::id()));
     std::fs::write(
@@ -316,16 +464,25 @@ fn pgbench(database_url: &str, captured: &Captured, secs: u64) -> anyhow::Result
         "pgbench failed: {text}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    text.lines()
+    let missing = || {
+        anyhow::anyhow!(
+            "no tps in pgbench output: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    let tps = text
+        .lines()
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no tps in pgbench output: {text}{}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })
+        .ok_or_else(missing)?;
+    let transactions = text
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(missing)?;
+    Ok((tps, transactions))
 }
 
 fn stop(api: &mut Child) {
@@ -346,7 +503,14 @@ async fn wait_until_ready(port: u16) {
     .await;
 }
 
-fn print_load(name: &str, rows: i64, load: &Load, pgbench_tps: f64) {
+fn print_load(name: &str, rows: i64, load: &Load, pgbench_tps: f64, cpu_us: f64) {
+    println!("bench|api {name}, {rows} rows: API CPU per request|{cpu_us:.1}|µs|||");
+    if load.errors > 0.0 {
+        println!(
+            "bench|api {name}, {rows} rows: non-2xx responses|{:.0}|of {:.0}|||",
+            load.errors, load.requests
+        );
+    }
     println!(
         "bench|api {name}, {rows} rows: requests/s|{:.0}|req/s|pgbench, same SQL (tps)|{pgbench_tps:.0}|{:.2}",
         load.requests_per_sec,
@@ -368,6 +532,8 @@ fn print_load(name: &str, rows: i64, load: &Load, pgbench_tps: f64) {
 async fn bench_size(rows: i64, secs: u64) -> anyhow::Result<f64> {
     let db = TestDatabase::create().await;
     let per_ticker = seed(&db, rows).await?;
+    // Before any API session starts: the database's settings apply to sessions opened later.
+    let profile = enable_statements(&db).await;
     let free_port = || -> anyhow::Result<u16> {
         Ok(std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -376,7 +542,16 @@ async fn bench_size(rows: i64, secs: u64) -> anyhow::Result<f64> {
     let captured = capture(&db, per_ticker, free_port()?).await?;
     let port = free_port()?;
     let mut api = start_api(&db.url, port)?;
-    let result = load(&db, port, rows, per_ticker, secs, api.id(), &captured).await;
+    let result = load(
+        &db,
+        port,
+        (rows, per_ticker),
+        secs,
+        api.id(),
+        &captured,
+        profile,
+    )
+    .await;
     stop(&mut api);
     result
 }
@@ -386,11 +561,11 @@ async fn bench_size(rows: i64, secs: u64) -> anyhow::Result<f64> {
 async fn load(
     db: &TestDatabase,
     port: u16,
-    rows: i64,
-    per_ticker: i64,
+    (rows, per_ticker): (i64, i64),
     secs: u64,
     pid: u32,
     captured: &[Captured],
+    profile: bool,
 ) -> anyhow::Result<f64> {
     wait_until_ready(port).await;
     let mut latest_p50 = None;
@@ -398,9 +573,25 @@ async fn load(
     for ((name, url), sql) in loads.iter().zip(captured) {
         // Warm-up: connections, prepared statements and PostgreSQL's buffer cache.
         wrk(url, 2)?;
+        if profile {
+            reset_statements(db).await?;
+        }
+        let cpu_before = cpu_secs(pid)?;
         let load = wrk(url, secs)?;
-        let tps = pgbench(&db.url, sql, secs)?;
-        print_load(name, rows, &load, tps);
+        let cpu_us = (cpu_secs(pid)? - cpu_before) / load.requests * 1e6;
+        let api_work = if profile {
+            let work = statements(db).await?;
+            reset_statements(db).await?;
+            Some(work)
+        } else {
+            None
+        };
+        let (tps, transactions) = pgbench(&db.url, sql, secs)?;
+        print_load(name, rows, &load, tps, cpu_us);
+        if let Some(api_work) = api_work {
+            print_db_work("api", name, rows, api_work, load.requests);
+            print_db_work("pgbench", name, rows, statements(db).await?, transactions);
+        }
         if *name == "no parameters" {
             latest_p50 = Some(load.p50_ms);
         }

@@ -121,8 +121,17 @@ impl Database {
         let acquire = tokio::time::timeout_at(deadline, self.pool.acquire());
         tokio::pin!(acquire);
         let watchdog = async {
-            tokio::time::sleep(PROBE_AFTER).await;
-            self.probe().await
+            // While every connection of the pool is open, the wait is for one of them to be
+            // returned: the server accepted them all, and one that broke since fails its query,
+            // which probes. Only a pool still opening connections may be waiting on a server that
+            // refuses them. (Probing regardless cost a fresh connection, with its authentication,
+            // every `PROBE_REUSE` under a load that keeps the pool busy.)
+            loop {
+                tokio::time::sleep(PROBE_AFTER).await;
+                if self.pool.size() < self.pool.options().get_max_connections() {
+                    break self.probe().await;
+                }
+            }
         };
         let acquired = tokio::select! {
             biased;

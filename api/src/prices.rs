@@ -5,8 +5,10 @@
 //! `interval` parameter for the configured one, so the served document lists exactly the values the
 //! handler accepts.
 
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, Query, RawQuery, State};
+use axum::http::header;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -295,10 +297,18 @@ pub(crate) async fn query_pairs(
 )]
 pub async fn get_prices(
     State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
     query: PriceQuery,
-) -> Result<Json<PricesPage>, ApiError> {
+) -> Result<Response, ApiError> {
+    // Without parameters (what dashboards poll): from memory while the change feed is live. The
+    // same query spelled with parameters (`?limit=1000`) always reads the database.
+    if raw.is_none_or(|raw| raw.is_empty()) {
+        if let Some(body) = state.stream.latest_body() {
+            return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+        }
+    }
     let rows = fetch_rows(&state.db, &query).await?;
-    Ok(Json(page(&query, rows)))
+    Ok(Json(page(&query, rows)).into_response())
 }
 
 /// The rows of one page, plus one more if there is a next page.
@@ -328,7 +338,7 @@ async fn fetch_rows(db: &Database, query: &PriceQuery) -> Result<Vec<WindowPrice
 }
 
 /// Trims the extra row fetched past the limit into a `nextCursor`.
-fn page(query: &PriceQuery, mut rows: Vec<WindowPrice>) -> PricesPage {
+pub(crate) fn page(query: &PriceQuery, mut rows: Vec<WindowPrice>) -> PricesPage {
     let limit = usize::try_from(query.limit)
         .expect("limit is validated to lie in 1..=MAX_LIMIT, which fits a usize");
     let next_cursor = if rows.len() > limit {

@@ -310,10 +310,13 @@ impl PriceQuery {
                      WHERE p.ticker = l.ticker AND p.window_start = l.window_start LIMIT 1) w WHERE TRUE",
                 );
                 self.push_ticker_filter(&mut sql, "l.ticker");
+                // Byte order whatever the database's collation: the order of the latest prices
+                // kept in memory (`stream::latest`), which must answer exactly as this query does.
                 if let Some(Cursor::Latest { ticker, .. }) = &self.after {
-                    sql.push(" AND l.ticker > ").push_bind(ticker.clone());
+                    sql.push(" AND l.ticker COLLATE \"C\" > ")
+                        .push_bind(ticker.clone());
                 }
-                sql.push(" ORDER BY l.ticker");
+                sql.push(" ORDER BY l.ticker COLLATE \"C\"");
             }
             Form::Range { start, end } => {
                 sql.push(" FROM window_prices w WHERE TRUE");

@@ -10,6 +10,16 @@
 //! and builds a new one. A connection that dies silently (no reset ever arrives) is found by a query
 //! on it after [`LIVENESS`] without notifications.
 //!
+//! The feed also keeps the latest prices in memory ([`super::latest`]): filled from one snapshot of
+//! the database at its first read, then advanced by every batch before it is published. They may be
+//! served only while the feed is *live*: listening, and having read everything announced so far.
+//! It stops being live the moment a notification announces an id it has not read (until that read
+//! is done), the connection is lost or fails its check, or a read fails; so a response from memory
+//! is never older than a commit whose notification had reached this process. Losing the connection
+//! is seen at once when the server closes it (`pg_terminate_backend`, a restart): sqlx's eager
+//! reconnection is off, so `try_recv` reports the loss before anything reconnects, and the feed
+//! listens again and catches up before it is live again.
+//!
 //! Each subscriber has a bounded queue of batches; one that is full when a batch is published is a
 //! subscriber that cannot keep up: it is dropped (its stream ends once it has drained its queue, and
 //! the client resumes from its last id) rather than slowing the others.
@@ -28,6 +38,7 @@ use crate::database::Database;
 use crate::metrics::StreamMetrics;
 use crate::problem::ApiError;
 
+use super::latest::{self, Latest};
 use super::log::{self, Change, CHUNK};
 
 /// The channel the aggregator notifies on commit, with the newest id as payload.
@@ -74,6 +85,10 @@ struct Shared {
 struct State {
     /// The `upto` of the last batch published; `None` until the first read.
     published: Option<i64>,
+    /// The latest prices as of `published` (`None` until the first read).
+    latest: Option<Latest>,
+    /// Listening, and everything announced so far is published: `latest` may be served.
+    live: bool,
     next_key: u64,
     subscribers: HashMap<u64, mpsc::Sender<Arc<Batch>>>,
 }
@@ -123,6 +138,20 @@ impl Feed {
         self.shared.state().published
     }
 
+    /// The answer to `GET /v1/get-prices` without parameters from memory, while the feed is live;
+    /// `None` (ask the database) otherwise. Starts the feed if it is not running.
+    pub fn latest_body(&self) -> Option<axum::body::Bytes> {
+        self.start();
+        let state = self.shared.state();
+        if !state.live {
+            return None;
+        }
+        state
+            .latest
+            .as_ref()
+            .map(|latest| latest.snapshot().body.clone())
+    }
+
     /// Registers a subscriber, starting the feed if it is not running.
     pub fn subscribe(&self) -> Subscription {
         self.start();
@@ -156,10 +185,22 @@ impl Shared {
         self.state().published
     }
 
-    /// Hands `batch` to every subscriber; one whose queue is full is dropped.
+    fn set_live(&self, live: bool) {
+        self.state().live = live;
+    }
+
+    /// Advances the latest prices by `batch`, then hands it to every subscriber; one whose queue is
+    /// full is dropped.
     fn publish(&self, batch: Batch) {
         let batch = Arc::new(batch);
         let mut state = self.state();
+        if let Some(latest) = state.latest.as_mut() {
+            if let Err(error) = latest.apply(&batch.changes) {
+                // Cannot happen (plain data serializes); without the prices, the database answers.
+                tracing::error!(%error, "cannot keep the latest prices in memory");
+                state.latest = None;
+            }
+        }
         state.published = Some(batch.upto);
         state
             .subscribers
@@ -174,12 +215,13 @@ impl Shared {
     }
 
     /// Reads the log after the last id published and publishes it, in batches of at most
-    /// [`CHUNK`]. The first read publishes an empty batch at the newest id: subscribers that started
-    /// earlier read up to it themselves.
+    /// [`CHUNK`]. The first read loads the latest prices and publishes an empty batch at the newest
+    /// id of the same snapshot: subscribers that started earlier read up to it themselves.
     async fn catch_up(&self) -> Result<(), ApiError> {
         loop {
             let Some(after) = self.published() else {
-                let newest = log::bounds(&self.db).await?.newest.unwrap_or(0);
+                let (newest, loaded) = latest::load(&self.db).await?;
+                self.state().latest = Some(loaded);
                 self.publish(Batch {
                     after: newest,
                     upto: newest,
@@ -217,6 +259,8 @@ impl Shared {
         let mut state = self.state();
         state.subscribers.clear();
         state.published = None;
+        state.latest = None;
+        state.live = false;
     }
 }
 
@@ -233,6 +277,7 @@ async fn run(shared: Arc<Shared>) {
                 retry = RETRY_MIN;
                 tracing::info!(channel = CHANNEL, "listening for change log notifications");
                 follow(&shared, listener).await;
+                shared.set_live(false);
                 if shared.stop.is_cancelled() {
                     break;
                 }
@@ -249,7 +294,10 @@ async fn run(shared: Arc<Shared>) {
         retry = (retry * 2).min(RETRY_MAX);
     }
     // Every stream ends; the handlers' own shutdown check usually got there first.
-    shared.state().subscribers.clear();
+    let mut state = shared.state();
+    state.subscribers.clear();
+    state.live = false;
+    drop(state);
     tracing::debug!("change log feed stopped");
 }
 
@@ -262,6 +310,9 @@ async fn listen(connect: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
         .acquire_timeout(CONNECT_TIMEOUT)
         .connect_lazy_with(connect.clone());
     let mut listener = PgListener::connect_with(&pool).await?;
+    // A lost connection is reported at once instead of after reconnecting: until the feed has
+    // listened again and caught up, the latest prices must not be served from memory.
+    listener.eager_reconnect(false);
     listener.listen(CHANNEL).await?;
     Ok(listener)
 }
@@ -277,8 +328,10 @@ async fn follow(shared: &Shared, mut listener: PgListener) {
                 Ok(()) => {
                     behind = false;
                     retry = RETRY_MIN;
+                    shared.set_live(true);
                 }
                 Err(error) => {
+                    shared.set_live(false);
                     tracing::warn!(%error, retry_ms = retry.as_millis(), "cannot read the change log");
                 }
             }
@@ -292,14 +345,31 @@ async fn follow(shared: &Shared, mut listener: PgListener) {
                     while let Some(notification) = listener.next_buffered() {
                         due |= is_news(shared, &notification);
                     }
+                    if due {
+                        // Known to be behind: memory must not answer until the read is done.
+                        shared.set_live(false);
+                    }
                     behind |= due;
                 }
                 Ok(None) => {
-                    // sqlx connected again and issued LISTEN again before returning: read what the
-                    // lost connection would have announced.
-                    tracing::warn!("the LISTEN connection was lost and re-established; catching up");
+                    // Lost, and not reconnected yet (eager reconnection is off): stop serving from
+                    // memory, then connect and LISTEN again (sqlx does both on the next statement)
+                    // and read what the lost connection would have announced.
+                    shared.set_live(false);
+                    tracing::warn!("the LISTEN connection was lost; listening again and catching up");
                     shared.metrics.listener_reconnects.inc();
-                    behind = true;
+                    let relisten = sqlx::query("SELECT 1").execute(&mut listener);
+                    match tokio::time::timeout(CONNECT_TIMEOUT, relisten).await {
+                        Ok(Ok(_)) => behind = true,
+                        Ok(Err(error)) => {
+                            tracing::warn!(%error, "cannot listen again on a new connection");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::warn!(timeout = ?CONNECT_TIMEOUT, "cannot listen again on a new connection");
+                            return;
+                        }
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "the LISTEN connection failed");

@@ -39,6 +39,11 @@ pub struct Change {
     /// `None` for a watermark entry, which every subscriber receives.
     pub ticker: Option<String>,
     pub event: Event,
+    /// A price entry's row as `GET /v1/get-prices` returns it after this commit (for the latest
+    /// prices in memory); `None` for a watermark.
+    pub price: Option<WindowPrice>,
+    /// The boundary of this commit: every window starting before it is final on every partition.
+    pub complete_before: Option<DateTime<Utc>>,
 }
 
 /// The oldest and the newest id of the log (`None` while it is empty), from one snapshot.
@@ -145,13 +150,10 @@ impl LogRow {
         let (Some(id), Some(committed_at)) = (self.id, self.committed_at) else {
             return None;
         };
-        let (kind, data) = match &self.ticker {
-            Some(ticker) => (
-                "price",
-                self.price(ticker)
-                    .map(|price| serde_json::to_string(&price)),
-            ),
-            None => (
+        let price = self.ticker.as_deref().and_then(|ticker| self.price(ticker));
+        let (kind, data) = match (&self.ticker, &price) {
+            (Some(_), price) => ("price", price.as_ref().map(serde_json::to_string)),
+            (None, _) => (
                 "watermark",
                 self.complete_before
                     .map(|complete_before| serde_json::to_string(&Watermark { complete_before })),
@@ -177,6 +179,8 @@ impl LogRow {
             committed_at,
             ticker: self.ticker.clone(),
             event: Event::default().event(kind).id(id.to_string()).data(data),
+            price,
+            complete_before: self.complete_before,
         }))
     }
 

@@ -7,10 +7,11 @@
 //!
 //! `log` reads the aggregator's `window_changes` table, `feed` holds the one `LISTEN` connection of
 //! the instance and fans new entries out, `subscriber` is one client's stream (its backlog from the
-//! database, then the feed, deduplicated by id), and this module the endpoint, its limits and its
-//! documentation.
+//! database, then the feed, deduplicated by id), `latest` the latest prices the feed keeps in memory
+//! for `GET /v1/get-prices`, and this module the endpoint, its limits and its documentation.
 
 mod feed;
+mod latest;
 mod log;
 mod subscriber;
 
@@ -129,6 +130,14 @@ impl Streams {
                 _stop_feed: stop.drop_guard(),
             }),
         }
+    }
+}
+
+impl Streams {
+    /// `GET /v1/get-prices` without parameters, serialized, from the feed's memory while it is
+    /// live; `None`: ask the database (see `feed`).
+    pub fn latest_body(&self) -> Option<axum::body::Bytes> {
+        self.inner.context.feed.latest_body()
     }
 }
 

@@ -1,0 +1,162 @@
+//! The latest window of every ticker, in memory: what `GET /v1/get-prices` without parameters
+//! returns, kept by the change feed instead of read from the database for every request.
+//!
+//! It holds what the database path reads, in the same terms: per ticker the row of its newest
+//! window (`latest_windows` moves to the greatest window start, never back), and the topic-wide
+//! boundary from which `complete` is computed (`windowEnd <= completeBefore`, nothing complete
+//! without a boundary). It starts from one consistent read of the database together with the
+//! newest change id ([`load`]), then applies every change of the log after that id, in id order
+//! ([`Latest::apply`]). Each change carries its row as it stands after its commit and the boundary
+//! of that commit, so applying them in order gives exactly the state the database had after the
+//! last one.
+//!
+//! Whether the state may be served (the feed listening and caught up) is the feed's decision; this
+//! module only keeps the state and renders it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use chrono::{DateTime, Utc};
+use sqlx::Connection;
+
+use crate::database::Database;
+use crate::prices::WindowPrice;
+use crate::problem::ApiError;
+use crate::query::{Form, PriceQuery, DEFAULT_LIMIT};
+use crate::stream::log::Change;
+
+/// The state after the change with id `position`.
+#[derive(Debug)]
+pub struct Latest {
+    /// The newest window of each ticker; `complete` is recomputed from `boundary` on render.
+    rows: BTreeMap<String, WindowPrice>,
+    /// Every window starting before it is final on every partition (`None`: nothing is).
+    boundary: Option<DateTime<Utc>>,
+    /// Rendered once per change, shared by every request.
+    snapshot: Arc<Snapshot>,
+}
+
+/// The answer to `GET /v1/get-prices` without parameters, as of one change.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The page of the default limit (tickers in byte order, as the database path sorts them with
+    /// `COLLATE "C"`), serialized exactly as the database path's `Json` does.
+    pub body: Bytes,
+}
+
+impl Latest {
+    /// The state read from the database: the rows of the latest form and the boundary.
+    pub fn new(rows: Vec<WindowPrice>, boundary: Option<DateTime<Utc>>) -> Result<Self, ApiError> {
+        let rows = rows
+            .into_iter()
+            .map(|row| (row.ticker.clone(), row))
+            .collect();
+        let snapshot = Arc::new(render(&rows, boundary)?);
+        Ok(Self {
+            rows,
+            boundary,
+            snapshot,
+        })
+    }
+
+    /// Applies `changes` (in id order, every one after the last applied) and renders the result.
+    pub fn apply(&mut self, changes: &[Arc<Change>]) -> Result<(), ApiError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        for change in changes {
+            // Every entry carries the boundary of its commit, price entries included.
+            self.boundary = change.complete_before;
+            let Some(price) = &change.price else {
+                continue;
+            };
+            match self.rows.get_mut(&price.ticker) {
+                // `latest_windows` keeps the greatest window start; the row of that window changes
+                // in place when a later commit adds to it.
+                Some(row) if row.window_start > price.window_start => {}
+                Some(row) => row.clone_from(price),
+                None => {
+                    self.rows.insert(price.ticker.clone(), price.clone());
+                }
+            }
+        }
+        self.snapshot = Arc::new(render(&self.rows, self.boundary)?);
+        Ok(())
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshot)
+    }
+}
+
+/// The rows with `complete` as of `boundary`, and the default page serialized.
+fn render(
+    rows: &BTreeMap<String, WindowPrice>,
+    boundary: Option<DateTime<Utc>>,
+) -> Result<Snapshot, ApiError> {
+    let prices: Vec<WindowPrice> = rows
+        .values()
+        .map(|row| WindowPrice {
+            complete: boundary.is_some_and(|boundary| row.window_end <= boundary),
+            ..row.clone()
+        })
+        .collect();
+    let page = crate::prices::page(&default_query(), prices);
+    let body = serde_json::to_vec(&page)
+        .map_err(|error| ApiError::Internal(format!("cannot serialize the latest prices: {error}")))?;
+    Ok(Snapshot {
+        body: Bytes::from(body),
+    })
+}
+
+/// The query a request without parameters parses to.
+fn default_query() -> PriceQuery {
+    PriceQuery {
+        tickers: None,
+        form: Form::Latest,
+        bars: None,
+        limit: DEFAULT_LIMIT,
+        after: None,
+    }
+}
+
+/// Reads the state and the newest change id from one snapshot of the database: a repeatable-read
+/// transaction, whose first statement fixes what every later one sees. Ids become visible in id
+/// order, so that snapshot holds exactly the logged commits up to the id it returns.
+#[tracing::instrument(name = "latest_load", skip_all, fields(rows = tracing::field::Empty))]
+pub async fn load(db: &Database) -> Result<(i64, Latest), ApiError> {
+    let every = PriceQuery {
+        // One more than this is fetched; no table holds that many tickers.
+        limit: i64::MAX - 1,
+        ..default_query()
+    };
+    let (newest, boundary, rows) = db
+        .run("latest prices load", |mut connection| async move {
+            let mut tx = connection.begin().await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+            let newest: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM window_changes")
+                .fetch_one(&mut *tx)
+                .await?;
+            // As the log computes it (aggregator/src/changes.rs), over every partition as the
+            // database path's `complete` does.
+            let boundary: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT TIMESTAMPTZ 'epoch' + min(closed_before_ms) * INTERVAL '1 millisecond' \
+                 FROM aggregator_progress",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            let rows = every
+                .to_sql()
+                .build_query_as::<WindowPrice>()
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok((newest, boundary, rows))
+        })
+        .await?;
+    tracing::Span::current().record("rows", rows.len());
+    Ok((newest.unwrap_or(0), Latest::new(rows, boundary)?))
+}
