@@ -6,6 +6,9 @@
 #   scripts/bench.sh                       # full size (about 10 minutes)
 #   BENCH_PACING_SECS=10 BENCH_MESSAGES=200000 BENCH_RECORDS=200000 BENCH_SIZES=10000 scripts/bench.sh
 #   BENCH_STREAM_SUBSCRIBERS=200 BENCH_STREAM_SECS=5 scripts/bench.sh   # a smaller stream section
+#   BENCH_SECTIONS=api BENCH_SIZES=1000000 scripts/bench.sh    # only the API against pgbench
+# Each API query prints requests/s (wrk), pgbench tps on the same SQL in the same run, their ratio,
+# the API's CPU per request and, from pg_stat_statements, what PostgreSQL did per request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,20 +21,22 @@ echo "== building release binaries and benchmarks"
 cargo build --release --locked -q --bins --examples
 
 results=$(mktemp)
-run() { # example package
+sections="${BENCH_SECTIONS:-generator,aggregator,api,stream}"
+run() { # title example section
+    [[ ",$sections," == *",$3,"* ]] || return 0
     echo "== $1"
     "target/release/examples/$2" | tee -a "$results"
 }
 AGGREGATOR_BIN=target/release/aggregator API_BIN=target/release/api export AGGREGATOR_BIN API_BIN
 # bench_api reads the SQL the API sends from PostgreSQL's log, to run pgbench on exactly that.
 export TICKPIPE_PG_LOG="${TICKPIPE_STATE_DIR:-${TMPDIR:-/tmp}/tickpipe-services}/logs/postgres.log"
-run "generator: pacing and throughput" bench_generator
-run "aggregator: backfill throughput and memory" bench_aggregator
-run "api: latency under load" bench_api
+run "generator: pacing and throughput" bench_generator generator
+run "aggregator: backfill throughput and memory" bench_aggregator aggregator
+run "api: latency under load, against pgbench on the same SQL" bench_api api
 # Live stream: BENCH_STREAM_SUBSCRIBERS (1000) subscribers while changes are committed at
 # BENCH_STREAM_RATE (10) commits/s for BENCH_STREAM_SECS (20); one socket each, so raise the limit.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-run "api: live stream fan-out" bench_stream
+run "api: live stream fan-out" bench_stream stream
 
 kafka_version=$(bash scripts/services.sh versions | grep -i kafka | head -n 1)
 pg_version=$(bash scripts/services.sh versions | grep -i postgres | head -n 1)

@@ -80,6 +80,11 @@ pub struct StreamMetrics {
     pub listener_reconnects: Counter,
     /// Seconds from the change's `committed_at` to the moment its event is handed to the connection.
     pub delivery_lag: Histogram,
+    /// `GET /v1/get-prices` without parameters answered from the feed's memory.
+    pub latest_from_memory: Counter,
+    /// The same answered by the database because the feed was not live (starting, reconnecting,
+    /// catching up).
+    pub latest_from_database: Counter,
 }
 
 impl StreamMetrics {
@@ -92,6 +97,8 @@ impl StreamMetrics {
             listener_reconnects: Counter::default(),
             // 1 ms to about 65 s.
             delivery_lag: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            latest_from_memory: Counter::default(),
+            latest_from_database: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("api");
         r.register(
@@ -123,6 +130,16 @@ impl StreamMetrics {
             "stream_delivery_lag_seconds",
             "From a change's committed_at to its event being handed to the connection",
             metrics.delivery_lag.clone(),
+        );
+        r.register(
+            "latest_from_memory",
+            "GET /v1/get-prices without parameters answered from memory (the change feed live)",
+            metrics.latest_from_memory.clone(),
+        );
+        r.register(
+            "latest_from_database",
+            "GET /v1/get-prices without parameters answered by the database (the change feed not live)",
+            metrics.latest_from_database.clone(),
         );
         metrics
     }

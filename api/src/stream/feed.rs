@@ -43,6 +43,8 @@ use super::log::{self, Change, CHUNK};
 
 /// The channel the aggregator notifies on commit, with the newest id as payload.
 pub const CHANNEL: &str = "window_changes";
+/// `application_name` of the listening connection.
+pub const LISTENER_NAME: &str = "tickpipe-listener";
 /// Without notifications for this long, the listening connection is checked with a query.
 const LIVENESS: Duration = Duration::from_secs(30);
 /// The check's answer must come within this.
@@ -142,14 +144,21 @@ impl Feed {
     /// `None` (ask the database) otherwise. Starts the feed if it is not running.
     pub fn latest_body(&self) -> Option<axum::body::Bytes> {
         self.start();
-        let state = self.shared.state();
-        if !state.live {
-            return None;
-        }
-        state
-            .latest
-            .as_ref()
-            .map(|latest| latest.snapshot().body.clone())
+        let body = {
+            let state = self.shared.state();
+            state
+                .latest
+                .as_ref()
+                .filter(|_| state.live)
+                .map(|latest| latest.snapshot().body.clone())
+        };
+        let counter = if body.is_some() {
+            &self.shared.metrics.latest_from_memory
+        } else {
+            &self.shared.metrics.latest_from_database
+        };
+        counter.inc();
+        body
     }
 
     /// Registers a subscriber, starting the feed if it is not running.
@@ -308,7 +317,8 @@ async fn listen(connect: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
         .max_lifetime(None)
         .idle_timeout(None)
         .acquire_timeout(CONNECT_TIMEOUT)
-        .connect_lazy_with(connect.clone());
+        // Named apart from the pool's sessions, so an operator (or a test) can tell it.
+        .connect_lazy_with(connect.clone().application_name(LISTENER_NAME));
     let mut listener = PgListener::connect_with(&pool).await?;
     // A lost connection is reported at once instead of after reconnecting: until the feed has
     // listened again and caught up, the latest prices must not be served from memory.

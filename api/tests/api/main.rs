@@ -3,6 +3,7 @@
 
 mod bars;
 mod helpers;
+mod latest;
 mod logs;
 mod prices;
 mod readiness;
