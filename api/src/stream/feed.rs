@@ -178,6 +178,11 @@ impl Feed {
     }
 
     fn start(&self) {
+        // A load first: every request without parameters passes here, and a read shares the cache
+        // line where a swap would bounce it between cores.
+        if self.shared.started.load(Ordering::Acquire) {
+            return;
+        }
         if !self.shared.started.swap(true, Ordering::AcqRel) {
             tokio::spawn(run(Arc::clone(&self.shared)));
         }

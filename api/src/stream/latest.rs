@@ -160,3 +160,101 @@ pub async fn load(db: &Database) -> Result<(i64, Latest), ApiError> {
     tracing::Span::current().record("rows", rows.len());
     Ok((newest.unwrap_or(0), Latest::new(rows, boundary)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::response::sse::Event;
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(seconds, 0).single().expect("time")
+    }
+
+    fn row(ticker: &str, start: i64, samples: i64) -> WindowPrice {
+        WindowPrice {
+            ticker: ticker.to_owned(),
+            window_start: at(start),
+            window_end: at(start + 30),
+            average_price: 10.5,
+            samples,
+            min_price: 1,
+            max_price: 20,
+            open_price: Some(2),
+            close_price: None,
+            complete: false,
+        }
+    }
+
+    fn change(id: i64, price: Option<WindowPrice>, boundary: Option<i64>) -> Arc<Change> {
+        Arc::new(Change {
+            id,
+            committed_at: at(0),
+            ticker: price.as_ref().map(|p| p.ticker.clone()),
+            event: Event::default(),
+            price,
+            complete_before: boundary.map(at),
+        })
+    }
+
+    fn shown(latest: &Latest) -> serde_json::Value {
+        serde_json::from_slice(&latest.snapshot().body).expect("json")
+    }
+
+    #[test]
+    fn a_ticker_moves_to_its_newest_window_and_never_back() {
+        let mut latest = Latest::new(vec![row("MSFT", 60, 1)], None).expect("new");
+        latest
+            .apply(&[
+                change(1, Some(row("MSFT", 30, 9)), None),
+                change(2, Some(row("MSFT", 90, 2)), None),
+                change(3, Some(row("MSFT", 90, 5)), None),
+                change(4, Some(row("MSFT", 60, 7)), None),
+            ])
+            .expect("apply");
+        let page = shown(&latest);
+        assert_eq!(page["prices"][0]["windowStart"], "1970-01-01T00:01:30Z");
+        assert_eq!(page["prices"][0]["samples"], 5);
+        assert_eq!(page["nextCursor"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn complete_follows_the_boundary_of_the_last_change() {
+        let mut latest = Latest::new(vec![row("A", 0, 1), row("B", 30, 1)], Some(at(30)))
+            .expect("new");
+        let complete = |latest: &Latest| {
+            shown(latest)["prices"]
+                .as_array()
+                .expect("prices")
+                .iter()
+                .map(|p| p["complete"].as_bool().expect("bool"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(complete(&latest), [true, false]);
+        latest.apply(&[change(1, None, Some(60))]).expect("apply");
+        assert_eq!(complete(&latest), [true, true]);
+        // A price entry carries its commit's boundary too (none: nothing is complete).
+        latest
+            .apply(&[change(2, Some(row("C", 0, 1)), None)])
+            .expect("apply");
+        assert_eq!(complete(&latest), [false, false, false]);
+    }
+
+    #[test]
+    fn tickers_are_in_byte_order_as_the_sql_sorts_them() {
+        let latest = Latest::new(
+            vec![row("BRKA", 0, 1), row("BRK.B", 0, 1), row("BRK-A", 0, 1)],
+            None,
+        )
+        .expect("new");
+        let page = shown(&latest);
+        let tickers: Vec<&str> = page["prices"]
+            .as_array()
+            .expect("prices")
+            .iter()
+            .map(|p| p["ticker"].as_str().expect("ticker"))
+            .collect();
+        assert_eq!(tickers, ["BRK-A", "BRK.B", "BRKA"]);
+    }
+}

@@ -492,11 +492,12 @@ async fn memory_answers_as_the_database_does_and_is_never_older_than_the_deliver
                 let answer: Value =
                     serde_json::from_slice(&body(&app, "/v1/get-prices").await).expect("json");
                 answers += 1;
-                let history = history.lock().expect("history");
-                if let Some(unseen) = first_unseen(&history, &answer, sent) {
-                    lags.push(sent - unseen.finished);
+                {
+                    let history = history.lock().expect("history");
+                    if let Some(unseen) = first_unseen(&history, &answer, sent) {
+                        lags.push(sent - unseen.finished);
+                    }
                 }
-                drop(history);
                 if finished {
                     return (answers, lags);
                 }
