@@ -97,6 +97,7 @@ impl Dashboard {
     }
 
     /// No build at all: what the tests of the JSON API use.
+    #[cfg(feature = "testing")]
     pub fn missing() -> Self {
         Self(Arc::new(Loaded::Missing(format!(
             "the dashboard is not configured; {BUILD_HINT}"

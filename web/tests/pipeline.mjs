@@ -1,0 +1,144 @@
+// The real pipeline for the browser test: an hour of history in a fresh topic, then the aggregator,
+// the generator and the API as child processes, on free ports, with a fresh database. The API can
+// be stopped and started again on the same port.
+//
+// Everything comes from the environment scripts/browser-test.sh sets: BIN_DIR (the binaries),
+// KAFKA_BROKERS, KAFKA_TOPIC, DATABASE_URL (the fresh database), AGGREGATOR_WINDOW_SECS,
+// AGGREGATOR_GRACE_MS, API_WEB_DIR, LOG_DIR.
+
+import { spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+
+export function env(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run the browser test through scripts/browser-test.sh`);
+  return value;
+}
+
+/** A port nobody listens on right now. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export class Pipeline {
+  constructor() {
+    this.bin = env('BIN_DIR');
+    this.logs = env('LOG_DIR');
+    this.window = Number(env('AGGREGATOR_WINDOW_SECS'));
+    this.graceMs = Number(env('AGGREGATOR_GRACE_MS'));
+    this.base = {
+      PATH: process.env.PATH,
+      KAFKA_BROKERS: env('KAFKA_BROKERS'),
+      KAFKA_TOPIC: env('KAFKA_TOPIC'),
+      DATABASE_URL: env('DATABASE_URL'),
+      AGGREGATOR_WINDOW_SECS: String(this.window),
+      RUST_LOG: process.env.RUST_LOG ?? 'info',
+      METRICS_ADDR: '127.0.0.1:0',
+    };
+    this.children = new Map();
+  }
+
+  /** Runs `program` to completion (the history filler). */
+  async run(name, program, extra = {}) {
+    const child = this.spawn(name, program, extra);
+    child.stopping = true; // its exit is expected
+    const code = await new Promise((resolve) => child.once('exit', resolve));
+    this.children.delete(name);
+    if (code !== 0) throw new Error(`${name} exited with ${code}; see ${this.logs}/${name}.log`);
+  }
+
+  spawn(name, program, extra = {}) {
+    const log = createWriteStream(join(this.logs, `${name}.log`), { flags: 'a' });
+    const child = spawn(program, [], { env: { ...this.base, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.pipe(log);
+    child.stderr.pipe(log);
+    child.once('exit', (code, signal) => {
+      if (this.children.get(name) === child && !child.stopping) {
+        console.error(`   ${name} exited unexpectedly (${code ?? signal}); see ${this.logs}/${name}.log`);
+      }
+    });
+    this.children.set(name, child);
+    return child;
+  }
+
+  async start() {
+    this.apiPort = await freePort();
+    this.url = `http://127.0.0.1:${this.apiPort}`;
+    await this.run('history', join(this.bin, 'examples', 'dashboard_history'), {
+      HISTORY_SECS: '3600',
+      HISTORY_RATE: '2',
+    });
+    this.spawn('aggregator', join(this.bin, 'aggregator'), {
+      AGGREGATOR_GRACE_MS: String(this.graceMs),
+      AGGREGATOR_GROUP_ID: `${this.base.KAFKA_TOPIC}-group`,
+      AGGREGATOR_DLQ_TOPIC: `${this.base.KAFKA_TOPIC}.dlq`,
+    });
+    this.spawn('generator', join(this.bin, 'generator'), { GENERATOR_RATE: '20' });
+    await this.startApi();
+  }
+
+  async startApi() {
+    this.spawn('api', join(this.bin, 'api'), {
+      API_BIND: `127.0.0.1:${this.apiPort}`,
+      API_WEB_DIR: env('API_WEB_DIR'),
+    });
+    await this.until('the API answers /healthz', async () => (await fetch(`${this.url}/healthz`)).ok, 30_000);
+  }
+
+  async stop(name) {
+    const child = this.children.get(name);
+    if (!child) return;
+    child.stopping = true;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(killer);
+    this.children.delete(name);
+  }
+
+  async stopAll() {
+    for (const name of ['generator', 'api', 'aggregator']) await this.stop(name);
+  }
+
+  /** Every entry of /v1/get-prices for `params`, all pages. */
+  async prices(params = {}) {
+    const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== null && v !== undefined));
+    const entries = [];
+    for (;;) {
+      const response = await fetch(`${this.url}/v1/get-prices?${query}`);
+      if (!response.ok) throw new Error(`get-prices ${query}: HTTP ${response.status} ${await response.text()}`);
+      const body = await response.json();
+      entries.push(...body.prices);
+      if (!body.nextCursor) return entries;
+      query.set('cursor', body.nextCursor);
+    }
+  }
+
+  /** Polls `check` until it returns something truthy (returned), or fails after `ms`. */
+  async until(what, check, ms) {
+    const deadline = Date.now() + ms;
+    let last;
+    for (;;) {
+      try {
+        const result = await check();
+        if (result) return result;
+      } catch (error) {
+        last = error;
+      }
+      if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${last.message}` : ''}`);
+      await sleep(200);
+    }
+  }
+}
