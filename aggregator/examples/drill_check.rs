@@ -3,6 +3,7 @@
 //! drain, and compares. Exits non-zero on any difference.
 //!
 //! Environment: KAFKA_BROKERS, KAFKA_TOPIC, DATABASE_URL, AGGREGATOR_WINDOW_SECS (default 30),
+//! AGGREGATOR_IDLE_LAG_MS (default 30000),
 //! DRILL_PRODUCED and DRILL_ACKNOWLEDGED (figures from the generator, printed, and each must equal
 //! the records in the topic when given as a number),
 //! DRILL_DRAIN_SECS (default 120).
@@ -116,7 +117,11 @@ async fn main() -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || reference(&brokers, &topic, width_ms)).await??;
     let expected_samples: i64 = expected.values().map(|v| v.1).sum();
 
-    // Drain: until the table holds every sample, or stops changing for 30 s, or the deadline.
+    // Drain: until the table holds every sample, or stops changing for 30 s more than the
+    // aggregators' idle lag (the last windows are written one idle lag after they end), or the
+    // deadline.
+    let idle_lag = Duration::from_millis(env_or("AGGREGATOR_IDLE_LAG_MS", "30000").parse()?);
+    let stall = idle_lag + Duration::from_secs(30);
     let started = Instant::now();
     let mut last = (-1i64, Instant::now());
     let actual = loop {
@@ -125,10 +130,7 @@ async fn main() -> anyhow::Result<()> {
         if samples != last.0 {
             last = (samples, Instant::now());
         }
-        if samples >= expected_samples
-            || last.1.elapsed() > Duration::from_secs(30)
-            || started.elapsed() > drain
-        {
+        if samples >= expected_samples || last.1.elapsed() > stall || started.elapsed() > drain {
             tokio::time::sleep(Duration::from_secs(2)).await;
             break stored(&pool).await?;
         }

@@ -3,7 +3,7 @@
 //! This is the heart of exactly-once, kept free of I/O so it can be tested exhaustively:
 //!
 //! - The watermark is the highest record timestamp seen minus the grace period, or the wall clock
-//!   minus the grace period while the consumer is caught up with the partition
+//!   minus the idle lag while the consumer is caught up with the partition
 //!   ([`PartitionState::advance_idle`]). A record's timestamp counts only up to the wall clock: a
 //!   producer whose clock runs ahead lands its records in their own (future) windows, but cannot
 //!   push the watermark past the present and so make other producers' on-time records late.
@@ -91,6 +91,23 @@ pub enum Outcome {
     Replayed,
 }
 
+/// When a partition's windows become final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Width of the tumbling windows, aligned to the Unix epoch.
+    pub width_ms: i64,
+    /// How far behind the newest record timestamp the watermark stays: a record at most this much
+    /// out of order is still on time.
+    pub grace_ms: i64,
+    /// How far behind the wall clock the watermark of a caught-up partition stays. "Caught up"
+    /// only means that nothing more is readable *yet*: during a leader failover the new leader
+    /// cannot expose records it already holds until the dead replica leaves the in-sync set, and
+    /// producers hold theirs for the dead leader's partitions; no error tells the consumer either.
+    /// Such records arrive up to a failover late (about 12 s measured), so the wall clock must stay
+    /// further behind than that, or their windows would be written as final without them.
+    pub idle_lag_ms: i64,
+}
+
 #[derive(Debug, Default)]
 struct OpenWindow {
     first_offset: i64,
@@ -101,8 +118,7 @@ struct OpenWindow {
 #[derive(Debug)]
 pub struct PartitionState {
     partition: i32,
-    width_ms: i64,
-    grace_ms: i64,
+    timing: Timing,
     epoch: i64,
     watermark_ms: i64,
     stored_closed_before_ms: i64,
@@ -120,11 +136,10 @@ pub struct PartitionState {
 }
 
 impl PartitionState {
-    pub fn new(partition: i32, progress: Progress, width_ms: i64, grace_ms: i64) -> Self {
+    pub fn new(partition: i32, progress: Progress, timing: Timing) -> Self {
         Self {
             partition,
-            width_ms,
-            grace_ms,
+            timing,
             epoch: progress.epoch,
             watermark_ms: progress.watermark_ms,
             stored_closed_before_ms: progress.closed_before_ms,
@@ -140,7 +155,7 @@ impl PartitionState {
 
     /// Every window starting before this instant is final.
     pub fn boundary_ms(&self) -> i64 {
-        window_start(self.watermark_ms, self.width_ms).max(self.stored_closed_before_ms)
+        window_start(self.watermark_ms, self.timing.width_ms).max(self.stored_closed_before_ms)
     }
 
     /// Applies one valid record whose offset is `offset` and timestamp `timestamp_ms`, when the
@@ -155,7 +170,7 @@ impl PartitionState {
         self.caught_up = false;
         self.wall_clock_suspended = false;
         self.next_offset = self.next_offset.max(offset + 1);
-        let start = window_start(timestamp_ms, self.width_ms);
+        let start = window_start(timestamp_ms, self.timing.width_ms);
         let outcome = if start < self.boundary_ms() {
             if offset < self.replay_until {
                 Outcome::Replayed
@@ -187,7 +202,7 @@ impl PartitionState {
         };
         self.watermark_ms = self
             .watermark_ms
-            .max(timestamp_ms.min(now_ms) - self.grace_ms);
+            .max(timestamp_ms.min(now_ms) - self.timing.grace_ms);
         outcome
     }
 
@@ -229,11 +244,13 @@ impl PartitionState {
         self.wall_clock_suspended = true;
     }
 
-    /// While caught up, the watermark follows the wall clock, so the last window closes about one
-    /// grace period after its end even when no more records come.
+    /// While caught up, the watermark follows the wall clock one idle lag behind (see
+    /// [`Timing::idle_lag_ms`]), so the last window is written about one idle lag after its end
+    /// even when no more records come. While records flow they drive the watermark, which is
+    /// then ahead of this.
     pub fn advance_idle(&mut self, now_ms: i64) {
         if self.caught_up && !self.wall_clock_suspended {
-            self.watermark_ms = self.watermark_ms.max(now_ms - self.grace_ms);
+            self.watermark_ms = self.watermark_ms.max(now_ms - self.timing.idle_lag_ms);
         }
     }
 
@@ -264,7 +281,7 @@ impl PartitionState {
             rows.extend(tickers.into_iter().map(|(ticker, totals)| WindowRow {
                 ticker: ticker.into(),
                 window_start_ms: start,
-                window_end_ms: start + self.width_ms,
+                window_end_ms: start + self.timing.width_ms,
                 totals,
             }));
         }
@@ -317,6 +334,12 @@ mod tests {
 
     const W: i64 = 30_000;
     const GRACE: i64 = 2_000;
+    const IDLE_LAG: i64 = 15_000;
+    const TIMING: Timing = Timing {
+        width_ms: W,
+        grace_ms: GRACE,
+        idle_lag_ms: IDLE_LAG,
+    };
     const T0: i64 = 1_795_773_600_000; // a window start
     /// A wall clock far ahead of every test record, so that it never holds the watermark back.
     const LATER: i64 = T0 + 1_000_000_000;
@@ -334,7 +357,7 @@ mod tests {
     }
 
     fn state() -> PartitionState {
-        PartitionState::new(0, Progress::fresh(), W, GRACE)
+        PartitionState::new(0, Progress::fresh(), TIMING)
     }
 
     /// Feeds (offset, timestamp, ticks) records and collects every flush along the way.
@@ -474,12 +497,51 @@ mod tests {
             "not caught up yet: the wall clock does not count"
         );
         s.mark_caught_up();
-        s.advance_idle(T0 + 31_000);
-        assert!(closed_rows(&mut s).is_empty(), "still within grace");
-        s.advance_idle(T0 + 32_000);
+        s.advance_idle(T0 + W + IDLE_LAG - 1);
+        assert!(closed_rows(&mut s).is_empty(), "still within the idle lag");
+        s.advance_idle(T0 + W + IDLE_LAG);
         let flush = s.take_closed().expect("closed by the wall clock");
         assert_eq!(flush.rows.len(), 1);
         assert_eq!(flush.progress.resume_offset, 1);
+    }
+
+    #[test]
+    fn records_held_back_by_a_leader_failover_are_on_time() {
+        // Records flow until the partition's leader dies at `kill`; the consumer then sees the
+        // end of what is readable (caught up) and no error, while the records stamped just before
+        // the kill, and those produced during the failover, become readable only when a new leader
+        // is elected, up to about 12 s later.
+        let kill = T0 + W - 500;
+        let mut s = state();
+        let mut offset = 0;
+        for ts in (T0..kill).step_by(1_000) {
+            assert_eq!(
+                s.apply(offset, ts, &message(&[("AAPL", 1)]), ts),
+                Outcome::Applied
+            );
+            offset += 1;
+        }
+        s.mark_caught_up();
+        let elected = kill + 12_000;
+        for now in (kill..=elected).step_by(100) {
+            s.advance_idle(now);
+            assert!(
+                s.take_closed().is_none_or(|f| f.rows.is_empty()),
+                "the window ending during the failover closed at {now}"
+            );
+        }
+        for ts in [kill - 300, kill + 200, elected - 1_000] {
+            assert_eq!(
+                s.apply(offset, ts, &message(&[("AAPL", 2)]), elected),
+                Outcome::Applied,
+                "held-back record stamped {ts}"
+            );
+            offset += 1;
+        }
+        s.mark_caught_up();
+        s.advance_idle(T0 + W + IDLE_LAG);
+        let flush = s.take_closed().expect("closed one idle lag after its end");
+        assert_eq!(flush.rows[0].totals.count, (kill - T0 + 999) / 1_000 + 2);
     }
 
     #[test]
@@ -532,7 +594,7 @@ mod tests {
         s.apply(0, T0 + 45_000, &message(&[("AMZN", 1)]), now);
         s.apply(1, T0 + 5_000, &message(&[("AMZN", 2)]), now);
         s.mark_caught_up();
-        s.advance_idle(T0 + 32_000);
+        s.advance_idle(T0 + W + IDLE_LAG);
         let first = s.take_closed().expect("the present window closes");
         assert_eq!(first.rows.len(), 1);
         assert_eq!(first.rows[0].window_start_ms, T0);
@@ -540,7 +602,7 @@ mod tests {
             first.progress.resume_offset, 0,
             "the future record is still open"
         );
-        s.advance_idle(T0 + 62_000);
+        s.advance_idle(T0 + 2 * W + IDLE_LAG);
         let second = s.take_closed().expect("the future window closes");
         assert_eq!(second.rows[0].window_start_ms, T0 + W);
         assert_eq!(second.rows[0].totals.count, 1);
@@ -575,7 +637,7 @@ mod tests {
                 }
             }
             // Restart: resume from the stored progress and replay.
-            let mut second = PartitionState::new(0, stored.clone(), W, GRACE);
+            let mut second = PartitionState::new(0, stored.clone(), TIMING);
             let resume = usize::try_from(stored.resume_offset.max(0)).expect("offset");
             written.extend(rows(&feed(&mut second, &records[resume..])));
             assert_eq!(written, reference, "crash after offset {crash_after}");
@@ -609,7 +671,7 @@ mod tests {
         let progress = open.progress();
         assert_eq!(progress.resume_offset, 0);
         assert_eq!(progress.future_offsets, vec![1]);
-        let restarted = PartitionState::new(0, progress, W, GRACE);
+        let restarted = PartitionState::new(0, progress, TIMING);
         assert_eq!(restarted.stored_future_verdict(0), Some(false));
         assert_eq!(restarted.stored_future_verdict(1), Some(true));
         assert_eq!(restarted.stored_future_verdict(2), None);
@@ -668,7 +730,7 @@ mod tests {
         }
         for trial in 0..25 {
             let mut states: Vec<PartitionState> = (0..3)
-                .map(|p| PartitionState::new(p, Progress::fresh(), W, GRACE))
+                .map(|p| PartitionState::new(p, Progress::fresh(), TIMING))
                 .collect();
             let mut next = [0_usize; 3];
             // The table, merging flushes as the upsert does, in whatever order they come.
@@ -715,7 +777,7 @@ mod tests {
         let mut stored = s.progress();
         assert_eq!(stored.dlq_next_offset, 4);
         stored.next_offset = 4;
-        let mut restarted = PartitionState::new(0, stored, W, GRACE);
+        let mut restarted = PartitionState::new(0, stored, TIMING);
         assert!(
             !restarted.skip_invalid(3, false),
             "already delivered before the restart"

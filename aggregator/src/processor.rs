@@ -24,7 +24,7 @@ use crate::changes;
 use crate::dead_letters::DeadLetters;
 use crate::metrics::{AggregatorMetrics, ErrorLabel, PartitionLabel, ReasonLabel};
 use crate::ownership::{AggregatorConsumer, Rebalanced};
-use crate::partition::{Flush, Outcome, PartitionState};
+use crate::partition::{Flush, Outcome, PartitionState, Timing};
 use crate::record;
 use crate::settings::Settings;
 use crate::store::{self, Commit};
@@ -40,8 +40,7 @@ pub struct Processor {
     runtime: Handle,
     pool: PgPool,
     topic: String,
-    window_ms: i64,
-    grace_ms: i64,
+    timing: Timing,
     /// Keyed by partition number: a handful of entries, looked up once per record.
     partitions: HashMap<i32, PartitionState>,
     dead_letters: DeadLetters,
@@ -77,8 +76,7 @@ impl Processor {
             runtime,
             pool,
             topic: settings.kafka.topic.clone(),
-            window_ms: settings.aggregator.window_ms(),
-            grace_ms: settings.aggregator.grace_ms(),
+            timing: settings.aggregator.timing(),
             partitions: HashMap::new(),
             dead_letters,
             metrics,
@@ -97,7 +95,7 @@ impl Processor {
                 for (partition, progress) in claimed {
                     self.partitions.insert(
                         partition,
-                        PartitionState::new(partition, progress, self.window_ms, self.grace_ms),
+                        PartitionState::new(partition, progress, self.timing),
                     );
                 }
             }

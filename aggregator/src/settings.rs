@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use crate::partition::Timing;
 use serde::Deserialize;
 use tickpipe_common::config::{
     ConfigError, DatabaseSettings, KafkaSettings, Layers, TelemetrySettings,
@@ -48,6 +49,10 @@ pub struct AggregatorSettings {
     /// `AGGREGATOR_GRACE_MS`: how far behind the newest timestamp a window stays open.
     #[serde(rename = "aggregator_grace_ms", default = "default_grace_ms")]
     pub grace_ms: u32,
+    /// `AGGREGATOR_IDLE_LAG_MS`: how far behind the wall clock a caught-up partition's windows
+    /// stay open, for records held back by a leader failover (see [`Timing::idle_lag_ms`]).
+    #[serde(rename = "aggregator_idle_lag_ms", default = "default_idle_lag_ms")]
+    pub idle_lag_ms: u32,
     /// `AGGREGATOR_DLQ_TOPIC`: where invalid records go, with the reason in headers.
     #[serde(rename = "aggregator_dlq_topic", default = "default_dlq_topic")]
     pub dlq_topic: String,
@@ -64,6 +69,13 @@ impl AggregatorSettings {
                 "expected whole seconds that divide a day evenly (e.g. 30, 60, 300)",
             ));
         }
+        if self.idle_lag_ms < self.grace_ms {
+            return Err(ConfigError::new(
+                "AGGREGATOR_IDLE_LAG_MS",
+                "expected at least AGGREGATOR_GRACE_MS: a quiet partition cannot close windows \
+                 sooner than a busy one",
+            ));
+        }
         if self.group_id.is_empty() {
             return Err(ConfigError::new(
                 "AGGREGATOR_GROUP_ID",
@@ -73,12 +85,12 @@ impl AggregatorSettings {
         Ok(())
     }
 
-    pub fn window_ms(&self) -> i64 {
-        i64::from(self.window_secs) * 1000
-    }
-
-    pub fn grace_ms(&self) -> i64 {
-        i64::from(self.grace_ms)
+    pub fn timing(&self) -> Timing {
+        Timing {
+            width_ms: i64::from(self.window_secs) * 1000,
+            grace_ms: i64::from(self.grace_ms),
+            idle_lag_ms: i64::from(self.idle_lag_ms),
+        }
     }
 }
 
@@ -92,6 +104,11 @@ fn default_window_secs() -> u32 {
 
 fn default_grace_ms() -> u32 {
     2000
+}
+
+/// More than twice the ~12 s a leader failover held records back in the cluster drill.
+fn default_idle_lag_ms() -> u32 {
+    30_000
 }
 
 fn default_dlq_topic() -> String {
@@ -116,8 +133,14 @@ mod tests {
     fn defaults_follow_the_contract() {
         let s = load(&[]).expect("defaults");
         assert_eq!(s.aggregator.group_id, "stocks-aggregator");
-        assert_eq!(s.aggregator.window_ms(), 30_000);
-        assert_eq!(s.aggregator.grace_ms(), 2_000);
+        assert_eq!(
+            s.aggregator.timing(),
+            Timing {
+                width_ms: 30_000,
+                grace_ms: 2_000,
+                idle_lag_ms: 30_000
+            }
+        );
         assert_eq!(s.aggregator.dlq_topic, "stocks.dlq");
     }
 
@@ -127,6 +150,7 @@ mod tests {
             ("AGGREGATOR_WINDOW_SECS", "7"),
             ("AGGREGATOR_WINDOW_SECS", "x"),
             ("AGGREGATOR_GRACE_MS", "-1"),
+            ("AGGREGATOR_IDLE_LAG_MS", "1999"),
         ] {
             let error = load(&[(name, value)]).expect_err(value).to_string();
             assert!(error.contains(name), "{error}");

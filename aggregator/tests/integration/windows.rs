@@ -87,6 +87,7 @@ async fn an_idle_partition_closes_its_last_window_by_the_wall_clock() {
         &[
             ("AGGREGATOR_WINDOW_SECS", "2"),
             ("AGGREGATOR_GRACE_MS", "500"),
+            ("AGGREGATOR_IDLE_LAG_MS", "1000"),
         ],
     ));
     // Recent timestamps: only the wall clock can close this window, since nothing follows it.
