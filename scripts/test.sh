@@ -28,6 +28,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked -- --nocapture 2>&1 | tee "${TICKPIPE_STATE_DIR:-/tmp}/cargo-test.log"
 
+# --- dashboard (issue 15): the page at / in Debian's headless Chromium (installed if missing) against
+# the real pipeline: charts and table equal /v1/get-prices, live windows, an API restart, intervals ---
+echo "== browser test (scripts/browser-test.sh)"
+bash scripts/browser-test.sh
+# --- end of the browser test ---
+
 # --- API contract (issue 10): Schemathesis, every check, against the API's /v1/openapi.json ---
 echo "== schemathesis (scripts/schemathesis.sh)"
 bash scripts/schemathesis.sh
