@@ -37,6 +37,21 @@ RUN find crates generator aggregator api -name '*.rs' -exec touch {} + \
     && mkdir -p /out \
     && cp target/release/generator target/release/aggregator target/release/api /out/
 
+# The dashboard (web/): Debian's Node.js and npm, the locked npm dependencies, then the esbuild
+# script, which writes index.html and the content-hashed assets into /out/web. (npm warns that
+# playwright-core, a test-only devDependency, wants Node 20; nothing here runs it.)
+FROM debian:bookworm-slim AS web
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nodejs npm \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY web/build.mjs ./
+COPY web/src src
+RUN node build.mjs --out /out/web
+
 FROM debian:bookworm-slim AS runtime
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin tickpipe
 USER 10001
@@ -56,6 +71,8 @@ ENTRYPOINT ["/usr/local/bin/aggregator"]
 
 FROM runtime AS api
 COPY --from=build /out/api /usr/local/bin/api
+COPY --from=web /out/web /usr/local/share/tickpipe/web
+ENV API_WEB_DIR=/usr/local/share/tickpipe/web
 EXPOSE 8080 9103
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["/usr/local/bin/api", "--healthcheck"]
 ENTRYPOINT ["/usr/local/bin/api"]
