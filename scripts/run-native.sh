@@ -3,13 +3,14 @@
 # generator, the aggregator and the API with the default configuration. Ctrl-C stops everything
 # this script started (the services too, unless KEEP_SERVICES=1).
 #
-#   scripts/run-native.sh      then   curl -s localhost:8080/v1/get-prices
+#   scripts/run-native.sh      then   curl -s localhost:8080/v1/get-prices   (or open localhost:8080)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/services.sh up
 eval "$(bash scripts/services.sh env)"
 cargo build --release --locked --bins
+bash scripts/build-web.sh >/dev/null # the dashboard at /, served from web/dist (API_WEB_DIR's default)
 
 pids=()
 stop() {
@@ -25,5 +26,5 @@ export KAFKA_BROKERS DATABASE_URL
 target/release/aggregator & pids+=("$!")
 target/release/generator & pids+=("$!")
 target/release/api & pids+=("$!")
-echo "running: API on http://localhost:8080/v1/get-prices, metrics on :9101 (generator), :9102 (aggregator) and :9103 (API); Ctrl-C stops"
+echo "running: dashboard on http://localhost:8080/, API on http://localhost:8080/v1/get-prices, metrics on :9101 (generator), :9102 (aggregator) and :9103 (API); Ctrl-C stops"
 wait -n "${pids[@]}" || true
