@@ -38,8 +38,8 @@ RUN find crates generator aggregator api -name '*.rs' -exec touch {} + \
     && cp target/release/generator target/release/aggregator target/release/api /out/
 
 # The dashboard (web/): Debian's Node.js and npm, the locked npm dependencies, then the esbuild
-# script, which writes index.html and the content-hashed assets into /out/web. (npm warns that
-# playwright-core, a test-only devDependency, wants Node 20; nothing here runs it.)
+# script, which writes index.html and the content-hashed assets into /out/web. (playwright-core, a
+# test-only devDependency, wants Node 20 while bookworm has 18; nothing here runs it.)
 FROM debian:bookworm-slim AS web
 # hadolint ignore=DL3008
 RUN apt-get update \

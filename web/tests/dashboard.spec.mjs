@@ -286,6 +286,12 @@ async function restart() {
   const reconnectedMs = Date.now() - startedAt;
   restarting = false;
   await page.waitForFunction(() => tickpipe.badge().state === 'ok', null, { timeout: 20_000 });
+  // Once a window begun after the restart is on the page, every window of the downtime is written.
+  await page.waitForFunction(
+    (after) => tickpipe.latest().every((e) => Date.parse(e.windowStart) >= after),
+    Math.ceil(startedAt / 1000) * 1000,
+    { timeout: (windowSecs * 3 + 15) * 1000 },
+  );
   const during = await pipeline.prices({
     startTime: Math.floor(stoppedAt / 1000),
     endTime: Math.ceil(startedAt / 1000),
@@ -296,7 +302,7 @@ async function restart() {
   page.off('request', count);
   if (reads.length) throw new Error(`the page read /v1/get-prices again instead of resuming the stream: ${reads.join(', ')}`);
   return `API down ${((startedAt - stoppedAt) / 1000).toFixed(1)} s, badge "${badge}"; stream open again ${reconnectedMs} ms after the API started; ` +
-    `the ${during.length} windows (ticker × ${windowSecs} s) that started while it was down are all on the charts (${counts.join(', ')} bars equal /v1/get-prices), ` +
+    `the ${new Set(during.map((e) => e.windowStart)).size} windows (${during.length} ticker entries) that started while it was down are all on the charts (${counts.join(', ')} bars equal /v1/get-prices), ` +
     'none re-read from /v1/get-prices';
 }
 
@@ -313,6 +319,7 @@ async function intervals() {
 async function screenshot() {
   await mkdir(OUT, { recursive: true });
   await select(60);
+  await page.setViewportSize({ width: 1440, height: 760 });
   await page.waitForFunction(() => tickpipe.badge().state === 'ok', null, { timeout: 20_000 });
   await sleep(1000);
   const path = join(OUT, 'dashboard.png');
