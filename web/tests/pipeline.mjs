@@ -92,6 +92,9 @@ export class Pipeline {
     this.spawn('api', join(this.bin, 'api'), {
       API_BIND: `127.0.0.1:${this.apiPort}`,
       API_WEB_DIR: env('API_WEB_DIR'),
+      // A shared 2-core machine under load can take longer than the default 2 s for a query; a
+      // 503 then would be the machine's doing, not the page's.
+      API_QUERY_TIMEOUT_MS: '15000',
     });
     await this.until('the API answers /healthz', async () => (await fetch(`${this.url}/healthz`)).ok, 30_000);
   }
@@ -117,7 +120,11 @@ export class Pipeline {
     const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== null && v !== undefined));
     const entries = [];
     for (;;) {
-      const response = await fetch(`${this.url}/v1/get-prices?${query}`);
+      let response = await fetch(`${this.url}/v1/get-prices?${query}`);
+      for (let retry = 0; response.status === 503 && retry < 3; retry += 1) {
+        await sleep(1000); // "retry shortly", as the problem says
+        response = await fetch(`${this.url}/v1/get-prices?${query}`);
+      }
       if (!response.ok) throw new Error(`get-prices ${query}: HTTP ${response.status} ${await response.text()}`);
       const body = await response.json();
       entries.push(...body.prices);
