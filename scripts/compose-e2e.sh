@@ -285,10 +285,10 @@ if bad:
 
 check_endpoints() {
     # The API's metrics are on METRICS_ADDR (published on the host's loopback as 9103), not on the
-    # API port, where /metrics is a 404.
-    log "GET /readyz, API metrics on :9103, no /metrics on the API port"
+    # API port, where /metrics is a 404. The dashboard at / is served from the image's web build.
+    log "GET /readyz, the dashboard at /, API metrics on :9103, no /metrics on the API port"
     local url expected code
-    for url in "$API_URL/readyz=200" "http://127.0.0.1:9103/metrics=200" "$API_URL/metrics=404"; do
+    for url in "$API_URL/readyz=200" "$API_URL/=200" "http://127.0.0.1:9103/metrics=200" "$API_URL/metrics=404"; do
         expected=${url##*=} url=${url%=*}
         code=$(curl -sS -o /dev/null --max-time 5 -w '%{http_code}' "$url") || code=000
         echo "  $url -> $code"
