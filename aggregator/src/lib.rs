@@ -27,6 +27,7 @@ mod partition;
 mod processor;
 mod record;
 pub mod settings;
+mod stall;
 mod store;
 mod throttle;
 mod window;

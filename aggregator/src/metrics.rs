@@ -38,6 +38,7 @@ pub struct AggregatorMetrics {
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     pub dead_letters: DeadLetterMetrics,
     pub consumer_errors: Family<ErrorLabel, Counter>,
+    pub fetch_restarts: Counter,
 }
 
 impl AggregatorMetrics {
@@ -54,6 +55,7 @@ impl AggregatorMetrics {
             consumer_lag: Family::default(),
             dead_letters: DeadLetterMetrics::default(),
             consumer_errors: Family::default(),
+            fetch_restarts: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("aggregator");
         r.register(
@@ -100,6 +102,11 @@ impl AggregatorMetrics {
             "consumer_errors",
             "Errors reported by the Kafka consumer, by error code",
             metrics.consumer_errors.clone(),
+        );
+        r.register(
+            "fetch_restarts",
+            "Partition fetches restarted because readable records stopped arriving",
+            metrics.fetch_restarts.clone(),
         );
         r.register(
             "writes_fenced",

@@ -27,6 +27,7 @@ use crate::ownership::{AggregatorConsumer, Rebalanced};
 use crate::partition::{Flush, Outcome, PartitionState, Timing};
 use crate::record;
 use crate::settings::Settings;
+use crate::stall::{FetchWatch, Resume};
 use crate::store::{self, Commit};
 use crate::throttle::Throttle;
 
@@ -43,6 +44,7 @@ pub struct Processor {
     timing: Timing,
     /// Keyed by partition number: a handful of entries, looked up once per record.
     partitions: HashMap<i32, PartitionState>,
+    fetches: FetchWatch,
     dead_letters: DeadLetters,
     metrics: AggregatorMetrics,
     shutdown: CancellationToken,
@@ -78,6 +80,7 @@ impl Processor {
             topic: settings.kafka.topic.clone(),
             timing: settings.aggregator.timing(),
             partitions: HashMap::new(),
+            fetches: FetchWatch::default(),
             dead_letters,
             metrics,
             shutdown,
@@ -93,6 +96,8 @@ impl Processor {
         match event {
             Rebalanced::Assigned(claimed) => {
                 for (partition, progress) in claimed {
+                    self.fetches
+                        .assigned(partition, progress.resume_offset, self.now_ms);
                     self.partitions.insert(
                         partition,
                         PartitionState::new(partition, progress, self.timing),
@@ -103,6 +108,7 @@ impl Processor {
                 // Nothing to save: open windows are rebuilt by whoever resumes from the stored offset.
                 for partition in partitions {
                     self.partitions.remove(&partition);
+                    self.fetches.revoked(partition);
                     self.metrics
                         .consumer_lag
                         .remove(&PartitionLabel { partition });
@@ -124,6 +130,7 @@ impl Processor {
             return;
         };
         self.metrics.consumed.inc();
+        self.fetches.delivered(partition, offset, self.now_ms);
         let stored_future_verdict = state.stored_future_verdict(offset);
         match record::decode(message, self.now_ms, stored_future_verdict) {
             Ok((timestamp_ms, ticks)) => {
@@ -167,6 +174,11 @@ impl Processor {
     pub fn caught_up(&mut self, partition: i32) {
         if let Some(state) = self.partitions.get_mut(&partition) {
             state.mark_caught_up();
+            tracing::debug!(
+                partition,
+                watermark_ms = state.progress().watermark_ms,
+                "caught up"
+            );
         }
     }
 
@@ -199,11 +211,38 @@ impl Processor {
         }
         let now = self.now_ms;
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        for &partition in &partitions {
+            self.restart_if_stalled(consumer, partition);
+        }
         for partition in partitions {
             if let Some(state) = self.partitions.get_mut(&partition) {
                 state.advance_idle(now);
             }
             self.flush(consumer, partition);
+        }
+    }
+
+    /// Restarts the fetch of `partition` where delivery stopped if it stalled (see [`crate::stall`]).
+    fn restart_if_stalled(&mut self, consumer: &AggregatorConsumer, partition: i32) {
+        let Some(readable) = consumer.context().readable(partition) else {
+            return;
+        };
+        let Some(resume) = self.fetches.stalled(partition, readable, self.now_ms) else {
+            return;
+        };
+        tracing::warn!(
+            partition,
+            ?resume,
+            readable_end = readable.end,
+            "records are readable but none arrived for 15 s; restarting the fetch"
+        );
+        self.metrics.fetch_restarts.inc();
+        let offset = match resume {
+            Resume::Beginning => Offset::Beginning,
+            Resume::Offset(offset) => Offset::Offset(offset),
+        };
+        if let Err(error) = consumer.seek(&self.topic, partition, offset, Duration::from_secs(5)) {
+            tracing::warn!(%error, partition, "restarting the fetch failed; tried again later");
         }
     }
 
