@@ -103,8 +103,9 @@ fn render(
         })
         .collect();
     let page = crate::prices::page(&default_query(), prices);
-    let body = serde_json::to_vec(&page)
-        .map_err(|error| ApiError::Internal(format!("cannot serialize the latest prices: {error}")))?;
+    let body = serde_json::to_vec(&page).map_err(|error| {
+        ApiError::Internal(format!("cannot serialize the latest prices: {error}"))
+    })?;
     Ok(Snapshot {
         body: Bytes::from(body),
     })
@@ -221,8 +222,8 @@ mod tests {
 
     #[test]
     fn complete_follows_the_boundary_of_the_last_change() {
-        let mut latest = Latest::new(vec![row("A", 0, 1), row("B", 30, 1)], Some(at(30)))
-            .expect("new");
+        let mut latest =
+            Latest::new(vec![row("A", 0, 1), row("B", 30, 1)], Some(at(30))).expect("new");
         let complete = |latest: &Latest| {
             shown(latest)["prices"]
                 .as_array()

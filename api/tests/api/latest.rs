@@ -319,7 +319,12 @@ impl Writer {
                 min: price - 3,
                 max: price + 3,
                 open: (start_ms + 1, partition as i64, self.offset, price - 1),
-                close: (start_ms + 29_000, partition as i64, self.offset + 1, price + 1),
+                close: (
+                    start_ms + 29_000,
+                    partition as i64,
+                    self.offset + 1,
+                    price + 1,
+                ),
             });
         }
         // The boundary moves now and then, up to the newest window of the slowest ticker or of
@@ -444,9 +449,9 @@ fn first_unseen<'a>(
                     .get(ticker.as_str())
                     .is_none_or(|(start, count, _, _)| (*start, *count) < *wanted)
             });
-            let completion_behind = shown.values().any(|(_, _, end, complete)| {
-                !complete && *end <= committed.state.boundary_ms
-            });
+            let completion_behind = shown
+                .values()
+                .any(|(_, _, end, complete)| !complete && *end <= committed.state.boundary_ms);
             rows_behind || completion_behind
         })
 }
@@ -547,10 +552,14 @@ async fn memory_answers_as_the_database_does_and_is_never_older_than_the_deliver
     );
     let answer: Value = serde_json::from_slice(&from_memory).expect("json");
     let prices = answer["prices"].as_array().expect("prices");
-    let tickers: Vec<&str> = prices.iter().map(|p| p["ticker"].as_str().expect("t")).collect();
+    let tickers: Vec<&str> = prices
+        .iter()
+        .map(|p| p["ticker"].as_str().expect("t"))
+        .collect();
     assert_eq!(tickers, TICKERS, "every ticker, in byte order");
     assert!(
-        prices.iter().any(|p| p["complete"] == true) && prices.iter().any(|p| p["complete"] == false),
+        prices.iter().any(|p| p["complete"] == true)
+            && prices.iter().any(|p| p["complete"] == false),
         "both kinds of entries compared: {answer}"
     );
     assert!(prices.iter().any(|p| p["openPrice"].is_i64()));
@@ -638,7 +647,10 @@ async fn the_database_answers_while_the_signal_is_lost_and_memory_again_once_cau
         if first_unseen(&history, &answer, sent).is_none() {
             break;
         }
-        assert!(sent - finished <= DELIVERY_BOUND, "a commit after recovery unseen");
+        assert!(
+            sent - finished <= DELIVERY_BOUND,
+            "a commit after recovery unseen"
+        );
     }
     assert_eq!(
         body(&app, "/v1/get-prices").await,
