@@ -61,7 +61,14 @@ export class Dashboard {
         this.streamState = state;
         this.renderBadge();
       },
-      onGone: () => this.reload(),
+      onGone: () => {
+        // The stream no longer continues what the page shows (a 410: the log was pruned past the
+        // page's id, or the API now reads another database): start over from the API's state.
+        this.completeBefore = null;
+        this.newestComplete = null;
+        this.table.clear();
+        this.reload();
+      },
     });
   }
 

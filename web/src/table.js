@@ -90,6 +90,12 @@ export class LatestTable {
     }
   }
 
+  /** Forgets every row (before a reload from scratch). */
+  clear() {
+    this.rows.clear();
+    this.body.replaceChildren();
+  }
+
   entries() {
     return [...this.rows.values()].map(({ entry }) => entry);
   }
