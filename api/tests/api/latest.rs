@@ -608,6 +608,9 @@ async fn the_database_answers_while_the_signal_is_lost_and_memory_again_once_cau
         );
     }
 
+    // (The commit may have been seen through the database before the feed listened again.)
+    until_from_memory(&app, &registry).await;
+
     // Keep the feed from catching up after the next loss (its read of the log waits on a lock):
     // meanwhile the database answers, and answers what memory would.
     let mut blocker = db.pool.begin().await.expect("begin");
