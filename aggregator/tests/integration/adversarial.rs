@@ -19,7 +19,8 @@ use tickpipe_aggregator::dead_letters::{headers, LETTER_BUDGET_BYTES};
 use tickpipe_aggregator::metrics::{AggregatorMetrics, ReasonLabel};
 use tickpipe_common::clock::now_ms;
 use tickpipe_testkit::{
-    brokers, consume_all, create_topic_with, header, unique_name, TestDatabase, TestRecord,
+    brokers, consume_all, create_named_topic, create_topic_with, header, unique_name, TestDatabase,
+    TestRecord,
 };
 
 /// What the aggregator must make of a record.
@@ -615,7 +616,7 @@ async fn a_burst_across_many_partitions() {
 async fn a_dead_letter_topic_with_a_small_record_limit_gets_letters_cut_to_fit() {
     let _shared = SERVICES.read().await;
     let topic = create_topic_with("dlq_small", 1, &[]).await;
-    create_topic_with(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "4096")]).await;
+    create_named_topic(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "4096")]).await;
     let db = TestDatabase::create().await;
     let original = vec![b'z'; 12_000];
     let mut records = vec![
@@ -651,7 +652,7 @@ async fn a_dead_letter_topic_that_refuses_every_letter_does_not_stop_consumption
     let _shared = SERVICES.read().await;
     let topic = create_topic_with("dlq_refuses", 2, &[]).await;
     // Smaller than the dead-letter headers alone: no letter can ever be delivered.
-    create_topic_with(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "64")]).await;
+    create_named_topic(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "64")]).await;
     let db = TestDatabase::create().await;
     let mut records = Vec::new();
     for i in 0..40 {
@@ -704,7 +705,7 @@ fn terminate(child: &mut std::process::Child) -> Duration {
 async fn sigterm_stops_it_while_the_dead_letter_topic_refuses_and_the_database_is_gone() {
     let _shared = SERVICES.read().await;
     let topic = create_topic_with("sigterm", 2, &[]).await;
-    create_topic_with(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "64")]).await;
+    create_named_topic(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "64")]).await;
     let db = TestDatabase::create().await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_aggregator"))
         .env_clear()

@@ -76,14 +76,21 @@ pub async fn create_topic(prefix: &str, partitions: i32) -> String {
 /// the broker's default of 7 days a test's topic would be deleted under it once its instants are
 /// a week old (it was: a crash test started failing on the day its fixed instant turned 7 days).
 pub async fn create_topic_with(prefix: &str, partitions: i32, configs: &[(&str, &str)]) -> String {
-    let brokers = require_kafka();
     let topic = unique_name(prefix);
+    create_named_topic(&topic, partitions, configs).await;
+    topic
+}
+
+/// Creates the topic `name` exactly (e.g. the dead-letter topic an aggregator will use), with
+/// `configs` and the records kept forever as in [`create_topic_with`].
+pub async fn create_named_topic(name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let brokers = require_kafka();
     let mut all_configs = vec![("retention.ms", "-1")];
     all_configs.extend_from_slice(configs);
-    tickpipe_common::kafka::ensure_topic(&brokers, &topic, partitions, 1, &all_configs)
+    let created = tickpipe_common::kafka::ensure_topic(&brokers, name, partitions, 1, &all_configs)
         .await
-        .unwrap_or_else(|e| panic!("cannot create topic {topic}: {e}"));
-    topic
+        .unwrap_or_else(|e| panic!("cannot create topic {name}: {e}"));
+    assert!(created, "topic {name} existed already");
 }
 
 /// One record to produce: partition, Kafka timestamp in Unix ms, value bytes.
