@@ -7,7 +7,8 @@
 //!    reader that has seen id N never later sees a new id below N, so "resume after N" is exact;
 //! 2. log each changed row as it stands after this transaction, with the topic-wide boundary
 //!    (`complete_before`: every window starting before it is final on every partition), then a
-//!    watermark entry (no ticker) when that boundary moved;
+//!    watermark entry (no ticker) when that boundary moved — forward as windows close, or back
+//!    when a partition is claimed for the first time (a new partition has closed nothing yet);
 //! 3. `NOTIFY window_changes` with the newest id, which PostgreSQL delivers only on commit.
 //!
 //! The lock is taken after every row lock of the transaction, so it cannot deadlock with them:
@@ -37,7 +38,7 @@ pub struct ChangedRow {
     pub close_price: Option<i64>,
 }
 
-/// Appends `rows` (and a watermark entry if the topic-wide boundary advanced) to the log and
+/// Appends `rows` (and a watermark entry if the topic-wide boundary moved) to the log and
 /// notifies listeners on commit. Call it last in the transaction.
 pub async fn append(
     tx: &mut Transaction<'_, Postgres>,
@@ -57,8 +58,8 @@ pub async fn append(
     .bind(topic)
     .fetch_one(&mut **tx)
     .await?;
-    let advanced = match (boundary, logged) {
-        (Some(now), Some(before)) => now > before,
+    let moved = match (boundary, logged) {
+        (Some(now), Some(before)) => now != before,
         (Some(_), None) => true,
         (None, _) => false,
     };
@@ -88,7 +89,7 @@ pub async fn append(
         .fetch_one(&mut **tx)
         .await?;
     }
-    if advanced {
+    if moved {
         // After the price entries, so a client learns a window is final after its last change.
         newest = Some(
             sqlx::query_scalar(

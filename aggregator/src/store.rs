@@ -20,6 +20,7 @@ pub enum Commit {
 /// progress to resume from, creating the row for a partition never seen before.
 pub async fn claim(pool: &PgPool, topic: &str, partition: i32) -> Result<Progress, sqlx::Error> {
     let fresh = Progress::fresh();
+    let mut tx = pool.begin().await?;
     let row = sqlx::query(
         "INSERT INTO aggregator_progress
              (topic, kafka_partition, resume_offset, next_offset, watermark_ms, closed_before_ms, dlq_next_offset, owner_epoch)
@@ -35,8 +36,12 @@ pub async fn claim(pool: &PgPool, topic: &str, partition: i32) -> Result<Progres
     .bind(fresh.watermark_ms)
     .bind(fresh.closed_before_ms)
     .bind(fresh.dlq_next_offset)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    // A partition claimed for the first time lowers the topic-wide boundary: the log (and so the
+    // API's stream and in-memory latest prices) must learn it like any other move.
+    changes::append(&mut tx, topic, &[]).await?;
+    tx.commit().await?;
     Ok(Progress {
         resume_offset: row.try_get("resume_offset")?,
         next_offset: row.try_get("next_offset")?,

@@ -158,6 +158,9 @@ async fn insert(pool: &PgPool, rows: &[Row]) {
 /// Sets a partition's boundary: every window starting before `closed_before` (Unix seconds) is
 /// final for that partition.
 async fn close_before(pool: &PgPool, partition: i32, closed_before: i64) {
+    // As the aggregator stores progress: in one transaction with the change log, which is what
+    // tells the API's stream and in-memory latest prices that the boundary moved.
+    let mut tx = pool.begin().await.expect("begin");
     sqlx::query(
         "INSERT INTO aggregator_progress (topic, kafka_partition, resume_offset, next_offset, watermark_ms,
                                           closed_before_ms, dlq_next_offset)
@@ -166,9 +169,11 @@ async fn close_before(pool: &PgPool, partition: i32, closed_before: i64) {
     )
     .bind(partition)
     .bind(closed_before * 1000)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .expect("progress");
+    crate::helpers::append_changes(&mut tx, &[]).await;
+    tx.commit().await.expect("commit");
 }
 
 /// One bar of the reference: the rows folded as the contract says.

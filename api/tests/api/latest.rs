@@ -16,11 +16,10 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::helpers::{database, logs};
+use crate::helpers::{append_changes, database, logs, ChangedRow};
 
 /// The aggregator's log lock (`LOG_LOCK` in aggregator/src/changes.rs; the stream tests check
 /// the two are equal).
-const LOG_LOCK: i64 = 0x7469_636b_7069_7065;
 const TOPIC: &str = "stocks";
 /// 2026-11-27T10:00:00Z, in milliseconds.
 const T0_MS: i64 = 1_795_773_600_000;
@@ -180,94 +179,9 @@ async fn commit(
         .await
         .expect("latest");
     }
-    let boundary = append(&mut tx, &changed).await;
+    let boundary = append_changes(&mut tx, &changed).await;
     tx.commit().await.expect("commit");
     boundary
-}
-
-/// A window row as the upsert left it (`aggregator/src/changes.rs`'s `ChangedRow`).
-#[derive(Debug, sqlx::FromRow)]
-struct ChangedRow {
-    ticker: String,
-    window_start: DateTime<Utc>,
-    window_end: DateTime<Utc>,
-    price_sum: i64,
-    sample_count: i64,
-    min_price: i64,
-    max_price: i64,
-    open_price: Option<i64>,
-    close_price: Option<i64>,
-}
-
-/// `changes::append` of the aggregator, statement for statement; returns the boundary (ms).
-async fn append(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, rows: &[ChangedRow]) -> i64 {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(LOG_LOCK)
-        .execute(&mut **tx)
-        .await
-        .expect("log lock");
-    let (boundary, logged): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT (SELECT TIMESTAMPTZ 'epoch' + min(closed_before_ms) * INTERVAL '1 millisecond'
-                 FROM aggregator_progress WHERE topic = $1),
-                (SELECT complete_before FROM window_changes ORDER BY id DESC LIMIT 1)",
-    )
-    .bind(TOPIC)
-    .fetch_one(&mut **tx)
-    .await
-    .expect("boundary");
-    let advanced = match (boundary, logged) {
-        (Some(now), Some(before)) => now > before,
-        (Some(_), None) => true,
-        (None, _) => false,
-    };
-    let mut newest: Option<i64> = None;
-    if !rows.is_empty() {
-        newest = sqlx::query_scalar(
-            "WITH changed AS (
-                 INSERT INTO window_changes (id, ticker, window_start, window_end, price_sum, sample_count,
-                                             min_price, max_price, open_price, close_price, complete_before)
-                 SELECT nextval('window_changes_id'), t.*, $10
-                 FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::bigint[],
-                             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[]) AS t
-                 RETURNING id
-             )
-             SELECT max(id) FROM changed",
-        )
-        .bind(rows.iter().map(|r| r.ticker.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.window_start).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.window_end).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.price_sum).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.sample_count).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.min_price).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.max_price).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.open_price).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.close_price).collect::<Vec<_>>())
-        .bind(boundary)
-        .fetch_one(&mut **tx)
-        .await
-        .expect("log rows");
-    }
-    if advanced {
-        newest = Some(
-            sqlx::query_scalar(
-                "INSERT INTO window_changes (id, complete_before)
-                 VALUES (nextval('window_changes_id'), $1) RETURNING id",
-            )
-            .bind(boundary)
-            .fetch_one(&mut **tx)
-            .await
-            .expect("watermark"),
-        );
-    }
-    if let Some(newest) = newest {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind("window_changes")
-            .bind(newest.to_string())
-            .execute(&mut **tx)
-            .await
-            .expect("notify");
-    }
-    boundary.map_or(0, |b| b.timestamp_millis())
 }
 
 /// A writer as an aggregator with two partitions: random contributions to each ticker's newest
