@@ -131,8 +131,9 @@ pub struct PartitionState {
     open: BTreeMap<i64, OpenWindow>,
     /// The consumer is at the end of the partition.
     caught_up: bool,
-    /// The wall clock may not advance the watermark until a record arrives (see `mark_uncertain`).
-    wall_clock_suspended: bool,
+    /// The wall clock may not advance the watermark before this instant, unless a record arrives
+    /// first (see `mark_uncertain`).
+    wall_clock_resumes_ms: i64,
 }
 
 impl PartitionState {
@@ -149,7 +150,7 @@ impl PartitionState {
             future_offsets: progress.future_offsets.into_iter().collect(),
             open: BTreeMap::new(),
             caught_up: false,
-            wall_clock_suspended: false,
+            wall_clock_resumes_ms: i64::MIN,
         }
     }
 
@@ -168,7 +169,7 @@ impl PartitionState {
         now_ms: i64,
     ) -> Outcome {
         self.caught_up = false;
-        self.wall_clock_suspended = false;
+        self.wall_clock_resumes_ms = i64::MIN;
         self.next_offset = self.next_offset.max(offset + 1);
         let start = window_start(timestamp_ms, self.timing.width_ms);
         let outcome = if start < self.boundary_ms() {
@@ -220,7 +221,7 @@ impl PartitionState {
             self.future_offsets.insert(offset);
         }
         self.caught_up = false;
-        self.wall_clock_suspended = false;
+        self.wall_clock_resumes_ms = i64::MIN;
         self.next_offset = self.next_offset.max(offset + 1);
         if offset >= self.dlq_next_offset {
             self.dlq_next_offset = offset + 1;
@@ -235,13 +236,15 @@ impl PartitionState {
         self.caught_up = true;
     }
 
-    /// The consumer lost sight of the partition (e.g. the broker went away). Producers were cut
-    /// off too, and what they buffered meanwhile arrives with older timestamps once the broker is
-    /// back, so the wall clock stops advancing the watermark until the next record arrives: a
-    /// producer delivers in order, so by then its buffered records have arrived before it.
-    pub fn mark_uncertain(&mut self) {
-        self.caught_up = false;
-        self.wall_clock_suspended = true;
+    /// The consumer lost sight of a broker at `now_ms`. Producers may have been cut off too, and
+    /// what they buffered arrives with older timestamps once the broker is back, so the wall clock
+    /// stops advancing the watermark until the next record arrives (a producer delivers in order,
+    /// so by then its buffered records have arrived before it), or until one idle lag has passed
+    /// without another such error: buffered records are delivered within seconds of the broker's
+    /// return, and a partition that receives nothing more (its producers stopped) must still close
+    /// its last window. Each error during an outage pushes that instant further.
+    pub fn mark_uncertain(&mut self, now_ms: i64) {
+        self.wall_clock_resumes_ms = now_ms.saturating_add(self.timing.idle_lag_ms);
     }
 
     /// While caught up, the watermark follows the wall clock one idle lag behind (see
@@ -249,7 +252,7 @@ impl PartitionState {
     /// even when no more records come. While records flow they drive the watermark, which is
     /// then ahead of this.
     pub fn advance_idle(&mut self, now_ms: i64) {
-        if self.caught_up && !self.wall_clock_suspended {
+        if self.caught_up && now_ms >= self.wall_clock_resumes_ms {
             self.watermark_ms = self.watermark_ms.max(now_ms - self.timing.idle_lag_ms);
         }
     }
@@ -548,8 +551,8 @@ mod tests {
     fn after_a_consumer_error_the_wall_clock_waits_for_the_next_record() {
         let mut s = state();
         s.apply(0, T0 + 1_000, &message(&[("MSFT", 7)]), LATER);
-        s.mark_uncertain();
         s.mark_caught_up();
+        s.mark_uncertain(T0 + 50_000);
         s.advance_idle(T0 + 60_000);
         assert!(
             s.take_closed().is_none_or(|f| f.rows.is_empty()),
@@ -564,6 +567,25 @@ mod tests {
         s.advance_idle(T0 + 60_000);
         let flush = s.take_closed().expect("closed once records flow again");
         assert_eq!(flush.rows[0].totals.count, 2);
+    }
+
+    #[test]
+    fn after_a_consumer_error_and_no_more_records_the_wall_clock_resumes_one_idle_lag_later() {
+        // The drill found it: the producers had stopped, the consumer then lost a dead node, and
+        // the partition's last window was never written because no record came to resume it.
+        let mut s = state();
+        s.apply(0, T0 + 1_000, &message(&[("MSFT", 7)]), LATER);
+        s.mark_caught_up();
+        s.mark_uncertain(T0 + 50_000);
+        s.mark_uncertain(T0 + 55_000);
+        s.advance_idle(T0 + 55_000 + IDLE_LAG - 1);
+        assert!(
+            s.take_closed().is_none_or(|f| f.rows.is_empty()),
+            "each error pushes the wall clock's return"
+        );
+        s.advance_idle(T0 + 55_000 + IDLE_LAG);
+        let flush = s.take_closed().expect("closed one idle lag after the last error");
+        assert_eq!(flush.rows[0].totals.count, 1);
     }
 
     #[test]

@@ -194,9 +194,10 @@ impl Processor {
             })
             .inc();
         if code.is_some_and(is_connectivity_error) {
+            let now = self.now_ms;
             self.partitions
                 .values_mut()
-                .for_each(PartitionState::mark_uncertain);
+                .for_each(|state| state.mark_uncertain(now));
         }
         if let Some(suppressed) = self.error_log.allow() {
             tracing::warn!(%error, suppressed, "Kafka consumer error; librdkafka keeps retrying");
