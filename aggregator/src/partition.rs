@@ -584,7 +584,9 @@ mod tests {
             "each error pushes the wall clock's return"
         );
         s.advance_idle(T0 + 55_000 + IDLE_LAG);
-        let flush = s.take_closed().expect("closed one idle lag after the last error");
+        let flush = s
+            .take_closed()
+            .expect("closed one idle lag after the last error");
         assert_eq!(flush.rows[0].totals.count, 1);
     }
 
