@@ -16,12 +16,13 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates/common/Cargo.toml crates/common/
 COPY crates/message/Cargo.toml crates/message/
+COPY crates/store/Cargo.toml crates/store/
 COPY crates/testkit/Cargo.toml crates/testkit/
 COPY generator/Cargo.toml generator/
 COPY aggregator/Cargo.toml aggregator/
 COPY api/Cargo.toml api/
 COPY migrations migrations
-RUN for crate in crates/common crates/message crates/testkit generator aggregator api; do \
+RUN for crate in crates/common crates/message crates/store crates/testkit generator aggregator api; do \
         mkdir -p "$crate/src" && touch "$crate/src/lib.rs" && echo 'fn main() {}' > "$crate/src/main.rs"; \
     done \
     && cargo build --release --locked --bins \

@@ -7,10 +7,10 @@
 //! - `processor` takes one record: `record` validates it, invalid ones go to the
 //!   [`dead_letters`] topic, valid ones go to `partition`, which adds their prices to the open
 //!   window (`window`) and decides when windows are final.
-//! - `store` adds final windows to `window_prices` in the same transaction as the partition's
-//!   progress, and `changes` appends what changed to the change log (and notifies) in it too.
-//!   That shared transaction is what makes the table exact across crashes, restarts and
-//!   rebalances; the README's "Exactly once" section explains why.
+//! - the `tickpipe-store` crate adds final windows to `window_prices` in the same transaction as
+//!   the partition's progress and the change log (which notifies the API). That shared
+//!   transaction is what makes the table exact across crashes, restarts and rebalances;
+//!   `docs/design.md` ("Exactly once") explains why.
 //!
 //! Around them: [`settings`], [`metrics`], `throttle` (log lines per interval) and
 //! `cancellable` (waits that end at shutdown).
@@ -18,7 +18,6 @@
 //! It does not serve the data (the API does) and does not trust offsets committed to Kafka.
 
 mod cancellable;
-mod changes;
 mod consumer;
 pub mod dead_letters;
 pub mod metrics;
@@ -27,8 +26,6 @@ mod partition;
 mod processor;
 mod record;
 pub mod settings;
-mod stall;
-mod store;
 mod throttle;
 mod window;
 
@@ -47,6 +44,8 @@ pub enum AggregatorError {
     Metrics(#[from] tickpipe_common::telemetry::MetricsServerError),
     #[error(transparent)]
     Database(#[from] tickpipe_common::db::DbError),
+    #[error(transparent)]
+    Migrate(#[from] tickpipe_store::schema::MigrateError),
     #[error("Kafka client error: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("the consume loop panicked")]
@@ -77,9 +76,9 @@ async fn aggregate(
     shutdown: CancellationToken,
 ) -> Result<(), AggregatorError> {
     let pool = tickpipe_common::db::lazy_pool(&settings.database)?;
-    match tickpipe_common::db::migrate(&pool, &shutdown).await {
+    match tickpipe_store::schema::migrate(&pool, &shutdown).await {
         Ok(()) => {}
-        Err(tickpipe_common::db::DbError::Cancelled) => return Ok(()),
+        Err(tickpipe_store::schema::MigrateError::Cancelled) => return Ok(()),
         Err(error) => return Err(error.into()),
     }
     let dlq_ready = tickpipe_common::kafka::ensure_topic_with_retry(

@@ -38,7 +38,6 @@ pub struct AggregatorMetrics {
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     pub dead_letters: DeadLetterMetrics,
     pub consumer_errors: Family<ErrorLabel, Counter>,
-    pub fetch_restarts: Counter,
 }
 
 impl AggregatorMetrics {
@@ -55,9 +54,16 @@ impl AggregatorMetrics {
             consumer_lag: Family::default(),
             dead_letters: DeadLetterMetrics::default(),
             consumer_errors: Family::default(),
-            fetch_restarts: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("aggregator");
+        metrics.register_records(r);
+        metrics.register_writes(r);
+        metrics
+    }
+
+    /// What became of the records read.
+    fn register_records(&self, r: &mut Registry) {
+        let metrics = self;
         r.register(
             "records_consumed",
             "Records read from Kafka",
@@ -83,6 +89,11 @@ impl AggregatorMetrics {
             "Records read again after a restart or rebalance, already accounted for",
             metrics.replayed.clone(),
         );
+    }
+
+    /// What was written, to PostgreSQL and to the dead-letter topic, and the consumer's health.
+    fn register_writes(&self, r: &mut Registry) {
+        let metrics = self;
         r.register(
             "windows_written",
             "(ticker, window) contributions written to PostgreSQL",
@@ -104,11 +115,6 @@ impl AggregatorMetrics {
             metrics.consumer_errors.clone(),
         );
         r.register(
-            "fetch_restarts",
-            "Partition fetches restarted because readable records stopped arriving",
-            metrics.fetch_restarts.clone(),
-        );
-        r.register(
             "writes_fenced",
             "Writes refused because another instance owns the partition",
             metrics.fenced.clone(),
@@ -123,6 +129,5 @@ impl AggregatorMetrics {
             "Records behind the end of each assigned partition",
             metrics.consumer_lag.clone(),
         );
-        metrics
     }
 }

@@ -7,7 +7,6 @@
 //! loop as [`Rebalanced`] events, because the callback runs inside `poll` while the loop's state is
 //! borrowed elsewhere.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -21,9 +20,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{AggregatorMetrics, PartitionLabel};
-use crate::partition::Progress;
-use crate::stall::Readable;
-use crate::store;
+use tickpipe_store::Progress;
 
 /// The consumer type of the aggregator, named once.
 pub type AggregatorConsumer = BaseConsumer<AggregatorContext>;
@@ -55,8 +52,6 @@ pub struct AggregatorContext {
     /// Written by the callback inside `poll`, drained by the loop right after. A `Mutex` because
     /// `ConsumerContext` must be `Sync`; it is never contended (one thread does both).
     events: Mutex<Vec<Rebalanced>>,
-    /// What the broker can serve of each partition, from the latest statistics (every 5 s).
-    readable: Mutex<HashMap<i32, Readable>>,
 }
 
 impl AggregatorContext {
@@ -74,7 +69,6 @@ impl AggregatorContext {
             shutdown,
             metrics,
             events: Mutex::new(Vec::new()),
-            readable: Mutex::new(HashMap::new()),
         }
     }
 
@@ -83,15 +77,6 @@ impl AggregatorContext {
         // A panic while the lock was held cannot leave the list half-written (push is the only
         // writer), so the events are still good: recover them rather than drop a claim.
         std::mem::take(&mut *self.events.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// What the broker could serve of `partition` at the latest statistics.
-    pub fn readable(&self, partition: i32) -> Option<Readable> {
-        self.readable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&partition)
-            .copied()
     }
 
     fn push(&self, event: Rebalanced) {
@@ -110,7 +95,7 @@ impl AggregatorContext {
             Backoff::default(),
             &self.shutdown,
             |_: &sqlx::Error| true,
-            || store::claim(&self.pool, &self.topic, partition),
+            || tickpipe_store::claim(&self.pool, &self.topic, partition),
         );
         self.runtime.block_on(claimed).ok()
     }
@@ -163,18 +148,8 @@ impl ClientContext for AggregatorContext {
     }
 
     fn stats(&self, statistics: Statistics) {
-        let mut readable = self.readable.lock().unwrap_or_else(PoisonError::into_inner);
         for topic in statistics.topics.values() {
             for (&partition, stats) in &topic.partitions {
-                if partition >= 0 && stats.lo_offset >= 0 && stats.ls_offset >= 0 {
-                    readable.insert(
-                        partition,
-                        Readable {
-                            start: stats.lo_offset,
-                            end: stats.ls_offset,
-                        },
-                    );
-                }
                 if partition >= 0 && stats.consumer_lag >= 0 {
                     self.metrics
                         .consumer_lag

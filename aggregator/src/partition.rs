@@ -28,57 +28,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tickpipe_common::message::TickerMessage;
 
-use crate::window::{window_start, Accumulator, PriceKey};
+use tickpipe_store::{Accumulator, Flush, PriceKey, Progress, WindowRow};
 
-/// A partition's durable progress: one row of `aggregator_progress`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Progress {
-    /// Offset to seek to on assignment; -1 means the beginning of the partition.
-    pub resume_offset: i64,
-    /// Offset after the last record accounted for; -1 when none was.
-    pub next_offset: i64,
-    pub watermark_ms: i64,
-    pub closed_before_ms: i64,
-    /// Invalid records below this offset are already in the dead-letter topic.
-    pub dlq_next_offset: i64,
-    /// Ownership epoch; a write with an older epoch is refused (fencing).
-    pub epoch: i64,
-    /// Offsets at or after `resume_offset` that were rejected as stamped too far in the future,
-    /// ascending: the verdict a replay must repeat.
-    pub future_offsets: Vec<i64>,
-}
-
-impl Progress {
-    /// The progress of a partition never processed before.
-    pub fn fresh() -> Self {
-        Self {
-            resume_offset: -1,
-            next_offset: -1,
-            watermark_ms: 0,
-            closed_before_ms: 0,
-            dlq_next_offset: 0,
-            epoch: 0,
-            future_offsets: Vec::new(),
-        }
-    }
-}
-
-/// One (ticker, window) contribution of this partition, ready to be added to the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WindowRow {
-    pub ticker: String,
-    pub window_start_ms: i64,
-    pub window_end_ms: i64,
-    pub totals: Accumulator,
-}
-
-/// Final windows and the progress that accounts for them, to be written in one transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Flush {
-    pub partition: i32,
-    pub rows: Vec<WindowRow>,
-    pub progress: Progress,
-}
+use crate::window::window_start;
 
 /// What became of one valid record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

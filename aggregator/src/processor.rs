@@ -3,7 +3,7 @@
 //! [`Processor`] owns the assigned partitions' in-memory state. For each record it validates
 //! ([`record::decode`]), adds valid prices to the partition's open window ([`PartitionState`]) or
 //! sends an invalid record to the [`DeadLetters`], then writes any window that became final,
-//! together with the partition's progress, in one transaction ([`store::commit`]).
+//! together with the partition's progress, in one transaction ([`tickpipe_store::commit`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,19 +16,18 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tickpipe_common::backoff::{retry, Backoff};
 use tickpipe_common::message::{InvalidMessage, InvalidReason};
+use tickpipe_store::changes;
+use tickpipe_store::{Commit, Flush};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cancellable::block_on_unless_cancelled;
-use crate::changes;
 use crate::dead_letters::DeadLetters;
 use crate::metrics::{AggregatorMetrics, ErrorLabel, PartitionLabel, ReasonLabel};
 use crate::ownership::{AggregatorConsumer, Rebalanced};
-use crate::partition::{Flush, Outcome, PartitionState, Timing};
+use crate::partition::{Outcome, PartitionState, Timing};
 use crate::record;
 use crate::settings::Settings;
-use crate::stall::{FetchWatch, Resume};
-use crate::store::{self, Commit};
 use crate::throttle::Throttle;
 
 /// How often an instance prunes the change log of entries past their retention.
@@ -44,7 +43,6 @@ pub struct Processor {
     timing: Timing,
     /// Keyed by partition number: a handful of entries, looked up once per record.
     partitions: HashMap<i32, PartitionState>,
-    fetches: FetchWatch,
     dead_letters: DeadLetters,
     metrics: AggregatorMetrics,
     shutdown: CancellationToken,
@@ -80,7 +78,6 @@ impl Processor {
             topic: settings.kafka.topic.clone(),
             timing: settings.aggregator.timing(),
             partitions: HashMap::new(),
-            fetches: FetchWatch::default(),
             dead_letters,
             metrics,
             shutdown,
@@ -96,8 +93,6 @@ impl Processor {
         match event {
             Rebalanced::Assigned(claimed) => {
                 for (partition, progress) in claimed {
-                    self.fetches
-                        .assigned(partition, progress.resume_offset, self.now_ms);
                     self.partitions.insert(
                         partition,
                         PartitionState::new(partition, progress, self.timing),
@@ -108,7 +103,6 @@ impl Processor {
                 // Nothing to save: open windows are rebuilt by whoever resumes from the stored offset.
                 for partition in partitions {
                     self.partitions.remove(&partition);
-                    self.fetches.revoked(partition);
                     self.metrics
                         .consumer_lag
                         .remove(&PartitionLabel { partition });
@@ -130,7 +124,6 @@ impl Processor {
             return;
         };
         self.metrics.consumed.inc();
-        self.fetches.delivered(partition, offset, self.now_ms);
         let stored_future_verdict = state.stored_future_verdict(offset);
         match record::decode(message, self.now_ms, stored_future_verdict) {
             Ok((timestamp_ms, ticks)) => {
@@ -212,38 +205,11 @@ impl Processor {
         }
         let now = self.now_ms;
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
-        for &partition in &partitions {
-            self.restart_if_stalled(consumer, partition);
-        }
         for partition in partitions {
             if let Some(state) = self.partitions.get_mut(&partition) {
                 state.advance_idle(now);
             }
             self.flush(consumer, partition);
-        }
-    }
-
-    /// Restarts the fetch of `partition` where delivery stopped if it stalled (see [`crate::stall`]).
-    fn restart_if_stalled(&mut self, consumer: &AggregatorConsumer, partition: i32) {
-        let Some(readable) = consumer.context().readable(partition) else {
-            return;
-        };
-        let Some(resume) = self.fetches.stalled(partition, readable, self.now_ms) else {
-            return;
-        };
-        tracing::warn!(
-            partition,
-            ?resume,
-            readable_end = readable.end,
-            "records are readable but none arrived for 15 s; restarting the fetch"
-        );
-        self.metrics.fetch_restarts.inc();
-        let offset = match resume {
-            Resume::Beginning => Offset::Beginning,
-            Resume::Offset(offset) => Offset::Offset(offset),
-        };
-        if let Err(error) = consumer.seek(&self.topic, partition, offset, Duration::from_secs(5)) {
-            tracing::warn!(%error, partition, "restarting the fetch failed; tried again later");
         }
     }
 
@@ -292,7 +258,7 @@ impl Processor {
             Backoff::default(),
             &self.shutdown,
             |_: &sqlx::Error| true,
-            || store::commit(&self.pool, &self.topic, flush),
+            || tickpipe_store::commit(&self.pool, &self.topic, flush),
         );
         let commit = self.runtime.block_on(committed).ok()?;
         self.metrics

@@ -1,30 +1,21 @@
-//! The PostgreSQL pool and the schema migrations, shared by the aggregator (writes) and the API (reads).
+//! The PostgreSQL pools, shared by the aggregator (writes) and the API (reads). The schema and its
+//! migrations belong to the `tickpipe-store` crate.
 //!
 //! Pools are created lazily: a service starts even while the database is down and its queries fail
 //! (and are retried, or answered 503) until it is back, instead of crash-looping at startup.
 
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
-use tokio_util::sync::CancellationToken;
 
-use crate::backoff::{retry, Backoff, RetryError};
 use crate::config::DatabaseSettings;
 
-/// The migrations in `migrations/`, embedded at compile time.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
-
-/// Errors from pool creation and migrations.
+/// Errors from pool creation.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("invalid DATABASE_URL: {0}")]
     Url(#[source] sqlx::Error),
-    #[error("migrations failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("stopped before the database was reachable")]
-    Cancelled,
 }
 
 /// A pool that connects on first use, with bounded size and acquire timeout.
@@ -73,26 +64,6 @@ fn pool_options(settings: &DatabaseSettings) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_secs(3))
-}
-
-/// Applies pending migrations, waiting for the database with backoff. sqlx takes an advisory lock,
-/// so several services starting together apply each migration exactly once.
-pub async fn migrate(pool: &PgPool, shutdown: &CancellationToken) -> Result<(), DbError> {
-    // Retried only while the database is unreachable (it may start after us); a failing migration
-    // is a bug that waiting will not fix.
-    let unreachable = |error: &sqlx::migrate::MigrateError| matches!(error, sqlx::migrate::MigrateError::Execute(error) if is_connection_error(error));
-    retry(
-        "applying migrations",
-        Backoff::default(),
-        shutdown,
-        unreachable,
-        || MIGRATOR.run(pool),
-    )
-    .await
-    .map_err(|error| match error {
-        RetryError::Cancelled => DbError::Cancelled,
-        RetryError::Permanent(error) => error.into(),
-    })
 }
 
 /// Whether an error means "the database is not reachable right now" rather than "the query is wrong".

@@ -1,12 +1,13 @@
 //! Code shared by the three tickpipe services, written once.
 //!
 //! What lives here: the wire schema of the `stocks` topic and its validation ([`message`]), layered
-//! configuration loading ([`config`]), logging and Prometheus metrics ([`telemetry`]), the database pool
-//! and migrations ([`db`]), Kafka client settings and topic creation ([`kafka`]), graceful shutdown
+//! configuration loading ([`config`]), logging and Prometheus metrics ([`telemetry`]), the database pools
+//! ([`db`]), Kafka client settings and topic creation ([`kafka`]), graceful shutdown
 //! ([`shutdown`]), retry pacing ([`backoff`]) and the container health probe ([`healthcheck`]).
 //!
 //! What does not: anything specific to one service. Windowing belongs to the aggregator, pacing to the
-//! generator, HTTP routes to the API.
+//! generator, HTTP routes to the API, the database
+//! schema and its write path to `tickpipe-store`.
 
 pub mod backoff;
 pub mod config;

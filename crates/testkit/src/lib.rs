@@ -210,7 +210,7 @@ impl TestDatabase {
             max_connections: 4,
         };
         let pool = tickpipe_common::db::lazy_pool(&settings).expect("pool");
-        tickpipe_common::db::MIGRATOR
+        tickpipe_store::schema::MIGRATOR
             .run(&pool)
             .await
             .unwrap_or_else(|e| panic!("migrate {name}: {e}"));

@@ -1,12 +1,15 @@
-//! The aggregator's writes to PostgreSQL: claiming a partition, and committing final windows
-//! together with the partition's progress in one transaction.
+//! The aggregator's write path: claiming a partition, and committing final windows together with
+//! the partition's progress and the change log in one transaction.
+//!
+//! That shared transaction is what makes the table exact across crashes, restarts and rebalances:
+//! a window row is added exactly when the progress that accounts for its records is stored, and a
+//! former owner of the partition (fenced by the epoch) can no longer write either.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::changes::{self, ChangedRow};
-use crate::partition::{Flush, Progress, WindowRow};
-use crate::window::KeyedPrice;
+use crate::rows::{Flush, KeyedPrice, Progress, WindowRow};
 
 /// Result of a commit attempt that reached the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +41,9 @@ pub async fn claim(pool: &PgPool, topic: &str, partition: i32) -> Result<Progres
     .bind(fresh.dlq_next_offset)
     .fetch_one(&mut *tx)
     .await?;
-    // A partition claimed for the first time lowers the topic-wide boundary: the log (and so the
+    // A partition claimed for the first time lowers the boundary: the log (and so the
     // API's stream and in-memory latest prices) must learn it like any other move.
-    changes::append(&mut tx, topic, &[]).await?;
+    changes::append(&mut tx, &[]).await?;
     tx.commit().await?;
     Ok(Progress {
         resume_offset: row.try_get("resume_offset")?,
@@ -69,7 +72,7 @@ pub async fn commit(pool: &PgPool, topic: &str, flush: &Flush) -> Result<Commit,
         advance_latest(&mut tx, &columns).await?;
     }
     // Last: it takes the log's lock, which must come after every row lock (see `changes`).
-    changes::append(&mut tx, topic, &changed).await?;
+    changes::append(&mut tx, &changed).await?;
     tx.commit().await?;
     Ok(Commit::Written)
 }
