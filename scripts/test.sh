@@ -25,6 +25,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== size limits (scripts/check-size.py: files <= 400 lines, functions <= 60, test code excepted)"
+python3 scripts/check-size.py
+
 echo "== cargo test"
 cargo test --workspace --locked -- --nocapture 2>&1 | tee "${TICKPIPE_STATE_DIR:-/tmp}/cargo-test.log"
 
