@@ -1,5 +1,6 @@
 //! The router: the documented routes, the OpenAPI document generated from them, the error
-//! fallbacks and the middleware around every route.
+//! fallbacks and the middleware around every route. It builds the [`AppState`] the handlers take
+//! their parts of; only the crate root and `testing` build a router.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,41 +18,27 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::database::Database;
-use crate::interval::Window;
 use crate::metrics::{HttpMetrics, StreamMetrics};
+use crate::params::interval::Window;
 use crate::problem::{ApiError, Problem};
+use crate::state::{AppState, OpenApiJson};
 use crate::stream::{StreamOptions, Streams};
 use crate::web::Dashboard;
 use crate::{metrics, prices, stream, trace, web};
 
-/// Default of `API_MAX_BODY_BYTES`: no resource reads a body, so a small one is plenty.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1024;
-
-/// Shared by every handler.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub db: Database,
-    /// The aggregator's window (`AGGREGATOR_WINDOW_SECS`): the default and base of `interval`.
-    pub window: Window,
-    /// The OpenAPI document, serialized once.
-    pub openapi: Arc<String>,
-    /// The live stream's feed and limits.
-    pub stream: Streams,
-}
-
 /// The application's limits (the README's configuration table has their defaults).
 #[derive(Debug, Clone)]
-pub struct AppOptions {
+pub(crate) struct AppOptions {
     /// A request's whole database work (waiting for a connection and the query) gets this long.
-    pub query_timeout: Duration,
+    pub(crate) query_timeout: Duration,
     /// Larger declared request bodies are refused with a 413.
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// The aggregator's window.
-    pub window: Window,
+    pub(crate) window: Window,
     /// The live stream's limits, and the shutdown that ends every stream.
-    pub stream: StreamOptions,
+    pub(crate) stream: StreamOptions,
     /// The dashboard's files, served at `/` (outside the OpenAPI document: not JSON API).
-    pub dashboard: Dashboard,
+    pub(crate) dashboard: Dashboard,
 }
 
 #[derive(OpenApi)]
@@ -95,13 +82,11 @@ async fn healthz() -> &'static str {
         (status = 503, description = "Database unreachable, refusing connections or too slow", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    state
-        .db
-        .run("readiness query", |mut connection| async move {
-            sqlx::query("SELECT 1").execute(&mut *connection).await
-        })
-        .await?;
+async fn readyz(State(db): State<Database>) -> Result<&'static str, ApiError> {
+    db.run("readiness query", |mut connection| async move {
+        sqlx::query("SELECT 1").execute(&mut *connection).await
+    })
+    .await?;
     Ok("ready")
 }
 
@@ -114,10 +99,10 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
         (status = 413, description = "The request has a body larger than the limit", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
+async fn openapi_json(State(OpenApiJson(openapi)): State<OpenApiJson>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        state.openapi.as_str().to_owned(),
+        openapi.as_str().to_owned(),
     )
 }
 
@@ -147,7 +132,7 @@ async fn limit_body(State(limit): State<usize>, request: Request, next: Next) ->
 
 /// The application over `pool`: routes, documentation, error fallbacks, request metrics (registered
 /// in `registry`, which the caller serves on `METRICS_ADDR`) and request logs.
-pub fn router(pool: PgPool, options: AppOptions, registry: &mut Registry) -> Router {
+pub(crate) fn router(pool: PgPool, options: AppOptions, registry: &mut Registry) -> Router {
     let http_metrics = HttpMetrics::register(registry);
     let stream_metrics = StreamMetrics::register(registry);
     let (routes, mut document) = documented_routes();
@@ -159,10 +144,10 @@ pub fn router(pool: PgPool, options: AppOptions, registry: &mut Registry) -> Rou
     let db = Database::new(pool.clone(), options.query_timeout);
     let connect = (*pool.connect_options()).clone();
     let state = AppState {
-        stream: Streams::new(db.clone(), connect, options.stream, stream_metrics),
+        streams: Streams::new(db.clone(), connect, options.stream, stream_metrics),
         db,
         window: options.window,
-        openapi: Arc::new(openapi),
+        openapi: OpenApiJson(Arc::new(openapi)),
     };
     let routes = routes
         .merge(web::routes(options.dashboard))

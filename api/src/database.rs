@@ -26,7 +26,7 @@ use crate::problem::ApiError;
 
 /// How long a request waits for a pooled connection before asking whether the server refuses
 /// connections. Well under the 100 ms a 503 should take; an idle-pool request never waits this long.
-pub const PROBE_AFTER: Duration = Duration::from_millis(20);
+pub(crate) const PROBE_AFTER: Duration = Duration::from_millis(20);
 /// A probe's answer is reused for this long, so a burst of slow requests costs one connection
 /// attempt, not one each.
 const PROBE_REUSE: Duration = Duration::from_millis(100);
@@ -34,7 +34,7 @@ const PROBE_REUSE: Duration = Duration::from_millis(100);
 /// says nothing; the request keeps waiting for the pool, up to the query timeout.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often the background task tries to connect while the gate is closed.
-pub const RECOVERY_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const RECOVERY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What a direct connection attempt said about the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,14 +60,14 @@ struct GateState {
 
 /// The pool behind the gate. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Database {
+pub(crate) struct Database {
     pool: PgPool,
     query_timeout: Duration,
     state: Arc<GateState>,
 }
 
 impl Database {
-    pub fn new(pool: PgPool, query_timeout: Duration) -> Self {
+    pub(crate) fn new(pool: PgPool, query_timeout: Duration) -> Self {
         Self {
             pool,
             query_timeout,
@@ -80,7 +80,7 @@ impl Database {
     /// `database` span (named by `what`) with one debug line: the wait for a connection and the
     /// query's own time.
     #[tracing::instrument(name = "database", skip_all, fields(what = what))]
-    pub async fn run<T, Q, Fut>(&self, what: &'static str, query: Q) -> Result<T, ApiError>
+    pub(crate) async fn run<T, Q, Fut>(&self, what: &'static str, query: Q) -> Result<T, ApiError>
     where
         Q: FnOnce(PoolConnection<Postgres>) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,

@@ -6,22 +6,40 @@
 //! document generated from the same route definitions, so the document cannot drift. Prometheus
 //! `/metrics` is served apart, on `METRICS_ADDR`, like the other services'.
 //!
-//! `prices` is the endpoint, `query` the parameter rules and SQL, `interval` the bar widths and
-//! their alignment, `stream` the live stream (`GET /v1/stream-prices`), `problem` the error type,
-//! `database` the fail-fast gate in front of PostgreSQL, `web` the dashboard at `/`, `app` the
-//! router, `trace` the request logs, `server` the HTTP server. The library's public surface is [`run`] and [`serve`] with their
-//! [`settings`]; the feature `testing` adds what the integration tests reach into.
+//! The library's public surface is [`run`] and [`serve`] with their [`settings`]; the feature
+//! `testing` adds what the integration tests reach into.
+//!
+//! # Layout
+//! Imports go one way, from the router down to the parts:
+//! - `app`: the router (routes, OpenAPI document, fallbacks, middleware); builds the state.
+//! - `state`: the application state and the `FromRef` substates handlers take from it.
+//! - `prices`: `GET /v1/get-prices`, its extractor and its OpenAPI parameters.
+//! - `stream`: `GET /v1/stream-prices`: its request, one client's stream, its limits and document.
+//! - `query`: a prices request as a validated `PriceQuery` and the SQL it becomes.
+//! - `params`: the parameter grammars both endpoints share: time, tickers, cursor, interval,
+//!   integer.
+//! - `model`: the row both endpoints serve (`WindowPrice`) and the page of them.
+//! - `changes`: the change feed both endpoints use: the change log, the one `LISTEN` connection
+//!   that follows it, and the latest prices kept in memory.
+//! - `problem`: the error type, rendered as `application/problem+json`.
+//! - `database`: the fail-fast gate in front of PostgreSQL.
+//! - `metrics`, `trace`: request metrics and request logs.
+//! - `web`: the dashboard at `/`.
+//! - `server`, `write_timeout`: the HTTP server and its slow-client protection.
+//! - `settings`: configuration; `testing`: what the integration tests reach into.
 
 mod app;
+mod changes;
 mod database;
-mod interval;
 mod metrics;
-mod pattern;
+mod model;
+mod params;
 mod prices;
 mod problem;
 mod query;
 mod server;
 pub mod settings;
+mod state;
 mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -14,19 +14,19 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub route: String,
-    pub status: u16,
+pub(crate) struct RouteLabels {
+    pub(crate) route: String,
+    pub(crate) status: u16,
 }
 
 #[derive(Debug, Clone)]
-pub struct HttpMetrics {
+pub(crate) struct HttpMetrics {
     requests: Family<RouteLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
 }
 
 impl HttpMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             requests: Family::default(),
             latency: Family::new_with_constructor(|| {
@@ -50,7 +50,11 @@ impl HttpMetrics {
 
 /// Middleware recording every request. Unmatched paths share one label so that scanners cannot
 /// create unbounded label values.
-pub async fn record(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
+pub(crate) async fn record(
+    State(metrics): State<HttpMetrics>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -72,23 +76,23 @@ pub async fn record(State(metrics): State<HttpMetrics>, request: Request, next: 
 /// The live stream (`GET /v1/stream-prices`): open streams, events sent, subscribers disconnected
 /// for falling behind, refused streams, listener reconnections, and the delivery lag.
 #[derive(Debug, Clone)]
-pub struct StreamMetrics {
-    pub open: Gauge,
-    pub events_sent: Counter,
-    pub slow_disconnects: Counter,
-    pub refused: Counter,
-    pub listener_reconnects: Counter,
+pub(crate) struct StreamMetrics {
+    pub(crate) open: Gauge,
+    pub(crate) events_sent: Counter,
+    pub(crate) slow_disconnects: Counter,
+    pub(crate) refused: Counter,
+    pub(crate) listener_reconnects: Counter,
     /// Seconds from the change's `committed_at` to the moment its event is handed to the connection.
-    pub delivery_lag: Histogram,
+    pub(crate) delivery_lag: Histogram,
     /// `GET /v1/get-prices` without parameters answered from the feed's memory.
-    pub latest_from_memory: Counter,
+    pub(crate) latest_from_memory: Counter,
     /// The same answered by the database because the feed was not live (starting, reconnecting,
     /// catching up).
-    pub latest_from_database: Counter,
+    pub(crate) latest_from_database: Counter,
 }
 
 impl StreamMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             open: Gauge::default(),
             events_sent: Counter::default(),

@@ -1,18 +1,20 @@
-//! `GET /v1/get-prices`: reads `window_prices` through the validated [`PriceQuery`], which is the
-//! handler's extractor (an invalid query string is a 400 problem before the handler runs).
+//! `GET /v1/get-prices`: the handler, its extractor and its OpenAPI parameters. It reads
+//! `window_prices` through the validated [`PriceQuery`], which is the handler's extractor (an
+//! invalid query string is a 400 problem before the handler runs), or answers a request without
+//! parameters from the change feed's memory while the feed is live.
+//!
+//! It takes only what it uses from the application state (the database, the feed and, for the
+//! extractor, the window) through axum's `FromRef` substates.
 //!
 //! The OpenAPI parameters are generated for the default window; [`document_window`] restates the
 //! `interval` parameter for the configured one, so the served document lists exactly the values the
 //! handler accepts.
 
-use axum::extract::{FromRequestParts, Query, RawQuery, State};
+use axum::extract::{FromRef, FromRequestParts, RawQuery, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::FromRow;
 use tickpipe_common::message::MAX_TICKER_LEN;
 use tracing::field::Empty;
 use tracing::Span;
@@ -21,72 +23,25 @@ use utoipa::openapi::schema::{
     AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
 };
 use utoipa::openapi::{OpenApi as Document, RefOr, Required};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
-use crate::app::AppState;
+use crate::changes::feed::Feed;
 use crate::database::Database;
-use crate::interval::Window;
+use crate::model::{page, PricesPage, WindowPrice};
+use crate::params::cursor::{self, Cursor};
+use crate::params::interval::Window;
+use crate::params::query_pairs;
+use crate::params::tickers::{self, MAX_TICKERS};
+use crate::params::time::{self, MAX_TIME_SECS, MIN_TIME_SECS, TIME_RANGE_TEXT};
 use crate::problem::{ApiError, Problem};
-use crate::query::{
-    patterns, Cursor, Form, PriceQuery, DEFAULT_LIMIT, MAX_LIMIT, MAX_TICKERS, MAX_TIME_SECS,
-    MIN_TIME_SECS, TIME_RANGE_TEXT,
-};
-
-/// The prices of one ticker over one window, or over one bar of several windows (`interval`).
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct WindowPrice {
-    #[schema(example = "AMZN")]
-    pub ticker: String,
-    /// Start of the window, or of the bar (aligned to the Unix epoch, UTC) with `interval`.
-    #[serde(serialize_with = "rfc3339")]
-    pub window_start: DateTime<Utc>,
-    /// End of the window or bar (exclusive): `windowStart` plus the interval.
-    #[serde(serialize_with = "rfc3339")]
-    pub window_end: DateTime<Utc>,
-    /// Sum of every price in the window or bar divided by their count (never an average of averages).
-    #[schema(example = 1903.25)]
-    pub average_price: f64,
-    /// Number of prices.
-    #[sqlx(rename = "sample_count")]
-    pub samples: i64,
-    pub min_price: i64,
-    pub max_price: i64,
-    /// The first price: the one with the earliest (record timestamp, partition, offset). `null`
-    /// when unknown (windows written before open and close were recorded).
-    #[schema(example = 1890)]
-    pub open_price: Option<i64>,
-    /// The last price: the one with the latest (record timestamp, partition, offset). `null` when
-    /// unknown, as `openPrice`.
-    #[schema(example = 1911)]
-    pub close_price: Option<i64>,
-    /// `true` once every Kafka partition has closed every window up to `windowEnd`: the values
-    /// will not change again. `false` while a partition may still add to them.
-    pub complete: bool,
-}
-
-/// `time` as chrono's own `Serialize` writes it (RFC 3339, `Z`, as many fraction digits as needed),
-/// handed to the serializer as one string: chrono's impl goes through `collect_str`, which
-/// serde_json escapes character by character — with two instants per row, the largest single cost
-/// of a 1000-row page in the profile (README, Benchmarks).
-fn rfc3339<S: serde::Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PricesPage {
-    pub prices: Vec<WindowPrice>,
-    /// Pass as `cursor` to get the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
-}
+use crate::query::{PriceQuery, DEFAULT_LIMIT, MAX_LIMIT};
 
 /// Query parameters, for the OpenAPI document: every constraint the handler enforces on one
-/// parameter alone is stated here (the patterns are the ones [`crate::query`] is tested against), so
+/// parameter alone is stated here (the patterns are the ones [`crate::params`] is tested against), so
 /// a client generated from the document sends only values the API accepts. The two rules that span
 /// parameters, which JSON Schema cannot express, are in the descriptions.
 #[derive(Debug)]
-pub struct PricesParams;
+pub(crate) struct PricesParams;
 
 impl IntoParams for PricesParams {
     fn into_params(
@@ -155,7 +110,7 @@ fn interval_parameter(window: Window) -> ParameterParts {
 
 /// Restates the `interval` parameter of `GET /v1/get-prices` in `document` for `window`, the
 /// configured `AGGREGATOR_WINDOW_SECS` (the generated one is for the default window).
-pub fn document_window(document: &mut Document, window: Window) {
+pub(crate) fn document_window(document: &mut Document, window: Window) {
     let operation = document
         .paths
         .paths
@@ -182,7 +137,7 @@ fn ticker_parameter() -> ParameterParts {
     );
     let schema = ObjectBuilder::new()
         .schema_type(Type::String)
-        .pattern(Some(patterns::TICKERS.as_str()))
+        .pattern(Some(tickers::PATTERN.as_str()))
         .examples(["AMZN", "AMZN,MSFT"])
         .build();
     ("ticker", description, Schema::Object(schema))
@@ -202,7 +157,7 @@ fn time_parameter(
     let rfc3339 = ObjectBuilder::new()
         .schema_type(Type::String)
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-        .pattern(Some(patterns::RFC3339.as_str()))
+        .pattern(Some(time::PATTERN.as_str()))
         .description(Some("RFC 3339"));
     let unix = ObjectBuilder::new()
         .schema_type(Type::Integer)
@@ -245,7 +200,7 @@ fn cursor_parameter() -> ParameterParts {
     .encode();
     let schema = ObjectBuilder::new()
         .schema_type(Type::String)
-        .pattern(Some(patterns::CURSOR.as_str()))
+        .pattern(Some(cursor::PATTERN.as_str()))
         .examples([example])
         .build();
     (
@@ -260,33 +215,17 @@ fn cursor_parameter() -> ParameterParts {
 }
 
 /// The query string as a validated [`PriceQuery`]; anything invalid is a 400 naming the parameter.
-impl FromRequestParts<AppState> for PriceQuery {
+impl<S> FromRequestParts<S> for PriceQuery
+where
+    Window: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let pairs = query_pairs(parts, state).await?;
-        PriceQuery::parse(&pairs, state.window).map_err(ApiError::BadRequest)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let pairs = query_pairs(&parts.uri)?;
+        PriceQuery::parse(&pairs, Window::from_ref(state)).map_err(ApiError::BadRequest)
     }
-}
-
-/// The query string as (name, value) pairs in order, repeats kept (so a repeated parameter can be
-/// refused); a malformed one is a 400. Shared by every endpoint's extractor.
-pub(crate) async fn query_pairs(
-    parts: &mut Parts,
-    state: &AppState,
-) -> Result<Vec<(String, String)>, ApiError> {
-    let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
-        .await
-        .map_err(|rejection| {
-            ApiError::bad_request(format!(
-                "query string is malformed: {}",
-                rejection.body_text()
-            ))
-        })?;
-    Ok(pairs)
 }
 
 /// Prices per ticker and window, or per bar of several windows.
@@ -305,19 +244,20 @@ pub(crate) async fn query_pairs(
         (status = 503, description = "The database is unreachable or did not answer within the query timeout; retry shortly", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_prices(
-    State(state): State<AppState>,
+pub(crate) async fn get_prices(
+    State(db): State<Database>,
+    State(feed): State<Feed>,
     RawQuery(raw): RawQuery,
     query: PriceQuery,
 ) -> Result<Response, ApiError> {
     // Without parameters (what dashboards poll): from memory while the change feed is live. The
     // same query spelled with parameters (`?limit=1000`) always reads the database.
     if raw.is_none_or(|raw| raw.is_empty()) {
-        if let Some(body) = state.stream.latest_body() {
+        if let Some(body) = feed.latest_body() {
             return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
         }
     }
-    let rows = fetch_rows(&state.db, &query).await?;
+    let rows = fetch_rows(&db, &query).await?;
     Ok(Json(page(&query, rows)).into_response())
 }
 
@@ -345,62 +285,4 @@ async fn fetch_rows(db: &Database, query: &PriceQuery) -> Result<Vec<WindowPrice
         .await?;
     Span::current().record("rows", rows.len());
     Ok(rows)
-}
-
-/// Trims the extra row fetched past the limit into a `nextCursor`.
-pub(crate) fn page(query: &PriceQuery, mut rows: Vec<WindowPrice>) -> PricesPage {
-    let limit = usize::try_from(query.limit)
-        .expect("limit is validated to lie in 1..=MAX_LIMIT, which fits a usize");
-    let next_cursor = if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(|last| {
-            let bar_secs = query.bars.map(|bars| bars.secs());
-            match query.form {
-                Form::Latest => Cursor::Latest {
-                    bar_secs,
-                    ticker: last.ticker.clone(),
-                },
-                Form::Range { .. } => Cursor::Range {
-                    bar_secs,
-                    window_start: last.window_start,
-                    ticker: last.ticker.clone(),
-                },
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
-    PricesPage {
-        prices: rows,
-        next_cursor,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::TimeZone;
-
-    use super::*;
-
-    #[test]
-    fn instants_serialize_exactly_as_chrono_serializes_them() {
-        #[derive(Serialize)]
-        struct Fast(#[serde(serialize_with = "rfc3339")] DateTime<Utc>);
-        for (seconds, nanos) in [
-            (1_795_773_600, 0),
-            (1_795_773_600, 500_000_000),
-            (1_795_773_600, 123_456_000),
-            (1_795_773_600, 1),
-            (0, 0),
-            (-62_167_219_200, 0),
-            (253_402_300_799, 999_999_999),
-        ] {
-            let time = Utc.timestamp_opt(seconds, nanos).single().expect("time");
-            assert_eq!(
-                serde_json::to_string(&Fast(time)).expect("fast"),
-                serde_json::to_string(&time).expect("chrono"),
-            );
-        }
-    }
 }

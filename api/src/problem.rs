@@ -1,5 +1,7 @@
 //! Errors as RFC 9457 `application/problem+json` documents that render themselves.
 //!
+//! One type for every failure of every endpoint, the stream's refusals (410, a 503 with
+//! `Retry-After`) included, so each renders the same way and reaches the request log the same way.
 //! The `detail` of a 400 names the parameter and the accepted form. A 500 never carries internals:
 //! the client gets a generic sentence, and the error itself rides along in the response's
 //! extensions, where [`crate::trace`]'s middleware logs the cause (rendering has no side effects).
@@ -10,26 +12,35 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 /// The `Allow` header of a 405: every resource answers these methods and no others.
-pub const ALLOWED_METHODS: &str = "GET, HEAD";
+const ALLOWED_METHODS: &str = "GET, HEAD";
+/// What a client that gets a 503 for the stream limit is told to wait, in seconds (`Retry-After`).
+const RETRY_AFTER_SECS: u32 = 5;
 
 /// The problem document.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// Always `about:blank`: the status code says what kind of problem it is.
     #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
+    pub(crate) kind: &'static str,
+    pub(crate) title: String,
+    pub(crate) status: u16,
+    pub(crate) detail: String,
 }
 
 /// Everything a request can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("no such resource: {0}")]
     NotFound(String),
+    /// The id a stream should resume from is unknown to the change log (pruned, or never in it);
+    /// the detail says which and what to do.
+    #[error("{0}")]
+    Gone(String),
+    /// `API_MAX_STREAMS` streams are open: a 503 with `Retry-After`.
+    #[error("API_MAX_STREAMS ({max_streams}) streams are open")]
+    StreamsBusy { max_streams: usize },
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("request body of {declared} bytes exceeds the limit of {limit}")]
@@ -41,12 +52,12 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
         Self::BadRequest(detail.into())
     }
 
     /// Classifies a database error: unreachable or timed out is 503, anything else 500.
-    pub fn from_database(error: sqlx::Error) -> Self {
+    pub(crate) fn from_database(error: sqlx::Error) -> Self {
         if tickpipe_common::db::is_connection_error(&error) {
             Self::Unavailable(error.to_string())
         } else {
@@ -54,10 +65,12 @@ impl ApiError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::StreamsBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -69,6 +82,10 @@ impl ApiError {
         match self {
             Self::BadRequest(detail) => detail.clone(),
             Self::NotFound(path) => format!("no resource at {path}; see /v1/openapi.json"),
+            Self::Gone(detail) => detail.clone(),
+            Self::StreamsBusy { max_streams } => format!(
+                "{max_streams} streams are open, the most this server serves; retry after {RETRY_AFTER_SECS} seconds"
+            ),
             Self::MethodNotAllowed => "this resource only answers GET (and HEAD)".to_owned(),
             Self::PayloadTooLarge { declared, limit } => format!(
                 "the request body has {declared} bytes; at most {limit} are accepted, and no resource reads one"
@@ -96,13 +113,22 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        if matches!(self, Self::MethodNotAllowed) {
+        match &self {
             // RFC 9110 15.5.6: a 405 lists the methods the resource supports. Every route is GET,
             // which axum also answers for HEAD.
-            response.headers_mut().insert(
-                header::ALLOW,
-                header::HeaderValue::from_static(ALLOWED_METHODS),
-            );
+            Self::MethodNotAllowed => {
+                response.headers_mut().insert(
+                    header::ALLOW,
+                    header::HeaderValue::from_static(ALLOWED_METHODS),
+                );
+            }
+            Self::StreamsBusy { .. } => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from(RETRY_AFTER_SECS),
+                );
+            }
+            _ => {}
         }
         // For the logging middleware: the cause of a 5xx is logged there, not here.
         response.extensions_mut().insert(self);
@@ -126,6 +152,8 @@ mod tests {
         let errors = [
             ApiError::bad_request("limit"),
             ApiError::NotFound("/x".to_owned()),
+            ApiError::Gone("since 7 is older than the changes kept".to_owned()),
+            ApiError::StreamsBusy { max_streams: 2 },
             ApiError::MethodNotAllowed,
             ApiError::PayloadTooLarge {
                 declared: 2,
@@ -145,5 +173,8 @@ mod tests {
                 .map(ToString::to_string);
             assert_eq!(carried, Some(error.to_string()));
         }
+        let busy = ApiError::StreamsBusy { max_streams: 2 }.into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "5");
     }
 }

@@ -20,7 +20,7 @@ use crate::write_timeout::WriteTimeout;
 /// connection and never finishes its request line holds the connection (and its memory) forever.
 /// hyper's own HTTP/1 connection has one (`header_read_timeout`, which needs a timer). HTTP/2 is not
 /// served: it would need its own protection against slow clients, and nothing here needs it.
-pub async fn serve_app(
+pub(crate) async fn serve_app(
     listener: tokio::net::TcpListener,
     app: Router,
     header_read_timeout: Duration,

@@ -7,7 +7,11 @@ use serde::Deserialize;
 use tickpipe_common::config::{ConfigError, DatabaseSettings, Layers, TelemetrySettings};
 use tickpipe_common::service::ServiceSettings;
 
-use crate::interval::{Window, DEFAULT_WINDOW_SECS};
+use crate::params::interval::{Window, DEFAULT_WINDOW_SECS};
+use crate::stream::StreamOptions;
+
+/// Default of `API_MAX_BODY_BYTES`: no resource reads a body, so a small one is plenty.
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -92,12 +96,12 @@ pub struct ApiSettings {
 
 impl ApiSettings {
     /// The stream's options, with `shutdown` ending every stream.
-    pub fn stream_options(
+    pub(crate) fn stream_options(
         &self,
         shutdown: tokio_util::sync::CancellationToken,
-    ) -> Result<crate::stream::StreamOptions, ConfigError> {
+    ) -> Result<StreamOptions, ConfigError> {
         self.check_limits()?;
-        Ok(crate::stream::StreamOptions {
+        Ok(StreamOptions {
             max_streams: self.max_streams,
             heartbeat: std::time::Duration::from_millis(self.stream_heartbeat_ms),
             queue: self.stream_queue,
@@ -128,7 +132,7 @@ impl ApiSettings {
     }
 
     /// The window, if `AGGREGATOR_WINDOW_SECS` divides a day (as the aggregator requires).
-    pub fn window(&self) -> Result<Window, ConfigError> {
+    pub(crate) fn window(&self) -> Result<Window, ConfigError> {
         Window::new(self.window_secs).ok_or_else(|| {
             ConfigError::new(
                 "AGGREGATOR_WINDOW_SECS",
@@ -155,7 +159,7 @@ fn default_write_timeout_ms() -> u64 {
 }
 
 fn default_max_body_bytes() -> usize {
-    crate::app::DEFAULT_MAX_BODY_BYTES
+    DEFAULT_MAX_BODY_BYTES
 }
 
 fn default_metrics_addr() -> SocketAddr {

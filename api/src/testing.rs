@@ -8,13 +8,21 @@ use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{AppOptions, DEFAULT_MAX_BODY_BYTES};
-use crate::interval::Window;
-use crate::settings::ApiSettings;
+use crate::app::AppOptions;
+use crate::params::interval::Window;
+use crate::settings::{ApiSettings, DEFAULT_MAX_BODY_BYTES};
 use crate::stream::StreamOptions;
 use crate::web::Dashboard;
 
-pub use crate::query::{patterns, ACCEPTED_PARAMETERS, MAX_TIME_SECS, MIN_TIME_SECS};
+pub use crate::params::time::{MAX_TIME_SECS, MIN_TIME_SECS};
+pub use crate::query::ACCEPTED_PARAMETERS;
+
+/// The patterns the OpenAPI document publishes for the parameters.
+pub mod patterns {
+    pub use crate::params::cursor::PATTERN as CURSOR;
+    pub use crate::params::tickers::PATTERN as TICKERS;
+    pub use crate::params::time::PATTERN as RFC3339;
+}
 
 /// The application over `pool` with the default body limit; its metrics go to a registry of its own.
 pub fn app(pool: PgPool, query_timeout: Duration) -> Router {

@@ -24,11 +24,11 @@ use tracing::Span;
 use crate::problem::ApiError;
 
 /// The request id header, set on every request and copied to its response.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Wraps every route of `router` (and its fallbacks) in the request id, the request span and the
 /// error log. Apply after the routes and the other middleware, so that these are outermost.
-pub fn layer<S>(router: Router<S>) -> Router<S>
+pub(crate) fn layer<S>(router: Router<S>) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -81,11 +81,14 @@ fn on_response(response: &Response, latency: Duration, span: &Span) {
 
 /// Logs what [`ApiError`] left in the response: the cause of a 5xx, and a client error's detail at
 /// debug. A 5xx without one (none is expected) is logged as such.
-pub async fn log_errors(request: Request, next: Next) -> Response {
+pub(crate) async fn log_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status().as_u16();
     match response.extensions().get::<ApiError>() {
         Some(ApiError::Unavailable(cause)) => tracing::warn!(status, %cause, "answering 503"),
+        Some(cause @ ApiError::StreamsBusy { .. }) => {
+            tracing::warn!(status, %cause, "answering 503");
+        }
         Some(ApiError::Internal(cause)) => tracing::error!(status, %cause, "answering 500"),
         Some(error) => tracing::debug!(status, %error, "answering a client error"),
         None if response.status().is_server_error() => {

@@ -30,7 +30,7 @@ use crate::problem::{ApiError, Problem};
 
 /// The page's policy: everything from this origin only; no inline script or style, no plugins, no
 /// framing, no `<base>` or form targets elsewhere.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
     style-src 'self'; img-src 'self'; connect-src 'self'; font-src 'self'; object-src 'none'; \
     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 /// Hashed assets never change under their name.
@@ -51,7 +51,7 @@ struct File {
 
 /// The loaded build, or why there is none.
 #[derive(Debug, Clone)]
-pub struct Dashboard(Arc<Loaded>);
+pub(crate) struct Dashboard(Arc<Loaded>);
 
 #[derive(Debug)]
 enum Loaded {
@@ -77,7 +77,7 @@ enum LoadError {
 impl Dashboard {
     /// Reads the build in `dir`: `index.html` and the files of `assets/`. A missing or unreadable
     /// build is logged and remembered, so that `/` can say what is wrong.
-    pub fn load(dir: &Path) -> Self {
+    pub(crate) fn load(dir: &Path) -> Self {
         match read_build(dir) {
             Ok(loaded) => {
                 if let Loaded::Built { assets, .. } = &loaded {
@@ -98,7 +98,7 @@ impl Dashboard {
 
     /// No build at all: what the tests of the JSON API use.
     #[cfg(feature = "testing")]
-    pub fn missing() -> Self {
+    pub(crate) fn missing() -> Self {
         Self(Arc::new(Loaded::Missing(format!(
             "the dashboard is not configured; {BUILD_HINT}"
         ))))
@@ -244,7 +244,7 @@ fn content_type(name: &str) -> &'static str {
 }
 
 /// The dashboard's routes, to merge into the application's router.
-pub fn routes<S>(dashboard: Dashboard) -> Router<S> {
+pub(crate) fn routes<S>(dashboard: Dashboard) -> Router<S> {
     Router::new()
         .route("/", get(index))
         .route("/assets/{name}", get(asset))

@@ -19,7 +19,7 @@ use tokio::time::Sleep;
 
 /// `io` whose writes fail once one has waited `timeout` without progress.
 #[derive(Debug)]
-pub struct WriteTimeout<IO> {
+pub(crate) struct WriteTimeout<IO> {
     io: IO,
     timeout: Duration,
     /// Running while writes are blocked; cleared by any write that proceeds.
@@ -27,7 +27,7 @@ pub struct WriteTimeout<IO> {
 }
 
 impl<IO> WriteTimeout<IO> {
-    pub fn new(io: IO, timeout: Duration) -> Self {
+    pub(crate) fn new(io: IO, timeout: Duration) -> Self {
         Self {
             io,
             timeout,

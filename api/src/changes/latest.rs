@@ -21,14 +21,15 @@ use chrono::{DateTime, Utc};
 use sqlx::Connection;
 
 use crate::database::Database;
-use crate::prices::WindowPrice;
+use crate::model::{self, WindowPrice};
 use crate::problem::ApiError;
-use crate::query::{Form, PriceQuery, DEFAULT_LIMIT};
-use crate::stream::log::Change;
+use crate::query::{PriceQuery, BOUNDARY_SQL};
+
+use super::log::Change;
 
 /// The state after the change with id `position`.
 #[derive(Debug)]
-pub struct Latest {
+pub(crate) struct Latest {
     /// The newest window of each ticker; `complete` is recomputed from `boundary` on render.
     rows: BTreeMap<String, WindowPrice>,
     /// Every window starting before it is final on every partition (`None`: nothing is).
@@ -39,15 +40,18 @@ pub struct Latest {
 
 /// The answer to `GET /v1/get-prices` without parameters, as of one change.
 #[derive(Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The page of the default limit (tickers in byte order, as the database path sorts them with
     /// `COLLATE "C"`), serialized exactly as the database path's `Json` does.
-    pub body: Bytes,
+    pub(crate) body: Bytes,
 }
 
 impl Latest {
     /// The state read from the database: the rows of the latest form and the boundary.
-    pub fn new(rows: Vec<WindowPrice>, boundary: Option<DateTime<Utc>>) -> Result<Self, ApiError> {
+    pub(crate) fn new(
+        rows: Vec<WindowPrice>,
+        boundary: Option<DateTime<Utc>>,
+    ) -> Result<Self, ApiError> {
         let rows = rows
             .into_iter()
             .map(|row| (row.ticker.clone(), row))
@@ -61,7 +65,7 @@ impl Latest {
     }
 
     /// Applies `changes` (in id order, every one after the last applied) and renders the result.
-    pub fn apply(&mut self, changes: &[Arc<Change>]) -> Result<(), ApiError> {
+    pub(crate) fn apply(&mut self, changes: &[Arc<Change>]) -> Result<(), ApiError> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -85,7 +89,7 @@ impl Latest {
         Ok(())
     }
 
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         Arc::clone(&self.snapshot)
     }
 }
@@ -102,7 +106,7 @@ fn render(
             ..row.clone()
         })
         .collect();
-    let page = crate::prices::page(&default_query(), prices);
+    let page = model::page(&PriceQuery::latest(), prices);
     let body = serde_json::to_vec(&page).map_err(|error| {
         ApiError::Internal(format!("cannot serialize the latest prices: {error}"))
     })?;
@@ -111,26 +115,15 @@ fn render(
     })
 }
 
-/// The query a request without parameters parses to.
-fn default_query() -> PriceQuery {
-    PriceQuery {
-        tickers: None,
-        form: Form::Latest,
-        bars: None,
-        limit: DEFAULT_LIMIT,
-        after: None,
-    }
-}
-
 /// Reads the state and the newest change id from one snapshot of the database: a repeatable-read
 /// transaction, whose first statement fixes what every later one sees. Ids become visible in id
 /// order, so that snapshot holds exactly the logged commits up to the id it returns.
 #[tracing::instrument(name = "latest_load", skip_all, fields(rows = tracing::field::Empty))]
-pub async fn load(db: &Database) -> Result<(i64, Latest), ApiError> {
+pub(crate) async fn load(db: &Database) -> Result<(i64, Latest), ApiError> {
     let every = PriceQuery {
         // One more than this is fetched; no table holds that many tickers.
         limit: i64::MAX - 1,
-        ..default_query()
+        ..PriceQuery::latest()
     };
     let (newest, boundary, rows) = db
         .run("latest prices load", |mut connection| async move {
@@ -143,10 +136,9 @@ pub async fn load(db: &Database) -> Result<(i64, Latest), ApiError> {
                 .await?;
             // As the log computes it (aggregator/src/changes.rs), over every partition as the
             // database path's `complete` does.
-            let boundary: Option<DateTime<Utc>> = sqlx::query_scalar(
-                "SELECT TIMESTAMPTZ 'epoch' + min(closed_before_ms) * INTERVAL '1 millisecond' \
-                 FROM aggregator_progress",
-            )
+            let boundary: Option<DateTime<Utc>> = sqlx::query_scalar(&format!(
+                "SELECT TIMESTAMPTZ 'epoch' + {BOUNDARY_SQL} * INTERVAL '1 millisecond'"
+            ))
             .fetch_one(&mut *tx)
             .await?;
             let rows = every

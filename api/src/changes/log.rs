@@ -16,64 +16,64 @@ use sqlx::{FromRow, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
 use crate::database::Database;
-use crate::prices::WindowPrice;
+use crate::model::WindowPrice;
 use crate::problem::ApiError;
 
 /// Most entries one read returns, and the widest id range a subscriber reads at once.
-pub const CHUNK: i64 = 1000;
+pub(crate) const CHUNK: i64 = 1000;
 
 /// The `data` of a `watermark` event.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Watermark {
+pub(crate) struct Watermark {
     /// Every window starting before this instant is final on every Kafka partition: entries with
     /// `windowEnd` at or before it are `complete`.
-    pub complete_before: DateTime<Utc>,
+    pub(crate) complete_before: DateTime<Utc>,
 }
 
 /// One entry of the log as an event, built once and shared by every subscriber.
 #[derive(Debug)]
-pub struct Change {
-    pub id: i64,
-    pub committed_at: DateTime<Utc>,
+pub(crate) struct Change {
+    pub(crate) id: i64,
+    pub(crate) committed_at: DateTime<Utc>,
     /// `None` for a watermark entry, which every subscriber receives.
-    pub ticker: Option<String>,
-    pub event: Event,
+    pub(crate) ticker: Option<String>,
+    pub(crate) event: Event,
     /// A price entry's row as `GET /v1/get-prices` returns it after this commit (for the latest
     /// prices in memory); `None` for a watermark.
-    pub price: Option<WindowPrice>,
+    pub(crate) price: Option<WindowPrice>,
     /// The boundary of this commit: every window starting before it is final on every partition.
-    pub complete_before: Option<DateTime<Utc>>,
+    pub(crate) complete_before: Option<DateTime<Utc>>,
 }
 
 /// The oldest and the newest id of the log (`None` while it is empty), from one snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bounds {
-    pub oldest: Option<i64>,
-    pub newest: Option<i64>,
+pub(crate) struct Bounds {
+    pub(crate) oldest: Option<i64>,
+    pub(crate) newest: Option<i64>,
 }
 
 /// Whether "every entry after `after`" can still be read from a log whose oldest retained id is
 /// `oldest`: nothing after it has been pruned (an empty log has pruned nothing; the newest entry is
 /// never pruned).
-pub fn retains_after(oldest: Option<i64>, after: i64) -> bool {
+pub(crate) fn retains_after(oldest: Option<i64>, after: i64) -> bool {
     oldest.is_none_or(|oldest| after >= oldest.saturating_sub(1))
 }
 
 /// What one read returned.
 #[derive(Debug)]
-pub struct Read {
+pub(crate) struct Read {
     /// In id order.
-    pub changes: Vec<Arc<Change>>,
+    pub(crate) changes: Vec<Arc<Change>>,
     /// The log's oldest retained id in the same snapshot (`None`: the log is empty).
-    pub oldest: Option<i64>,
+    pub(crate) oldest: Option<i64>,
     /// How many rows the read returned (malformed entries, skipped, included).
-    pub rows: usize,
+    pub(crate) rows: usize,
     /// The id of the last row returned.
-    pub last_row: Option<i64>,
+    pub(crate) last_row: Option<i64>,
 }
 
-pub async fn bounds(db: &Database) -> Result<Bounds, ApiError> {
+pub(crate) async fn bounds(db: &Database) -> Result<Bounds, ApiError> {
     let (oldest, newest): (Option<i64>, Option<i64>) = db
         .run("change log bounds", |mut connection| async move {
             sqlx::query_as("SELECT min(id), max(id) FROM window_changes")
@@ -86,7 +86,7 @@ pub async fn bounds(db: &Database) -> Result<Bounds, ApiError> {
 
 /// The entries with `after < id <= upto`, at most [`CHUNK`], in id order; with `tickers`, only
 /// theirs and the watermarks. One statement, so the oldest retained id comes from the same snapshot.
-pub async fn read(
+pub(crate) async fn read(
     db: &Database,
     after: i64,
     upto: i64,

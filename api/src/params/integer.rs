@@ -1,9 +1,22 @@
-//! Regular expressions for integer ranges, so that the OpenAPI document can state a parameter's
-//! exact shape even where a bound is buried inside an opaque token (the instant in a cursor).
+//! Canonical decimal integers (`-?[1-9][0-9]*` or `0`): the one parser every integer inside a
+//! parameter goes through (the instant and width in a cursor, a stream's change id), and regular
+//! expressions for ranges of them, so that the OpenAPI document can state a parameter's exact shape
+//! even where a bound is buried inside an opaque token (the instant in a cursor).
 //!
 //! The patterns use only the syntax that ECMA-262 (JSON Schema's dialect), Python's `re` (which
 //! Schemathesis generates from) and Rust's `regex` (which the tests check against) read alike:
 //! groups, alternation, character classes and counted repetition.
+
+/// `-?[1-9][0-9]*` or `0`, as the API writes integers; `+1`, `01`, `-0` and anything outside `i64`
+/// are refused. What [`integer_range`] matches, within its bounds.
+pub(crate) fn parse_canonical(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && text != "-0";
+    canonical.then(|| text.parse().ok()).flatten()
+}
 
 /// A run of digit positions: `count` digits, each between `low` and `high` inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,20 +128,18 @@ fn digits_of(value: u64, len: usize) -> Vec<u8> {
 }
 
 /// How one character of a decimal integer is spelled in the pattern.
-pub trait Spelling {
+pub(crate) trait Spelling {
     /// A digit between `low` and `high`.
     fn digit(low: u8, high: u8) -> String;
     /// The minus sign.
     fn minus() -> String;
 }
 
-/// The decimal text itself (what the tests read most easily).
-#[cfg(test)]
+/// The decimal text itself: digits spelled as themselves.
 #[derive(Debug)]
-pub struct Plain;
+pub(crate) struct Decimal;
 
-#[cfg(test)]
-impl Spelling for Plain {
+impl Spelling for Decimal {
     fn digit(low: u8, high: u8) -> String {
         if low == high {
             low.to_string()
@@ -144,7 +155,7 @@ impl Spelling for Plain {
 
 /// The decimal text hex-encoded byte by byte, lower case (`"-12"` is `2d3132`).
 #[derive(Debug)]
-pub struct Hex;
+pub(crate) struct Hex;
 
 impl Spelling for Hex {
     fn digit(low: u8, high: u8) -> String {
@@ -162,7 +173,7 @@ impl Spelling for Hex {
 
 /// A group matching exactly the canonical decimal integers in `low..=high` (a `-` sign for
 /// negatives, no `+`, no leading zeros, no `-0`), spelled by `S`. Not anchored.
-pub fn integer_range<S: Spelling>(low: i64, high: i64) -> String {
+pub(crate) fn integer_range<S: Spelling>(low: i64, high: i64) -> String {
     let render = |alternative: &Alternative| -> String {
         alternative
             .iter()
@@ -201,7 +212,7 @@ mod tests {
     use super::*;
 
     fn matcher(low: i64, high: i64) -> regex::Regex {
-        regex::Regex::new(&format!("^{}$", integer_range::<Plain>(low, high))).expect("regex")
+        regex::Regex::new(&format!("^{}$", integer_range::<Decimal>(low, high))).expect("regex")
     }
 
     #[test]
@@ -233,6 +244,41 @@ mod tests {
             for text in ["", "-", "-0", "+1", "01", "00", " 1", "1 "] {
                 assert!(!re.is_match(text), "{text:?} in {low}..={high}");
             }
+        }
+    }
+
+    #[test]
+    fn the_parser_takes_exactly_the_canonical_integers_the_patterns_match() {
+        let re = matcher(i64::MIN + 1, i64::MAX);
+        for text in [
+            "0",
+            "7",
+            "-7",
+            "10",
+            "-9223372036854775807",
+            "9223372036854775807",
+        ] {
+            assert_eq!(parse_canonical(text), text.parse().ok(), "{text}");
+            assert!(re.is_match(text), "{text}");
+        }
+        for text in [
+            "",
+            "-",
+            "-0",
+            "+1",
+            "01",
+            "-01",
+            "00",
+            " 1",
+            "1 ",
+            "1.0",
+            "1e3",
+            "x",
+            "9223372036854775808",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_canonical(text), None, "{text}");
+            assert!(!re.is_match(text), "{text}");
         }
     }
 

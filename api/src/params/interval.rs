@@ -9,17 +9,17 @@
 use chrono::{DateTime, Utc};
 
 /// Seconds in a day: every window and bar width divides it.
-pub const DAY_SECS: u32 = 86_400;
+pub(crate) const DAY_SECS: u32 = 86_400;
 
 /// The bar widths offered besides the window itself, in seconds, ascending. Each divides a day.
-pub const CANDIDATES: [u32; 8] = [30, 60, 300, 900, 1800, 3600, 14_400, 86_400];
+pub(crate) const CANDIDATES: [u32; 8] = [30, 60, 300, 900, 1800, 3600, 14_400, 86_400];
 
 /// Default of `AGGREGATOR_WINDOW_SECS`, as in the aggregator.
-pub const DEFAULT_WINDOW_SECS: u32 = 30;
+pub(crate) const DEFAULT_WINDOW_SECS: u32 = 30;
 
 /// The aggregator's window width: whole seconds that divide a day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window(Interval);
+pub(crate) struct Window(Interval);
 
 impl Default for Window {
     fn default() -> Self {
@@ -29,17 +29,17 @@ impl Default for Window {
 
 impl Window {
     /// `None` unless `secs` is positive and divides a day.
-    pub fn new(secs: u32) -> Option<Self> {
+    pub(crate) fn new(secs: u32) -> Option<Self> {
         (secs > 0 && DAY_SECS % secs == 0).then_some(Self(Interval(secs)))
     }
 
     /// The window as an interval: one entry per stored row.
-    pub fn interval(self) -> Interval {
+    pub(crate) fn interval(self) -> Interval {
         self.0
     }
 
     /// Every accepted `interval`, ascending; the first is the window itself (the default).
-    pub fn intervals(self) -> Vec<Interval> {
+    pub(crate) fn intervals(self) -> Vec<Interval> {
         let window = self.0 .0;
         let mut intervals: Vec<Interval> = std::iter::once(window)
             .chain(CANDIDATES.into_iter().filter(|c| c % window == 0))
@@ -51,7 +51,7 @@ impl Window {
     }
 
     /// The accepted names, ascending, comma-separated: what a 400 lists.
-    pub fn names(self) -> String {
+    pub(crate) fn names(self) -> String {
         self.intervals()
             .iter()
             .map(|interval| interval.name())
@@ -60,7 +60,7 @@ impl Window {
     }
 
     /// Reads an `interval` value: exactly one of the names [`Window::intervals`] yields.
-    pub fn parse(self, text: &str) -> Result<Interval, String> {
+    pub(crate) fn parse(self, text: &str) -> Result<Interval, String> {
         self.intervals()
             .into_iter()
             .find(|interval| interval.name() == text)
@@ -77,15 +77,15 @@ impl Window {
 
 /// A bar width in seconds: a divisor of a day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Interval(u32);
+pub(crate) struct Interval(u32);
 
 impl Interval {
-    pub fn secs(self) -> u32 {
+    pub(crate) fn secs(self) -> u32 {
         self.0
     }
 
     /// `30s`, `1m`, `4h`, `1d`: the largest unit that divides the width evenly.
-    pub fn name(self) -> String {
+    pub(crate) fn name(self) -> String {
         let secs = self.0;
         if secs % DAY_SECS == 0 {
             format!("{}d", secs / DAY_SECS)
@@ -100,19 +100,19 @@ impl Interval {
 
     /// The width as a PostgreSQL interval literal, in seconds only (`interval '3600 seconds'` is
     /// `01:00:00`): an interval with a day field would add calendar days in the session's time zone.
-    pub fn sql(self) -> String {
+    pub(crate) fn sql(self) -> String {
         format!("interval '{} seconds'", self.0)
     }
 
     /// The start of the bar containing `time`: the latest multiple of the width since the epoch at
     /// or before it. `None` only outside chrono's range (years beyond ±262,000).
-    pub fn floor(self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn floor(self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let secs = time.timestamp();
         DateTime::from_timestamp(secs - secs.rem_euclid(i64::from(self.0)), 0)
     }
 
     /// The first bar start at or after `time`. `None` only outside chrono's range.
-    pub fn ceil(self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn ceil(self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let floor = self.floor(time)?;
         if floor == time {
             Some(floor)

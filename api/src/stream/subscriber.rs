@@ -22,8 +22,8 @@ use tracing::{Instrument, Span};
 use crate::database::Database;
 use crate::metrics::StreamMetrics;
 
-use super::feed::{Batch, Feed, Subscription};
-use super::log::{self, Change, CHUNK};
+use crate::changes::feed::{Batch, Feed, Subscription};
+use crate::changes::log::{self, Change, CHUNK};
 
 /// Counts the stream as open for as long as it lives.
 #[derive(Debug)]
@@ -40,15 +40,15 @@ impl Drop for Open {
 
 /// What a subscriber needs from the application.
 #[derive(Debug, Clone)]
-pub struct Context {
-    pub db: Database,
-    pub feed: Feed,
-    pub metrics: StreamMetrics,
-    pub shutdown: CancellationToken,
+pub(crate) struct Context {
+    pub(crate) db: Database,
+    pub(crate) feed: Feed,
+    pub(crate) metrics: StreamMetrics,
+    pub(crate) shutdown: CancellationToken,
 }
 
 #[derive(Debug)]
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     context: Context,
     /// Upper-cased and sorted; `None`: every ticker.
     tickers: Option<Vec<String>>,
@@ -69,7 +69,7 @@ pub struct Subscriber {
 impl Subscriber {
     /// A stream of the log after `start`, read from the database up to `newest` (the newest id
     /// when the request arrived) and followed live from there.
-    pub fn new(
+    pub(crate) fn new(
         context: Context,
         permit: OwnedSemaphorePermit,
         tickers: Option<Vec<String>>,
@@ -98,7 +98,7 @@ impl Subscriber {
     }
 
     /// The subscriber as the body of an SSE response.
-    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
+    pub(crate) fn into_stream(self) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
         futures_util::stream::unfold(self, |mut subscriber| async move {
             let span = subscriber.span.clone();
             let event = subscriber.next().instrument(span).await?;
