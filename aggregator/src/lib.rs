@@ -46,6 +46,8 @@ pub enum AggregatorError {
     Database(#[from] tickpipe_common::db::DbError),
     #[error(transparent)]
     Migrate(#[from] tickpipe_store::schema::MigrateError),
+    #[error(transparent)]
+    Shape(#[from] tickpipe_store::shape::ShapeError),
     #[error("Kafka client error: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("the consume loop panicked")]
@@ -81,6 +83,12 @@ async fn aggregate(
         Err(tickpipe_store::schema::MigrateError::Cancelled) => return Ok(()),
         Err(error) => return Err(error.into()),
     }
+    tickpipe_store::shape::record_window_secs(
+        &pool,
+        "AGGREGATOR_WINDOW_SECS",
+        settings.aggregator.window_secs,
+    )
+    .await?;
     let dlq_ready = tickpipe_common::kafka::ensure_topic_with_retry(
         &settings.kafka.brokers,
         &settings.aggregator.dlq_topic,

@@ -5,4 +5,5 @@ mod adversarial;
 mod changes;
 mod crash;
 mod helpers;
+mod shape;
 mod windows;

@@ -8,6 +8,7 @@
 //! - [`write`]: the aggregator's write path — claim a partition (fencing a former owner), commit
 //!   final windows together with the partition's progress and the change log in one transaction.
 //! - [`changes`]: the change log (`window_changes`) — its append, its notification channel, its pruning.
+//! - [`shape`]: what shapes the stored rows (the window width), recorded by the first writer.
 //! - [`boundary`]: the `complete` boundary (every window starting before it is final on every
 //!   partition), as SQL for the API's queries and as a query of its own.
 //!
@@ -21,6 +22,7 @@ pub mod boundary;
 pub mod changes;
 pub mod rows;
 pub mod schema;
+pub mod shape;
 pub mod write;
 
 pub use rows::{Accumulator, Flush, KeyedPrice, PriceKey, Progress, WindowRow};
