@@ -1,8 +1,8 @@
 //! The application state and the parts of it each handler takes.
 //!
-//! The router holds one [`AppState`]; a handler names only what it uses (`State<Database>`,
-//! `State<Feed>`, `State<Streams>`, `State<Window>`, `State<OpenApiJson>`), each a `FromRef`
-//! substate of it. So no handler depends on the state as a whole, and the state depends on the
+//! The router holds one [`AppState`]; a handler or extractor names only what it uses
+//! (`State<Database>`, `State<Feed>`, `State<Streams>`, `State<OpenApiJson>`, and the prices
+//! extractor the `Window`), each a `FromRef` substate of it. So no handler depends on the state as a whole, and the state depends on the
 //! parts, never on the handlers or the router: imports go one way.
 
 use std::sync::Arc;

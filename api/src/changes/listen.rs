@@ -168,32 +168,47 @@ async fn on_lost(shared: &Shared, listener: &mut PgListener) -> Next {
     shared.set_live(false);
     tracing::warn!("the LISTEN connection was lost; listening again and catching up");
     shared.metrics.listener_reconnects.inc();
-    let relisten = sqlx::query("SELECT 1").execute(&mut *listener);
-    match tokio::time::timeout(CONNECT_TIMEOUT, relisten).await {
-        Ok(Ok(_)) => Next::Follow { behind: true },
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "cannot listen again on a new connection");
-            Next::Relisten
-        }
-        Err(_) => {
-            tracing::warn!(timeout = ?CONNECT_TIMEOUT, "cannot listen again on a new connection");
-            Next::Relisten
-        }
+    if answers(
+        listener,
+        CONNECT_TIMEOUT,
+        "cannot listen again on a new connection",
+    )
+    .await
+    {
+        Next::Follow { behind: true }
+    } else {
+        Next::Relisten
     }
 }
 
 /// After [`LIVENESS`] without notifications: whether the connection still answers a query.
 async fn ping(listener: &mut PgListener) -> Next {
-    let ping = sqlx::query("SELECT 1").execute(&mut *listener);
-    match tokio::time::timeout(PING_TIMEOUT, ping).await {
-        Ok(Ok(_)) => Next::Follow { behind: false },
+    if answers(
+        listener,
+        PING_TIMEOUT,
+        "the LISTEN connection does not answer",
+    )
+    .await
+    {
+        Next::Follow { behind: false }
+    } else {
+        Next::Relisten
+    }
+}
+
+/// Whether the listening connection answers a query within `timeout` (a lost one is connected and
+/// listening again first: sqlx does both on the next statement); if not, `failure` is logged.
+async fn answers(listener: &mut PgListener, timeout: Duration, failure: &str) -> bool {
+    let query = sqlx::query("SELECT 1").execute(&mut *listener);
+    match tokio::time::timeout(timeout, query).await {
+        Ok(Ok(_)) => true,
         Ok(Err(error)) => {
-            tracing::warn!(%error, "the LISTEN connection does not answer");
-            Next::Relisten
+            tracing::warn!(%error, "{failure}");
+            false
         }
         Err(_) => {
-            tracing::warn!(timeout = ?PING_TIMEOUT, "the LISTEN connection does not answer");
-            Next::Relisten
+            tracing::warn!(?timeout, "{failure}");
+            false
         }
     }
 }
