@@ -110,3 +110,18 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
 }
+
+# Runs "$@" with every file descriptor above 2 closed. Call it in a subshell that starts a daemon:
+# a server started from here must not keep the caller's descriptors open for its whole life (a lock
+# that `flock` holds around a test run, say, would stay held until the server stops, and every
+# other process waiting for that lock with it).
+close_inherited_fds() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        fd=${fd##*/}
+        if [[ $fd =~ ^[0-9]+$ ]] && ((fd > 2)); then
+            eval "exec $fd>&-" 2>/dev/null || true
+        fi
+    done
+    "$@"
+}

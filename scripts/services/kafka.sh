@@ -26,7 +26,7 @@ launch_kafka_node() {
     say "starting Kafka $KAFKA_VERSION $(node_label)on 127.0.0.1:$KAFKA_PORT (controller $CONTROLLER_PORT), log $KAFKA_LOG"
     rm -f "$KAFKA_PID_FILE"
     # shellcheck disable=SC2016 # $$ and "$@" are for the inner bash
-    setsid nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$KAFKA_PID_FILE" \
+    close_inherited_fds setsid nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$KAFKA_PID_FILE" \
         "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_PROPS" </dev/null >>"$KAFKA_LOG" 2>&1 &
     echo "$log_offset"
 }

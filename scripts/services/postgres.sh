@@ -122,8 +122,8 @@ launch_postgres() {
     # pg_stat_statements is loaded (not created) so that a profile can `CREATE EXTENSION` it in a
     # database of its own: the API benchmark's per-statement figures (README, Benchmarks).
     # shellcheck disable=SC2094 # both the server (-l) and pg_ctl's own errors append to the one log
-    if ! as_pg "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t "$TIMEOUT" \
-        -o "-c shared_preload_libraries=pg_stat_statements" >/dev/null 2>>"$PG_LOG"; then
+    if ! (close_inherited_fds as_pg "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t "$TIMEOUT" \
+        -o "-c shared_preload_libraries=pg_stat_statements") >/dev/null 2>>"$PG_LOG"; then
         log_tail "$PG_LOG" "$log_offset"
         # Like Kafka: no half-started server left behind (a second try in case the server had not
         # written its postmaster.pid yet, which pg_ctl stop needs).
