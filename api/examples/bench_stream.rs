@@ -1,7 +1,7 @@
 //! Live stream benchmark: starts the API binary, opens N subscribers to `GET /v1/stream-prices`
-//! (default 1000), measures the API's memory per idle subscriber, then appends changes to the log at
-//! a steady rate as the aggregator does (its advisory lock, ids from the sequence, NOTIFY on commit)
-//! and measures, for every event every subscriber receives, the time from the change's
+//! (default 1000), measures the API's memory per idle subscriber, then commits changes at a steady
+//! rate through the aggregator's own write path (`tickpipe_store`: windows and the change log, its
+//! advisory lock, ids from the sequence, NOTIFY on commit) and measures, for every event every subscriber receives, the time from the change's
 //! `committed_at` to its receipt. Prints figures; asserts nothing about time.
 //!
 //! Environment: DATABASE_URL (from `scripts/services.sh env`), API_BIN (default
@@ -17,12 +17,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use tickpipe_testkit::seed::{self, Partition, Totals};
 use tickpipe_testkit::{env_or, TestDatabase};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The aggregator's log lock (`LOG_LOCK` in aggregator/src/changes.rs).
-const LOG_LOCK: i64 = 0x7469_636b_7069_7065;
 /// 2026-11-27T10:00:00Z.
 const T0: i64 = 1_795_773_600;
 const TICKERS: [&str; 3] = ["AAPL", "AMZN", "MSFT"];
@@ -102,37 +101,36 @@ async fn subscribe(
     }
 }
 
-/// One commit of an entry per ticker; returns the ids and the commit's `committed_at`.
-async fn commit(pool: &PgPool, n: i64) -> anyhow::Result<(Vec<i64>, i64)> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(LOG_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    let mut ids = Vec::new();
-    let mut committed_at = 0;
-    for (t, ticker) in TICKERS.iter().enumerate() {
-        let (id, at): (i64, DateTime<Utc>) = sqlx::query_as(
-            "INSERT INTO window_changes (id, ticker, window_start, window_end, price_sum, sample_count,
-                                         min_price, max_price, open_price, close_price, complete_before)
-             VALUES (nextval('window_changes_id'), $1, to_timestamp($2), to_timestamp($2 + 30), $3, 4, 90, 110,
-                     95, 105, to_timestamp($2))
-             RETURNING id, committed_at",
-        )
-        .bind(ticker)
-        .bind((T0 + 30 * (n / 10)) as f64)
-        .bind(400 + n + t as i64)
-        .fetch_one(&mut *tx)
-        .await?;
-        ids.push(id);
-        committed_at = at.timestamp_micros();
-    }
-    sqlx::query("SELECT pg_notify('window_changes', $1)")
-        .bind(ids.last().copied().unwrap_or_default().to_string())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok((ids, committed_at))
+/// One aggregator commit through `partition` (the store's write path) of a contribution per ticker
+/// to window `n / 10`, closing the windows before it; returns the ids the commit appended to the
+/// change log (its rows, and a watermark when the boundary moved) and its `committed_at`.
+async fn commit(
+    pool: &PgPool,
+    partition: &mut Partition,
+    n: i64,
+    seen: &mut i64,
+) -> anyhow::Result<(Vec<i64>, i64)> {
+    let start_ms = (T0 + 30 * (n / 10)) * 1000;
+    let rows = TICKERS
+        .iter()
+        .zip(0..)
+        .map(|(ticker, t)| {
+            let totals = Totals::new(400 + n + t, 4, 90, 110).open_close(95, 105);
+            seed::window(ticker, (start_ms, start_ms + 30_000), totals)
+        })
+        .collect();
+    partition.commit(start_ms, rows).await;
+    let appended: Vec<(i64, DateTime<Utc>)> =
+        sqlx::query_as("SELECT id, committed_at FROM window_changes WHERE id > $1 ORDER BY id")
+            .bind(*seen)
+            .fetch_all(pool)
+            .await?;
+    *seen = appended.last().map_or(*seen, |(id, _)| *id);
+    let committed_at = appended.last().map_or(0, |(_, at)| at.timestamp_micros());
+    Ok((
+        appended.into_iter().map(|(id, _)| id).collect(),
+        committed_at,
+    ))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -143,62 +141,61 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-async fn run(db: &TestDatabase, port: u16, pid: u32) -> anyhow::Result<()> {
-    let subscribers: usize = env_or("BENCH_STREAM_SUBSCRIBERS", "1000").parse()?;
-    let rate: u64 = env_or("BENCH_STREAM_RATE", "10").parse()?;
-    let secs: u64 = env_or("BENCH_STREAM_SECS", "20").parse()?;
-    tickpipe_testkit::eventually("api up", Duration::from_secs(20), || async {
-        tickpipe_common::healthcheck::probe(&format!("127.0.0.1:{port}"), "/readyz").then_some(())
-    })
-    .await;
+/// What a subscriber received: (event id, receipt time in Unix microseconds) per event.
+type Received = anyhow::Result<Vec<(i64, i64)>>;
+
+/// Subscribers, once every stream has opened, and the API's memory per idle subscriber (KiB).
+struct Subscribers {
+    clients: Vec<tokio::task::JoinHandle<Received>>,
+    /// How many events each must receive, once known.
+    expected: Arc<AtomicUsize>,
+    per_subscriber_kib: f64,
+}
+
+/// Opens `subscribers` streams, measuring the API's memory before and after.
+async fn open(port: u16, pid: u32, subscribers: usize) -> anyhow::Result<Subscribers> {
     // One stream first, so that the feed (and its listening connection) is up in the baseline.
     let opened = Arc::new(AtomicUsize::new(0));
     let expected = Arc::new(AtomicUsize::new(0));
-    let mut clients = Vec::new();
-    clients.push(tokio::spawn(subscribe(
-        port,
-        Arc::clone(&opened),
-        Arc::clone(&expected),
-    )));
+    let spawn = || tokio::spawn(subscribe(port, Arc::clone(&opened), Arc::clone(&expected)));
+    let mut clients = vec![spawn()];
     tickpipe_testkit::eventually(
         "the first stream opens",
         Duration::from_secs(20),
         || async { (opened.load(Ordering::Acquire) == 1).then_some(()) },
     )
     .await;
+    // Not a synchronization: a pause for the allocator to settle before the baseline reading.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline = memory_kib(pid, "VmRSS:")?;
-    for _ in 1..subscribers {
-        clients.push(tokio::spawn(subscribe(
-            port,
-            Arc::clone(&opened),
-            Arc::clone(&expected),
-        )));
-    }
+    clients.extend((1..subscribers).map(|_| spawn()));
     tickpipe_testkit::eventually("every stream opens", Duration::from_secs(60), || async {
         (opened.load(Ordering::Acquire) == subscribers).then_some(())
     })
     .await;
+    // Likewise a settling pause before the idle reading, not a wait for a state.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = memory_kib(pid, "VmRSS:")?;
-    let per_subscriber = (idle - baseline) / (subscribers - 1).max(1) as f64;
+    Ok(Subscribers {
+        clients,
+        expected,
+        per_subscriber_kib: (idle - baseline) / (subscribers - 1).max(1) as f64,
+    })
+}
 
-    // The writer: `rate` commits per second of one entry per ticker.
-    let commits = rate * secs;
-    let mut committed: HashMap<i64, i64> = HashMap::new();
-    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for n in 0..commits {
-        ticks.tick().await;
-        let (ids, at) = commit(&db.pool, n as i64).await?;
-        committed.extend(ids.into_iter().map(|id| (id, at)));
-    }
-    expected.store(committed.len(), Ordering::Release);
-    let mut latencies = Vec::with_capacity(committed.len() * subscribers);
-    let mut delivered = 0usize;
-    let mut exact = 0usize;
+/// Every event every subscriber received: (delivered, subscribers with every event once in
+/// order, sorted latencies in ms from `committed_at` to receipt).
+async fn collect(
+    subscribers: Subscribers,
+    committed: &HashMap<i64, i64>,
+) -> anyhow::Result<(usize, usize, Vec<f64>)> {
+    subscribers
+        .expected
+        .store(committed.len(), Ordering::Release);
+    let mut latencies = Vec::new();
+    let (mut delivered, mut exact) = (0usize, 0usize);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for client in clients {
+    for client in subscribers.clients {
         let received = tokio::time::timeout_at(deadline, client)
             .await
             .context("the subscribers did not receive every event within 60 s")???;
@@ -215,6 +212,34 @@ async fn run(db: &TestDatabase, port: u16, pid: u32) -> anyhow::Result<()> {
         }
     }
     latencies.sort_by(f64::total_cmp);
+    Ok((delivered, exact, latencies))
+}
+
+async fn run(db: &TestDatabase, port: u16, pid: u32) -> anyhow::Result<()> {
+    let subscribers: usize = env_or("BENCH_STREAM_SUBSCRIBERS", "1000").parse()?;
+    let rate: u64 = env_or("BENCH_STREAM_RATE", "10").parse()?;
+    let secs: u64 = env_or("BENCH_STREAM_SECS", "20").parse()?;
+    tickpipe_testkit::eventually("api up", Duration::from_secs(20), || async {
+        tickpipe_common::healthcheck::probe(&format!("127.0.0.1:{port}"), "/readyz").then_some(())
+    })
+    .await;
+    let mut partition = Partition::claim(&db.pool, 0).await;
+    let mut seen = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM window_changes")
+        .fetch_one(&db.pool)
+        .await?;
+    let open = open(port, pid, subscribers).await?;
+
+    // The writer: `rate` commits per second of one entry per ticker (the interval paces it).
+    let mut committed: HashMap<i64, i64> = HashMap::new();
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for n in 0..rate * secs {
+        ticks.tick().await;
+        let (ids, at) = commit(&db.pool, &mut partition, n as i64, &mut seen).await?;
+        committed.extend(ids.into_iter().map(|id| (id, at)));
+    }
+    let per_subscriber = open.per_subscriber_kib;
+    let (delivered, exact, latencies) = collect(open, &committed).await?;
     let label = format!("stream, {subscribers} subscribers, {rate} commits/s x 3 entries");
     println!(
         "bench|{label}: events delivered|{delivered}|events|expected|{}|{:.3}",

@@ -1,5 +1,6 @@
 //! A throwaway database for `scripts/schemathesis.sh`: created and migrated on the PostgreSQL of
-//! `DATABASE_URL` (as the integration tests do), seeded with a few windows, then dropped again.
+//! `DATABASE_URL` (as the integration tests do), seeded with a few windows through the aggregator's
+//! write path (`tickpipe_testkit::seed`), then dropped again.
 //!
 //! ```sh
 //! cargo run -p tickpipe-api --example schemathesis_db -- create   # prints the database URL
@@ -8,7 +9,8 @@
 
 use anyhow::{bail, Context};
 use sqlx::{Connection, PgConnection};
-use tickpipe_testkit::TestDatabase;
+use tickpipe_store::{PriceKey, WindowRow};
+use tickpipe_testkit::seed::{self, LegacyWindow, Partition, Totals};
 
 /// 2026-11-27T10:00:00Z, the README's example day.
 const T0: i64 = 1_795_773_600;
@@ -28,69 +30,80 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Two hours of 30-second windows for three tickers, enough for every query form and for several
+/// pages, written as an upgraded aggregator leaves them: the first ten minutes before open and
+/// close were recorded (so entries come with and without them), the rest through the write path
+/// by three partitions that have all closed the first hour (entries complete and not). Prints the
+/// database URL, and only that, on standard output.
 async fn create() -> anyhow::Result<()> {
-    let db = TestDatabase::create().await;
-    // Two hours of 30-second windows for three tickers, and the latest-window rows the aggregator
-    // keeps beside them: enough for every query form and for several pages. The first ten minutes
-    // have no open and close (as rows written before they were recorded), and every partition has
-    // closed the first hour, so entries come both with and without them, complete and not.
-    for (t, ticker) in ["AAPL", "AMZN", "MSFT"].iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
-                                        open_key, open_price, close_key, close_price)
-             SELECT $1, to_timestamp($2 + w * 30), to_timestamp($2 + w * 30 + 30), 1000 * ($3 + 1) * 4 + w, 4, 900 * ($3 + 1), 1100 * ($3 + 1),
-                    CASE WHEN w >= 20 THEN ARRAY[($2::bigint + w * 30) * 1000 + 1, w % 3, w] END,
-                    CASE WHEN w >= 20 THEN 900 * ($3 + 1) END,
-                    CASE WHEN w >= 20 THEN ARRAY[($2::bigint + w * 30) * 1000 + 29999, w % 3, w + 1] END,
-                    CASE WHEN w >= 20 THEN 1100 * ($3 + 1) END
-             FROM generate_series(0, 239) AS w",
-        )
-        .bind(ticker)
-        .bind(T0 as f64)
-        .bind(t as i64)
-        .execute(&db.pool)
-        .await
-        .context("seed window_prices")?;
+    let legacy: Vec<LegacyWindow> = windows(0..LEGACY)
+        .map(|(ticker, t, w)| {
+            let start_ms = (T0 + w * 30) * 1000;
+            LegacyWindow {
+                ticker: ticker.to_owned(),
+                start_ms,
+                end_ms: start_ms + 30_000,
+                sum: 1000 * t * 4 + w,
+                count: 4,
+                min: 900 * t,
+                max: 1100 * t,
+            }
+        })
+        .collect();
+    let db = seed::legacy_database(&legacy).await;
+    let mut partitions = Vec::new();
+    for partition in 0..3 {
+        partitions.push(Partition::claim(&db.pool, partition).await);
     }
-    sqlx::query(
-        "INSERT INTO latest_windows (ticker, window_start) SELECT ticker, max(window_start) FROM window_prices GROUP BY ticker",
-    )
-    .execute(&db.pool)
-    .await
-    .context("seed latest_windows")?;
-    sqlx::query(
-        "INSERT INTO aggregator_progress (topic, kafka_partition, resume_offset, next_offset, watermark_ms,
-                                          closed_before_ms, dlq_next_offset)
-         SELECT 'stocks', p, 0, 0, ($1::bigint + 3600) * 1000, ($1::bigint + 3600) * 1000, 0 FROM generate_series(0, 2) AS p",
-    )
-    .bind(T0)
-    .execute(&db.pool)
-    .await
-    .context("seed aggregator_progress")?;
-    // The change log of the last 20 windows, as the aggregator appends it: each window's three
-    // entries, then a watermark past it. `GET /v1/stream-prices?since=` with a small id streams a
+    // Ten windows a commit, the partitions in turn, each moving its boundary to the end of its
+    // windows (up to the first hour): `GET /v1/stream-prices?since=` with a small id streams a
     // backlog of both kinds of event.
-    sqlx::query(
-        "INSERT INTO window_changes (id, ticker, window_start, window_end, price_sum, sample_count, min_price,
-                                     max_price, open_price, close_price, complete_before)
-         SELECT nextval('window_changes_id'), e.ticker, e.window_start, e.window_end, e.price_sum, e.sample_count,
-                e.min_price, e.max_price, e.open_price, e.close_price, e.complete_before
-         FROM (SELECT p.ticker, p.window_start, p.window_end, p.price_sum, p.sample_count, p.min_price, p.max_price,
-                      p.open_price, p.close_price, p.window_start AS complete_before, p.window_start AS k, 0 AS kind
-               FROM window_prices p WHERE p.window_start >= to_timestamp($1)
-               UNION ALL
-               SELECT DISTINCT NULL, NULL::timestamptz, NULL::timestamptz, NULL::bigint, NULL::bigint, NULL::bigint,
-                      NULL::bigint, NULL::bigint, NULL::bigint, p.window_end, p.window_start, 1
-               FROM window_prices p WHERE p.window_start >= to_timestamp($1)
-               ORDER BY k, kind, ticker) e",
-    )
-    .bind((T0 + 220 * 30) as f64)
-    .execute(&db.pool)
-    .await
-    .context("seed window_changes")?;
+    let first_hour_ms = (T0 + 3600) * 1000;
+    for first in (LEGACY..WINDOWS).step_by(10) {
+        let partition = &mut partitions[usize::try_from(first / 10 % 3)?];
+        let closed_before_ms = ((T0 + (first + 10) * 30) * 1000).min(first_hour_ms);
+        let rows = windows(first..first + 10).map(|(ticker, t, w)| window(ticker, t, w));
+        partition.commit(closed_before_ms, rows.collect()).await;
+    }
+    for partition in &mut partitions {
+        partition.close_before(first_hour_ms).await;
+    }
     db.pool.close().await;
     println!("{}", db.url);
     Ok(())
+}
+
+/// Windows before this one have no open and close.
+const LEGACY: i64 = 20;
+/// Windows per ticker.
+const WINDOWS: i64 = 240;
+
+/// (ticker, its number from 1, window number) for the windows `range` of every ticker.
+fn windows(range: std::ops::Range<i64>) -> impl Iterator<Item = (&'static str, i64, i64)> {
+    range.flat_map(|w| {
+        ["AAPL", "AMZN", "MSFT"]
+            .into_iter()
+            .zip(1..)
+            .map(move |(ticker, t)| (ticker, t, w))
+    })
+}
+
+/// Window `w` of ticker number `t`, its open and close keyed as the aggregator keys them.
+fn window(ticker: &str, t: i64, w: i64) -> WindowRow {
+    let start_ms = (T0 + w * 30) * 1000;
+    let partition = i32::try_from(w % 3).expect("0..3");
+    let key = |timestamp_ms, offset| PriceKey {
+        timestamp_ms,
+        partition,
+        offset,
+    };
+    let totals = Totals::new(1000 * t * 4 + w, 4, 900 * t, 1100 * t);
+    seed::keyed(
+        ticker,
+        (start_ms, start_ms + 30_000),
+        totals,
+        (key(start_ms + 1, w), key(start_ms + 29_999, w + 1)),
+    )
 }
 
 async fn drop_database(name: &str) -> anyhow::Result<()> {

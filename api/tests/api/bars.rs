@@ -1,6 +1,7 @@
 //! Issue 12, market bars: `interval` rolls windows up into bars, every entry has an open, a close
 //! and a `complete` flag. Checked against an independent reference that folds the rows the test
-//! inserts (as the aggregator would have merged them) on the real PostgreSQL.
+//! seeds (through the aggregator's write path, or in the schema before open and close for windows
+//! without them) on the real PostgreSQL.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,10 @@ use sqlx::PgPool;
 use tickpipe_common::config::Layers;
 use tickpipe_common::service::ServiceSettings;
 
-use crate::helpers::{app, call, database, get};
+use tickpipe_store::PriceKey;
+use tickpipe_testkit::seed::{self, LegacyWindow, Totals};
+
+use crate::helpers::{app, call, database, get, legacy_database, TestDb};
 
 /// 2026-11-27T00:00:00Z.
 const DAY0: i64 = 1_795_737_600;
@@ -111,69 +115,55 @@ fn sample_rows() -> Vec<Row> {
     rows
 }
 
-/// Inserts the rows as the aggregator leaves them, with `latest_windows` beside them.
-async fn insert(pool: &PgPool, rows: &[Row]) {
-    let column =
-        |f: &dyn Fn(&Row) -> Option<i64>| -> Vec<Option<i64>> { rows.iter().map(f).collect() };
-    sqlx::query(
-        "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
-                                    open_key, open_price, close_key, close_price)
-         SELECT ticker, to_timestamp(start), to_timestamp(start + 30), price_sum, sample_count, min_price, max_price,
-                CASE WHEN open_ms IS NULL THEN NULL ELSE ARRAY[open_ms, open_partition, open_offset] END, open_price,
-                CASE WHEN close_ms IS NULL THEN NULL ELSE ARRAY[close_ms, close_partition, close_offset] END, close_price
-         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
-                     $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
-                     $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[])
-              AS t(ticker, start, price_sum, sample_count, min_price, max_price,
-                   open_ms, open_partition, open_offset, open_price,
-                   close_ms, close_partition, close_offset, close_price)",
-    )
-    .bind(rows.iter().map(|r| r.ticker).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.start).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.sum).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.count).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.min).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.max).collect::<Vec<_>>())
-    .bind(column(&|r| r.open.map(|(k, _)| k[0])))
-    .bind(column(&|r| r.open.map(|(k, _)| k[1])))
-    .bind(column(&|r| r.open.map(|(k, _)| k[2])))
-    .bind(column(&|r| r.open.map(|(_, p)| p)))
-    .bind(column(&|r| r.close.map(|(k, _)| k[0])))
-    .bind(column(&|r| r.close.map(|(k, _)| k[1])))
-    .bind(column(&|r| r.close.map(|(k, _)| k[2])))
-    .bind(column(&|r| r.close.map(|(_, p)| p)))
-    .execute(pool)
-    .await
-    .expect("insert windows");
-    sqlx::query(
-        "INSERT INTO latest_windows (ticker, window_start)
-         SELECT ticker, max(window_start) FROM window_prices GROUP BY ticker
-         ON CONFLICT (ticker) DO UPDATE SET window_start = EXCLUDED.window_start",
-    )
-    .execute(pool)
-    .await
-    .expect("latest windows");
+/// A database holding `rows` as the aggregator leaves them: the windows with unknown open and
+/// close written before migration 4 recorded them (in the schema of that time), the others through
+/// the store's write path by partition 0, which has closed nothing yet (nothing is complete).
+async fn seeded(rows: &[Row]) -> TestDb {
+    let legacy: Vec<LegacyWindow> = rows
+        .iter()
+        .filter(|r| r.open.is_none())
+        .map(|r| {
+            assert!(r.close.is_none(), "open and close are unknown together");
+            LegacyWindow {
+                ticker: r.ticker.to_owned(),
+                start_ms: r.start * 1000,
+                end_ms: (r.start + WINDOW) * 1000,
+                sum: r.sum,
+                count: r.count,
+                min: r.min,
+                max: r.max,
+            }
+        })
+        .collect();
+    let db = if legacy.is_empty() {
+        database().await
+    } else {
+        legacy_database(&legacy).await
+    };
+    let key = |[timestamp_ms, partition, offset]: Key| PriceKey {
+        timestamp_ms,
+        partition: partition as i32,
+        offset,
+    };
+    let known = rows.iter().filter_map(|r| {
+        let (open, close) = (r.open?, r.close?);
+        let totals = Totals::new(r.sum, r.count, r.min, r.max).open_close(open.1, close.1);
+        Some(seed::keyed(
+            r.ticker,
+            (r.start * 1000, (r.start + WINDOW) * 1000),
+            totals,
+            (key(open.0), key(close.0)),
+        ))
+    });
+    seed::write(&db.pool, 0, 0, known).await;
+    db
 }
 
 /// Sets a partition's boundary: every window starting before `closed_before` (Unix seconds) is
-/// final for that partition.
+/// final for that partition. Through the store, as the aggregator stores progress: in one
+/// transaction with the change log, which tells the API's stream and in-memory latest prices.
 async fn close_before(pool: &PgPool, partition: i32, closed_before: i64) {
-    // As the aggregator stores progress: in one transaction with the change log, which is what
-    // tells the API's stream and in-memory latest prices that the boundary moved.
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query(
-        "INSERT INTO aggregator_progress (topic, kafka_partition, resume_offset, next_offset, watermark_ms,
-                                          closed_before_ms, dlq_next_offset)
-         VALUES ('stocks', $1, 0, 0, $2, $2, 0)
-         ON CONFLICT (topic, kafka_partition) DO UPDATE SET closed_before_ms = EXCLUDED.closed_before_ms",
-    )
-    .bind(partition)
-    .bind(closed_before * 1000)
-    .execute(&mut *tx)
-    .await
-    .expect("progress");
-    crate::helpers::append_changes(&mut tx, &[]).await;
-    tx.commit().await.expect("commit");
+    seed::close_before(pool, partition, closed_before * 1000).await;
 }
 
 /// One bar of the reference: the rows folded as the contract says.
@@ -297,9 +287,8 @@ async fn all_pages(app: &Router, uri: &str) -> (Vec<Value>, usize) {
 
 #[tokio::test]
 async fn bars_of_every_interval_match_the_reference() {
-    let db = database().await;
     let rows = sample_rows();
-    insert(&db.pool, &rows).await;
+    let db = seeded(&rows).await;
     let app = app(&db.pool);
     let (lowest, highest) = (
         rows.iter().map(|r| r.start).min().expect("rows"),
@@ -394,9 +383,8 @@ async fn bars_of_every_interval_match_the_reference() {
 
 #[tokio::test]
 async fn pagination_visits_every_bar_exactly_once() {
-    let db = database().await;
     let rows = sample_rows();
-    insert(&db.pool, &rows).await;
+    let db = seeded(&rows).await;
     let app = app(&db.pool);
     // From 2026-11-26T22:00:01Z: bars starting at or after it, that is from the next bar start.
     let from = DAY0 - 2 * 3600 + 1;
@@ -448,13 +436,12 @@ async fn pagination_visits_every_bar_exactly_once() {
 
 #[tokio::test]
 async fn complete_flips_once_every_partition_has_closed_the_bar() {
-    let db = database().await;
     let hour = DAY0 + 10 * 3600;
     let mut rng = Rng(7);
     let rows: Vec<Row> = (0..240)
         .map(|w| window_row(&mut rng, "AMZN", hour + w * WINDOW, true))
         .collect();
-    insert(&db.pool, &rows).await;
+    let db = seeded(&rows).await;
     let app = app(&db.pool);
     let flags = |prices: &[Value]| -> Vec<bool> {
         prices
@@ -468,7 +455,7 @@ async fn complete_flips_once_every_partition_has_closed_the_bar() {
         hour + 3600 - 90,
         hour + 3600 + 60
     );
-    // No partition has written anything yet: nothing is complete.
+    // The one partition that has written has closed nothing yet: nothing is complete.
     assert_eq!(flags(&page(&app, &bars_uri).await.0), [false, false]);
 
     // Two partitions past the first bar's end, the third one window short of it.
@@ -543,7 +530,6 @@ async fn complete_flips_once_every_partition_has_closed_the_bar() {
 
 #[tokio::test]
 async fn unknown_open_and_close_are_null_in_windows_and_in_their_bars() {
-    let db = database().await;
     let mut rng = Rng(99);
     let start = DAY0 + 3600;
     let mut rows = Vec::new();
@@ -551,7 +537,7 @@ async fn unknown_open_and_close_are_null_in_windows_and_in_their_bars() {
     for (w, known) in [(0, true), (1, false), (2, true), (120, true), (121, true)] {
         rows.push(window_row(&mut rng, "AMZN", start + w * WINDOW, known));
     }
-    insert(&db.pool, &rows).await;
+    let db = seeded(&rows).await;
     let app = app(&db.pool);
     let (windows, _) = page(&app, &format!("/v1/get-prices?startTime={start}")).await;
     let opens: Vec<Value> = windows.iter().map(|e| e["openPrice"].clone()).collect();
@@ -602,11 +588,17 @@ async fn unknown_open_and_close_are_null_in_windows_and_in_their_bars() {
         latest[0]["closePrice"],
         json!(rows[4].close.map(|(_, p)| p))
     );
-    sqlx::query("UPDATE window_prices SET open_key = NULL, open_price = NULL, close_key = NULL, close_price = NULL")
-        .execute(&db.pool)
-        .await
-        .expect("forget");
-    let (latest, _) = page(&app, "/v1/get-prices?interval=1m&ticker=AMZN").await;
+    // The same windows with the last two written before open and close were recorded.
+    let mut forgotten = rows.clone();
+    for row in &mut forgotten[3..] {
+        (row.open, row.close) = (None, None);
+    }
+    let db = seeded(&forgotten).await;
+    let (latest, _) = page(
+        &crate::helpers::app(&db.pool),
+        "/v1/get-prices?interval=1m&ticker=AMZN",
+    )
+    .await;
     assert_eq!(
         (&latest[0]["openPrice"], &latest[0]["closePrice"]),
         (&Value::Null, &Value::Null)
@@ -624,8 +616,7 @@ fn app_with_window(pool: &PgPool, secs: &str) -> Router {
 
 #[tokio::test]
 async fn every_bad_interval_is_a_400_listing_the_accepted_values() {
-    let db = database().await;
-    insert(&db.pool, &sample_rows()).await;
+    let db = seeded(&sample_rows()).await;
     let app = app(&db.pool);
     let accepted = "30s, 1m, 5m, 15m, 30m, 1h, 4h, 1d";
     for value in [
@@ -772,12 +763,11 @@ async fn the_openapi_document_lists_the_intervals_of_the_configured_window() {
 /// and bars work for it.
 #[tokio::test]
 async fn the_reader_role_sees_bars_and_complete() {
-    let db = database().await;
     let mut rng = Rng(5);
     let rows: Vec<Row> = (0..4)
         .map(|w| window_row(&mut rng, "AMZN", DAY0 + w * WINDOW, true))
         .collect();
-    insert(&db.pool, &rows).await;
+    let db = seeded(&rows).await;
     close_before(&db.pool, 0, DAY0 + 60).await;
     let role = tickpipe_testkit::unique_name("api");
     sqlx::query(&format!(

@@ -9,9 +9,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
+use tickpipe_testkit::seed::LegacyWindow;
 use tickpipe_testkit::TestDatabase;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tower::ServiceExt;
@@ -41,6 +41,17 @@ pub async fn database() -> TestDb {
     let server_up = POSTGRES.read().await;
     TestDb {
         db: TestDatabase::create().await,
+        _server_up: server_up,
+    }
+}
+
+/// [`database`] holding `legacy` windows written before open and close were recorded
+/// ([`tickpipe_testkit::seed::legacy_database`]).
+pub async fn legacy_database(legacy: &[LegacyWindow]) -> TestDb {
+    logs();
+    let server_up = POSTGRES.read().await;
+    TestDb {
+        db: tickpipe_testkit::seed::legacy_database(legacy).await,
         _server_up: server_up,
     }
 }
@@ -163,95 +174,4 @@ pub async fn get(pool: &PgPool, uri: &str) -> (StatusCode, String, Value) {
 pub async fn request(pool: &PgPool, method: &str, uri: &str) -> (StatusCode, String, Value) {
     let answer = call(&app(pool), method, uri).await;
     (answer.status, answer.content_type, answer.body)
-}
-
-/// Key of the aggregator's change-log lock (`aggregator/src/changes.rs`).
-const LOG_LOCK: i64 = 0x7469_636b_7069_7065;
-
-/// A window row as the upsert left it (`aggregator/src/changes.rs`'s `ChangedRow`).
-#[derive(Debug, sqlx::FromRow)]
-pub struct ChangedRow {
-    pub ticker: String,
-    pub window_start: DateTime<Utc>,
-    pub window_end: DateTime<Utc>,
-    pub price_sum: i64,
-    pub sample_count: i64,
-    pub min_price: i64,
-    pub max_price: i64,
-    pub open_price: Option<i64>,
-    pub close_price: Option<i64>,
-}
-
-/// `changes::append` of the aggregator, statement for statement; returns the boundary (ms).
-pub async fn append_changes(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    rows: &[ChangedRow],
-) -> i64 {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(LOG_LOCK)
-        .execute(&mut **tx)
-        .await
-        .expect("log lock");
-    let (boundary, logged): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT (SELECT TIMESTAMPTZ 'epoch' + min(closed_before_ms) * INTERVAL '1 millisecond'
-                 FROM aggregator_progress WHERE topic = $1),
-                (SELECT complete_before FROM window_changes ORDER BY id DESC LIMIT 1)",
-    )
-    .bind("stocks")
-    .fetch_one(&mut **tx)
-    .await
-    .expect("boundary");
-    let moved = match (boundary, logged) {
-        (Some(now), Some(before)) => now != before,
-        (Some(_), None) => true,
-        (None, _) => false,
-    };
-    let mut newest: Option<i64> = None;
-    if !rows.is_empty() {
-        newest = sqlx::query_scalar(
-            "WITH changed AS (
-                 INSERT INTO window_changes (id, ticker, window_start, window_end, price_sum, sample_count,
-                                             min_price, max_price, open_price, close_price, complete_before)
-                 SELECT nextval('window_changes_id'), t.*, $10
-                 FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::bigint[],
-                             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[]) AS t
-                 RETURNING id
-             )
-             SELECT max(id) FROM changed",
-        )
-        .bind(rows.iter().map(|r| r.ticker.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.window_start).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.window_end).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.price_sum).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.sample_count).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.min_price).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.max_price).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.open_price).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.close_price).collect::<Vec<_>>())
-        .bind(boundary)
-        .fetch_one(&mut **tx)
-        .await
-        .expect("log rows");
-    }
-    if moved {
-        newest = Some(
-            sqlx::query_scalar(
-                "INSERT INTO window_changes (id, complete_before)
-                 VALUES (nextval('window_changes_id'), $1) RETURNING id",
-            )
-            .bind(boundary)
-            .fetch_one(&mut **tx)
-            .await
-            .expect("watermark"),
-        );
-    }
-    if let Some(newest) = newest {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind("window_changes")
-            .bind(newest.to_string())
-            .execute(&mut **tx)
-            .await
-            .expect("notify");
-    }
-    boundary.map_or(0, |b| b.timestamp_millis())
 }

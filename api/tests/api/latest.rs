@@ -1,9 +1,9 @@
 //! `GET /v1/get-prices` without parameters from memory: exactly the database's answer, never older
-//! than a commit by more than the signal's delivery time, under concurrent writes made with the
-//! aggregator's own SQL, and the database as the fallback while the signal is lost.
+//! than a commit by more than the signal's delivery time, under concurrent writes made through the
+//! aggregator's own write path (`tickpipe_store`), and the database as the fallback while the signal is lost.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,11 +16,11 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::helpers::{append_changes, database, logs, ChangedRow};
+use tickpipe_store::{boundary, PriceKey};
+use tickpipe_testkit::seed::{self, Partition, Totals};
 
-/// The aggregator's log lock (`LOG_LOCK` in aggregator/src/changes.rs; the stream tests check
-/// the two are equal).
-const TOPIC: &str = "stocks";
+use crate::helpers::{database, logs};
+
 /// 2026-11-27T10:00:00Z, in milliseconds.
 const T0_MS: i64 = 1_795_773_600_000;
 const WINDOW_MS: i64 = 30_000;
@@ -77,111 +77,45 @@ struct Committed {
 }
 
 /// Claims `partitions` as the aggregator does on assignment (boundary 0: nothing final yet).
-async fn claim(pool: &PgPool, partitions: i32) {
+async fn claim(pool: &PgPool, partitions: i32) -> Vec<Partition> {
+    let mut claimed = Vec::new();
     for partition in 0..partitions {
-        sqlx::query(
-            "INSERT INTO aggregator_progress
-                 (topic, kafka_partition, resume_offset, next_offset, watermark_ms, closed_before_ms, dlq_next_offset, owner_epoch)
-             VALUES ($1, $2, -1, 0, 0, 0, 0, 1)",
-        )
-        .bind(TOPIC)
-        .bind(partition)
-        .execute(pool)
-        .await
-        .expect("claim");
+        claimed.push(Partition::claim(pool, partition).await);
     }
+    claimed
 }
 
-/// One aggregator commit for `partition`: its boundary, the windows added (the aggregator's upsert
-/// and `latest_windows` statements), then the change log as `aggregator/src/changes.rs` appends it
-/// (advisory lock, the rows as they now stand, a watermark entry if the topic-wide boundary
-/// advanced, NOTIFY). Returns the topic-wide boundary after it.
+/// One aggregator commit through `partition`, by the store's write path: its boundary, the
+/// windows added, `latest_windows` and the change log (with its NOTIFY). Returns the boundary
+/// (ms) after it.
 async fn commit(
     pool: &PgPool,
-    partition: i32,
+    partition: &mut Partition,
     closed_before_ms: i64,
     rows: &[Contribution],
 ) -> i64 {
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query(
-        "UPDATE aggregator_progress SET closed_before_ms = GREATEST(closed_before_ms, $3), updated_at = now()
-         WHERE topic = $1 AND kafka_partition = $2",
-    )
-    .bind(TOPIC)
-    .bind(partition)
-    .bind(closed_before_ms)
-    .execute(&mut *tx)
-    .await
-    .expect("progress");
-    let mut changed: Vec<ChangedRow> = Vec::new();
-    if !rows.is_empty() {
-        let col = |f: &dyn Fn(&Contribution) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
-        let time = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).expect("time");
-        let tickers: Vec<&str> = rows.iter().map(|r| r.ticker).collect();
-        let starts: Vec<DateTime<Utc>> = rows.iter().map(|r| time(r.start_ms)).collect();
-        let ends: Vec<DateTime<Utc>> = rows.iter().map(|r| time(r.start_ms + WINDOW_MS)).collect();
-        changed = sqlx::query_as(
-            "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
-                                        open_key, open_price, close_key, close_price)
-             SELECT ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
-                    ARRAY[open_ms, open_partition, open_offset], open_price,
-                    ARRAY[close_ms, close_partition, close_offset], close_price
-             FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
-                         $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
-                         $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[])
-                  AS t(ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
-                       open_ms, open_partition, open_offset, open_price,
-                       close_ms, close_partition, close_offset, close_price)
-             ON CONFLICT (ticker, window_start) DO UPDATE SET
-                 price_sum = window_prices.price_sum + EXCLUDED.price_sum,
-                 sample_count = window_prices.sample_count + EXCLUDED.sample_count,
-                 min_price = LEAST(window_prices.min_price, EXCLUDED.min_price),
-                 max_price = GREATEST(window_prices.max_price, EXCLUDED.max_price),
-                 open_price = CASE WHEN EXCLUDED.open_key < window_prices.open_key
-                                   THEN EXCLUDED.open_price ELSE window_prices.open_price END,
-                 open_key = CASE WHEN EXCLUDED.open_key < window_prices.open_key
-                                 THEN EXCLUDED.open_key ELSE window_prices.open_key END,
-                 close_price = CASE WHEN EXCLUDED.close_key > window_prices.close_key
-                                    THEN EXCLUDED.close_price ELSE window_prices.close_price END,
-                 close_key = CASE WHEN EXCLUDED.close_key > window_prices.close_key
-                                  THEN EXCLUDED.close_key ELSE window_prices.close_key END,
-                 updated_at = now()
-             RETURNING ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
-                       open_price, close_price",
-        )
-        .bind(&tickers)
-        .bind(&starts)
-        .bind(&ends)
-        .bind(col(&|r| r.sum))
-        .bind(col(&|r| r.count))
-        .bind(col(&|r| r.min))
-        .bind(col(&|r| r.max))
-        .bind(col(&|r| r.open.0))
-        .bind(col(&|r| r.open.1))
-        .bind(col(&|r| r.open.2))
-        .bind(col(&|r| r.open.3))
-        .bind(col(&|r| r.close.0))
-        .bind(col(&|r| r.close.1))
-        .bind(col(&|r| r.close.2))
-        .bind(col(&|r| r.close.3))
-        .fetch_all(&mut *tx)
+    let key = |(timestamp_ms, partition, offset, _): (i64, i64, i64, i64)| PriceKey {
+        timestamp_ms,
+        partition: partition as i32,
+        offset,
+    };
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let totals = Totals::new(r.sum, r.count, r.min, r.max).open_close(r.open.3, r.close.3);
+            seed::keyed(
+                r.ticker,
+                (r.start_ms, r.start_ms + WINDOW_MS),
+                totals,
+                (key(r.open), key(r.close)),
+            )
+        })
+        .collect();
+    partition.commit(closed_before_ms, rows).await;
+    boundary::complete_before(pool)
         .await
-        .expect("windows");
-        sqlx::query(
-            "INSERT INTO latest_windows (ticker, window_start)
-             SELECT ticker, max(window_start) FROM UNNEST($1::text[], $2::timestamptz[]) AS t(ticker, window_start)
-             GROUP BY ticker
-             ON CONFLICT (ticker) DO UPDATE SET window_start = GREATEST(latest_windows.window_start, EXCLUDED.window_start)",
-        )
-        .bind(&tickers)
-        .bind(&starts)
-        .execute(&mut *tx)
-        .await
-        .expect("latest");
-    }
-    let boundary = append_changes(&mut tx, &changed).await;
-    tx.commit().await.expect("commit");
-    boundary
+        .expect("boundary")
+        .map_or(0, |b| b.timestamp_millis())
 }
 
 /// A writer as an aggregator with two partitions: random contributions to each ticker's newest
@@ -191,15 +125,19 @@ struct Writer {
     offset: i64,
     state: State,
     closed: [i64; 2],
+    partitions: Vec<Partition>,
 }
 
 impl Writer {
-    fn new(seed: u64) -> Self {
+    /// A writer through the two `partitions` claimed.
+    fn new(seed: u64, partitions: Vec<Partition>) -> Self {
+        assert_eq!(partitions.len(), 2);
         Self {
             rng: Rng(seed),
             offset: 0,
             state: State::default(),
             closed: [0; 2],
+            partitions,
         }
     }
 
@@ -252,7 +190,13 @@ impl Writer {
             };
             self.closed[partition] = self.closed[partition].max(target.unwrap_or(T0_MS));
         }
-        let boundary = commit(pool, partition as i32, self.closed[partition], &rows).await;
+        let boundary = commit(
+            pool,
+            &mut self.partitions[partition],
+            self.closed[partition],
+            &rows,
+        )
+        .await;
         self.state.boundary_ms = boundary;
         // Read back what the latest answer must now show (the rows' counts after the upsert).
         let latest: Vec<(String, DateTime<Utc>, i64)> = sqlx::query_as(
@@ -373,8 +317,7 @@ fn first_unseen<'a>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_answers_as_the_database_does_and_is_never_older_than_the_delivery_time() {
     let db = database().await;
-    claim(&db.pool, 2).await;
-    let mut writer = Writer::new(0x5eed_1234_abcd);
+    let mut writer = Writer::new(0x5eed_1234_abcd, claim(&db.pool, 2).await);
     for _ in 0..20 {
         writer.step(&db.pool).await;
     }
@@ -382,7 +325,8 @@ async fn memory_answers_as_the_database_does_and_is_never_older_than_the_deliver
     until_from_memory(&app, &registry).await;
 
     let history: Arc<Mutex<Vec<Committed>>> = Arc::default();
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Set once the writer is done: the instant the readers must have sent a request after.
+    let until: Arc<OnceLock<Instant>> = Arc::default();
     let writing = {
         let (pool, history) = (db.pool.clone(), Arc::clone(&history));
         tokio::spawn(async move {
@@ -401,12 +345,11 @@ async fn memory_answers_as_the_database_does_and_is_never_older_than_the_deliver
     };
     let mut readers = Vec::new();
     for _ in 0..2 {
-        let (app, history, done) = (app.clone(), Arc::clone(&history), Arc::clone(&done));
+        let (app, history, until) = (app.clone(), Arc::clone(&history), Arc::clone(&until));
         readers.push(tokio::spawn(async move {
             let mut lags = Vec::new();
             let mut answers = 0;
             loop {
-                let finished = done.load(std::sync::atomic::Ordering::Acquire);
                 let sent = Instant::now();
                 let answer: Value =
                     serde_json::from_slice(&body(&app, "/v1/get-prices").await).expect("json");
@@ -417,7 +360,7 @@ async fn memory_answers_as_the_database_does_and_is_never_older_than_the_deliver
                         lags.push(sent - unseen.finished);
                     }
                 }
-                if finished {
+                if until.get().is_some_and(|until| sent >= *until) {
                     return (answers, lags);
                 }
                 // Leave the writer some of the 2 cores.
@@ -426,10 +369,17 @@ async fn memory_answers_as_the_database_does_and_is_never_older_than_the_deliver
         }));
     }
     writing.await.expect("writer");
-    // The readers go on for longer than the bound after the last commit: a lost last signal
-    // would show there.
-    tokio::time::sleep(DELIVERY_BOUND + Duration::from_millis(250)).await;
-    done.store(true, std::sync::atomic::Ordering::Release);
+    // The readers go on until each has sent a request later than the bound after the last commit
+    // (and checked its answer): a lost last signal would show there.
+    let last = history
+        .lock()
+        .expect("history")
+        .last()
+        .expect("commits")
+        .finished;
+    until
+        .set(last + DELIVERY_BOUND + Duration::from_millis(250))
+        .expect("set once");
     let mut answers = 0;
     let mut lags = Vec::new();
     for reader in readers {
@@ -494,8 +444,7 @@ async fn kill_listener(pool: &PgPool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_answers_while_the_signal_is_lost_and_memory_again_once_caught_up() {
     let db = database().await;
-    claim(&db.pool, 2).await;
-    let mut writer = Writer::new(0xfeed_5678);
+    let mut writer = Writer::new(0xfeed_5678, claim(&db.pool, 2).await);
     for _ in 0..5 {
         writer.step(&db.pool).await;
     }

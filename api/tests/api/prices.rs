@@ -8,34 +8,25 @@ use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
+use tickpipe_testkit::seed::{self, Totals};
+
 use crate::helpers::{app, call, database, get, request, send};
 
 /// 2026-11-27T10:00:00Z.
 const T0: i64 = 1_795_773_600;
 
-/// Seeds `windows` consecutive 30-second windows for each ticker, with deterministic prices, and
-/// the latest-window table as the aggregator keeps it.
+/// Seeds `windows` consecutive 30-second windows for each ticker, with deterministic prices,
+/// through the aggregator's write path (which keeps the latest-window table beside them).
 async fn seed(pool: &PgPool, tickers: &[&str], windows: i64) {
-    for (t, ticker) in tickers.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price)
-             SELECT $1, to_timestamp($2 + w * 30), to_timestamp($2 + w * 30 + 30), 100 * ($3 + 1) * 4 + w, 4, 90 * ($3 + 1), 110 * ($3 + 1)
-             FROM generate_series(0, $4 - 1) AS w",
-        )
-        .bind(ticker)
-        .bind(T0 as f64)
-        .bind(t as i64)
-        .bind(windows)
-        .execute(pool)
-        .await
-        .expect("seed windows");
-    }
-    sqlx::query(
-        "INSERT INTO latest_windows (ticker, window_start) SELECT ticker, max(window_start) FROM window_prices GROUP BY ticker",
-    )
-    .execute(pool)
-    .await
-    .expect("seed latest");
+    let rows = tickers.iter().zip(1..).flat_map(|(ticker, t)| {
+        (0..windows).map(move |w| {
+            let start_ms = (T0 + w * 30) * 1000;
+            let totals = Totals::new(100 * t * 4 + w, 4, 90 * t, 110 * t);
+            seed::window(ticker, (start_ms, start_ms + 30_000), totals)
+        })
+    });
+    // By a partition that has closed nothing yet: no entry is complete.
+    seed::write(pool, 0, 0, rows).await;
 }
 
 fn window(ticker: &str, start: i64, average: f64, min: i64, max: i64) -> Value {
@@ -45,12 +36,12 @@ fn window(ticker: &str, start: i64, average: f64, min: i64, max: i64) -> Value {
             .format("%Y-%m-%dT%H:%M:%SZ")
             .to_string()
     };
-    // Seeded without open and close (as before they were recorded) and with no aggregator
-    // progress: both unknown, and nothing complete.
+    // Seeded opening at the minimum and closing at the maximum, by a partition that has closed
+    // nothing: nothing complete.
     json!({
         "ticker": ticker, "windowStart": iso(start), "windowEnd": iso(start + 30),
         "averagePrice": average, "samples": 4, "minPrice": min, "maxPrice": max,
-        "openPrice": null, "closePrice": null, "complete": false
+        "openPrice": min, "closePrice": max, "complete": false
     })
 }
 
@@ -299,6 +290,7 @@ async fn the_reader_role_can_read_but_not_write() {
     let (status, _, body) = get(&reader, "/v1/get-prices").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["prices"].as_array().expect("array").len(), 1);
+    // A write on purpose, the one outside the store: the API's read-only session must refuse it.
     let write = sqlx::query("DELETE FROM window_prices")
         .execute(&reader)
         .await;

@@ -197,10 +197,32 @@ async fn shutdown_finishes_in_flight_requests_and_closes_idle_connections() {
         .write_all(b"GET /v1/get-prices?startTime=0 HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("write");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight for sure: its query is waiting for the lock.
+    tickpipe_testkit::eventually(
+        "the request's query waits for the table lock",
+        Duration::from_secs(10),
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE '%window_prices%'",
+            )
+            .fetch_one(&server.db.pool)
+            .await
+            .ok()?;
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
 
     server.shutdown.cancel();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The shutdown is under way once it has closed the idle connection (without a response);
+    // serve must still be waiting for the request in flight then.
+    let (_, rest) = wait_for_close(&mut idle).await;
+    assert!(
+        rest.is_empty(),
+        "the idle connection is closed without a response"
+    );
     assert!(
         !server.task.is_finished(),
         "serve waits for the request in flight"
@@ -209,11 +231,6 @@ async fn shutdown_finishes_in_flight_requests_and_closes_idle_connections() {
     let (_, answer) = wait_for_close(&mut in_flight).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
-    let (_, rest) = wait_for_close(&mut idle).await;
-    assert!(
-        rest.is_empty(),
-        "the idle connection is closed without a response"
-    );
     tokio::time::timeout(Duration::from_secs(10), server.task)
         .await
         .expect("serve returns once every connection is closed")

@@ -128,12 +128,18 @@ async fn log_watermark(
 /// Deletes changes older than [`RETENTION`], always keeping the newest (it carries the current
 /// boundary). Clients that ask to resume from a deleted id are told to reload.
 pub async fn prune(pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
+    prune_older_than(pool, RETENTION).await
+}
+
+/// [`prune`] with another retention: deletes changes committed more than `age` (a PostgreSQL
+/// interval, e.g. `"24 hours"`) ago, always keeping the newest. Tests prune with a short one.
+pub async fn prune_older_than(pool: &sqlx::PgPool, age: &str) -> Result<u64, sqlx::Error> {
     let deleted = sqlx::query(
         "DELETE FROM window_changes
          WHERE committed_at < now() - $1::interval
            AND id < (SELECT max(id) FROM window_changes)",
     )
-    .bind(RETENTION)
+    .bind(age)
     .execute(pool)
     .await?;
     Ok(deleted.rows_affected())

@@ -1,23 +1,24 @@
-//! `GET /v1/stream-prices` over real sockets against a real PostgreSQL: the change log written as
-//! the aggregator writes it (its advisory lock, ids from the sequence, NOTIFY on commit), read back
-//! as events exactly once, across reconnections, API restarts, several instances and a PostgreSQL
+//! `GET /v1/stream-prices` over real sockets against a real PostgreSQL: the change log written by
+//! the aggregator's own write path (`tickpipe_store`: its advisory lock, ids from the sequence,
+//! NOTIFY on commit), read back as events exactly once, across reconnections, API restarts, several instances and a PostgreSQL
 //! restart.
 
 mod client;
 mod support;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use tokio::sync::Barrier;
 
-use crate::helpers::{database, exclusive_postgres, get};
+use tickpipe_testkit::seed::LegacyWindow;
+
+use crate::helpers::{database, exclusive_postgres, get, legacy_database};
 
 use self::client::{Block, Client, Next};
-use self::support::{
-    assert_events, commit, commit_many, commit_prices, iso, price, Entry, Server, Written,
-    LOG_LOCK, T0,
-};
+use self::support::{assert_events, iso, price, Contribution, Entry, Log, Server, Written, T0};
 
 const STREAM: &str = "/v1/stream-prices";
 
@@ -29,19 +30,20 @@ fn only<'a>(written: &'a [Written], keep: &[&str]) -> Vec<&'a Written> {
         .collect()
 }
 
-#[test]
-fn the_log_lock_is_the_aggregators() {
-    let aggregator = include_str!("../../../../aggregator/src/changes.rs");
-    assert!(
-        aggregator.contains("const LOG_LOCK: i64 = 0x7469_636b_7069_7065;"),
-        "LOG_LOCK changed in aggregator/src/changes.rs; update support::LOG_LOCK"
-    );
-    assert_eq!(LOG_LOCK, 0x7469_636b_7069_7065);
-}
-
 #[tokio::test]
 async fn a_subscriber_receives_exactly_the_changes_written_as_get_prices_returns_them() {
-    let db = database().await;
+    // AMZN's first window was written before open and close were recorded: they stay unknown as
+    // later contributions merge into it, and the stream says so.
+    let db = legacy_database(&[LegacyWindow {
+        ticker: "AMZN".to_owned(),
+        start_ms: T0 * 1000,
+        end_ms: (T0 + 30) * 1000,
+        sum: 600,
+        count: 2,
+        min: 250,
+        max: 350,
+    }])
+    .await;
     let server = Server::start(&db.url, &[]).await;
     let mut client = Client::get(server.addr, STREAM, &[]).await;
     assert_eq!(client.status, 200, "{}", client.head);
@@ -56,65 +58,52 @@ async fn a_subscriber_receives_exactly_the_changes_written_as_get_prices_returns
         "an empty log: the stream starts at 0"
     );
 
-    let mut written = commit(
-        &db.pool,
-        &[price("AMZN", T0, 1), price("MSFT", T0, 2)],
-        None,
-    )
-    .await;
+    // The claim's watermark (boundary 0); two rows; a row and the watermark it moved; a row.
+    let (mut log, mut written) = Log::claim(&db.pool, 0).await;
     written.extend(
-        commit(
-            &db.pool,
-            &[price("AMZN", T0, 4), Entry::Watermark],
-            Some(T0 + 30),
-        )
-        .await,
+        log.commit(&[price("AMZN", T0, 1), price("MSFT", T0, 2)], 0)
+            .await,
     );
-    written.extend(commit(&db.pool, &[price("AMZN", T0 + 30, 5)], Some(T0 + 30)).await);
-    let events = client.events(5).await;
+    written.extend(log.commit(&[price("AMZN", T0, 4)], T0 + 30).await);
+    written.extend(log.commit(&[price("AMZN", T0 + 30, 5)], T0 + 30).await);
+    assert_eq!(written.len(), 6, "{written:?}");
+    let events = client.events(6).await;
     assert_events(&events, &written.iter().collect::<Vec<_>>());
-    assert_eq!(events[2].json()["complete"], true, "{:?}", events[2]);
-    assert_eq!(events[4].json()["complete"], false, "{:?}", events[4]);
-    client.assert_no_event_for(Duration::from_millis(300)).await;
-
-    // The same entry through GET /v1/get-prices once the aggregator's tables say the same: AMZN's
-    // first window after the second commit, and every partition closed before T0 + 30.
+    assert_eq!(events[3].json()["complete"], true, "{:?}", events[3]);
+    assert_eq!(events[4].json()["completeBefore"], iso(T0 + 30));
+    assert_eq!(events[5].json()["complete"], false, "{:?}", events[5]);
+    // The merged window: the legacy row plus both contributions, open and close unknown.
     let Entry::Price {
         sum,
         count,
-        min,
-        max,
         open,
         close,
         ..
-    } = written[2].entry.clone()
+    } = &written[3].entry
     else {
-        panic!("a price entry");
+        panic!("a price entry: {:?}", written[3]);
     };
-    sqlx::query(
-        "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price,
-                                    max_price, open_price, open_key, close_price, close_key)
-         VALUES ('AMZN', to_timestamp($1), to_timestamp($1 + 30), $2, $3, $4, $5, $6, '{1,0,0}', $7, '{2,0,0}')",
-    )
-    .bind(T0 as f64)
-    .bind(sum)
-    .bind(count)
-    .bind(min)
-    .bind(max)
-    .bind(open)
-    .bind(close)
-    .execute(&db.pool)
-    .await
-    .expect("window");
-    sqlx::query(
-        "INSERT INTO aggregator_progress (topic, kafka_partition, resume_offset, next_offset, watermark_ms,
-                                          closed_before_ms, dlq_next_offset)
-         VALUES ('stocks', 0, 0, 0, 0, $1, 0)",
-    )
-    .bind((T0 + 30) * 1000)
-    .execute(&db.pool)
-    .await
-    .expect("progress");
+    assert_eq!((*sum, *count), (600 + 1007 + 1028, 2 + 4 + 3));
+    assert_eq!((*open, *close), (None, None));
+    let msft = written
+        .iter()
+        .find(|w| w.ticker() == Some("MSFT"))
+        .expect("MSFT");
+    assert!(
+        matches!(
+            msft.entry,
+            Entry::Price {
+                open: Some(202),
+                close: Some(302),
+                ..
+            }
+        ),
+        "{msft:?}"
+    );
+    client.assert_no_event_for(Duration::from_millis(300)).await;
+
+    // The same entry through GET /v1/get-prices: the commit that logged it wrote the window and
+    // the boundary (every partition closed before T0 + 30).
     let (_, _, body) = get(
         &db.pool,
         &format!(
@@ -123,18 +112,19 @@ async fn a_subscriber_receives_exactly_the_changes_written_as_get_prices_returns
         ),
     )
     .await;
-    assert_eq!(body["prices"][0], events[2].json(), "{body}");
+    assert_eq!(body["prices"][0], events[3].json(), "{body}");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn a_live_stream_starts_after_the_newest_change() {
     let db = database().await;
-    let before = commit_prices(&db.pool, &["AMZN"], 3, 0).await;
+    let (mut log, _) = Log::claim(&db.pool, 0).await;
+    let before = log.commit_prices(&["AMZN"], 3, 0).await;
     let server = Server::start(&db.url, &[]).await;
     let mut client = Client::get(server.addr, STREAM, &[]).await;
     assert_eq!(client.opening_id().await, before[2].id);
-    let after = commit_prices(&db.pool, &["AMZN"], 2, 3).await;
+    let after = log.commit_prices(&["AMZN"], 2, 3).await;
     assert_events(&client.events(2).await, &after.iter().collect::<Vec<_>>());
     server.stop().await;
 }
@@ -142,14 +132,15 @@ async fn a_live_stream_starts_after_the_newest_change() {
 #[tokio::test]
 async fn a_reconnect_with_last_event_id_loses_and_repeats_nothing() {
     let db = database().await;
+    let (mut log, _) = Log::claim(&db.pool, 0).await;
     let server = Server::start(&db.url, &[]).await;
     let mut first = Client::get(server.addr, STREAM, &[]).await;
     first.opening_id().await;
-    let mut written = commit_prices(&db.pool, &["AMZN", "MSFT"], 5, 0).await;
+    let mut written = log.commit_prices(&["AMZN", "MSFT"], 5, 0).await;
     let received = first.events(3).await;
     assert_events(&received, &written[..3].iter().collect::<Vec<_>>());
     drop(first);
-    written.extend(commit_prices(&db.pool, &["AMZN", "MSFT"], 5, 5).await);
+    written.extend(log.commit_prices(&["AMZN", "MSFT"], 5, 5).await);
 
     // EventSource's reconnection: the same URL and the last id received.
     let last = received[2].id.clone().expect("id");
@@ -160,7 +151,7 @@ async fn a_reconnect_with_last_event_id_loses_and_repeats_nothing() {
         &written[3..].iter().collect::<Vec<_>>(),
     );
     // Then live, still exactly once.
-    let more = commit_prices(&db.pool, &["AMZN"], 2, 10).await;
+    let more = log.commit_prices(&["AMZN"], 2, 10).await;
     assert_events(&again.events(2).await, &more.iter().collect::<Vec<_>>());
     again.assert_no_event_for(Duration::from_millis(300)).await;
 
@@ -191,18 +182,17 @@ async fn a_reconnect_with_last_event_id_loses_and_repeats_nothing() {
 async fn the_ticker_filter_applies_to_the_backlog_and_the_live_stream() {
     let db = database().await;
     let server = Server::start(&db.url, &[]).await;
-    let mut written = Vec::new();
+    // Each commit moves the boundary: three rows, then a watermark.
+    let (mut log, mut written) = Log::claim(&db.pool, 0).await;
     for i in 0..4 {
         written.extend(
-            commit(
-                &db.pool,
+            log.commit(
                 &[
                     price("AAPL", T0 + 30 * i, i),
                     price("AMZN", T0 + 30 * i, i + 1),
                     price("MSFT", T0 + 30 * i, i + 2),
-                    Entry::Watermark,
                 ],
-                Some(T0 + 30 * i),
+                T0 + 30 * i,
             )
             .await,
         );
@@ -217,16 +207,16 @@ async fn the_ticker_filter_applies_to_the_backlog_and_the_live_stream() {
     filtered.opening_id().await;
     let backlog = only(&written, &["AMZN", "MSFT"]);
     assert_events(&filtered.events(backlog.len()).await, &backlog);
-    let live = commit(
-        &db.pool,
-        &[
-            price("AAPL", T0 + 300, 9),
-            price("MSFT", T0 + 300, 9),
-            Entry::Watermark,
-        ],
-        Some(T0 + 300),
-    )
-    .await;
+    let live = log
+        .commit(
+            &[price("AAPL", T0 + 300, 9), price("MSFT", T0 + 300, 9)],
+            T0 + 300,
+        )
+        .await;
+    assert!(matches!(
+        live.last().map(|w| &w.entry),
+        Some(Entry::Watermark)
+    ));
     let expected = only(&live, &["AMZN", "MSFT"]);
     assert_events(&filtered.events(expected.len()).await, &expected);
     filtered
@@ -245,7 +235,29 @@ async fn the_ticker_filter_applies_to_the_backlog_and_the_live_stream() {
 #[tokio::test]
 async fn invalid_requests_are_400_and_unknown_ids_410() {
     let db = database().await;
-    let written = commit_prices(&db.pool, &["AMZN"], 6, 0).await;
+    let (mut log, _) = Log::claim(&db.pool, 0).await;
+    let mut written = log.commit_prices(&["AMZN"], 3, 0).await;
+    // The last three a second after the first three (on the database's clock, which stamps
+    // `committed_at`), so that a retention can tell them apart.
+    let third: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT max(committed_at) FROM window_changes")
+            .fetch_one(&db.pool)
+            .await
+            .expect("committed_at");
+    tickpipe_testkit::eventually(
+        "the database's clock a second past the third commit",
+        Duration::from_secs(10),
+        || async {
+            sqlx::query_scalar::<_, bool>("SELECT clock_timestamp() > $1 + interval '1 second'")
+                .bind(third)
+                .fetch_one(&db.pool)
+                .await
+                .ok()
+                .and_then(|past| past.then_some(()))
+        },
+    )
+    .await;
+    written.extend(log.commit_prices(&["AMZN"], 3, 3).await);
     let server = Server::start(&db.url, &[]).await;
     for (target, headers, needle) in [
         (format!("{STREAM}?since=-1"), vec![], "since"),
@@ -288,13 +300,24 @@ async fn invalid_requests_are_400_and_unknown_ids_410() {
         assert!(detail.contains(needle), "{target}: {detail}");
     }
 
-    // Pruned: entries older than the oldest retained are gone (the aggregator keeps the newest).
+    // Pruned as the aggregator prunes, with a retention reaching half a second before the fourth
+    // entry: the claim's watermark and the first three are gone (the newest is always kept).
     let oldest = written[3].id;
-    sqlx::query("DELETE FROM window_changes WHERE id < $1")
-        .bind(oldest)
-        .execute(&db.pool)
+    let age: String = sqlx::query_scalar(
+        "SELECT (now() - committed_at + interval '500 milliseconds')::text
+         FROM window_changes WHERE id = $1",
+    )
+    .bind(oldest)
+    .fetch_one(&db.pool)
+    .await
+    .expect("age");
+    let pruned = tickpipe_store::changes::prune_older_than(&db.pool, &age)
         .await
         .expect("prune");
+    assert_eq!(
+        pruned, 4,
+        "the claim's watermark and the first three entries"
+    );
     for since in [0, oldest - 2] {
         let gone = Client::get(server.addr, &format!("{STREAM}?since={since}"), &[]).await;
         assert_eq!(gone.status, 410, "since={since}: {}", gone.head);
@@ -394,6 +417,7 @@ async fn a_quiet_stream_gets_a_heartbeat_comment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_is_disconnected_while_a_fast_one_keeps_receiving() {
     let db = database().await;
+    let (mut log, _) = Log::claim(&db.pool, 0).await;
     let server = Server::start(&db.url, &[("API_STREAM_QUEUE", "2")]).await;
     let mut fast = Client::get(server.addr, STREAM, &[]).await;
     fast.opening_id().await;
@@ -402,7 +426,7 @@ async fn a_slow_subscriber_is_disconnected_while_a_fast_one_keeps_receiving() {
     let mut slow = Client::get_with_receive_buffer(server.addr, STREAM, &[], Some(4096)).await;
     // About 8 MB of events, in commits of 1000 entries, each written once the fast client has
     // received the previous one: it never falls behind, while the slow one falls ever further.
-    let written = write_in_step_with(&db.pool, &mut fast, 30).await;
+    let written = write_in_step_with(&mut log, &mut fast, 30).await;
     let all: Vec<&Written> = written.iter().collect();
     assert_eq!(
         server.metric("api_stream_slow_disconnects_total").await,
@@ -428,13 +452,13 @@ async fn a_slow_subscriber_is_disconnected_while_a_fast_one_keeps_receiving() {
     server.stop().await;
 }
 
-/// Commits `commits` times 1000 price entries, each commit once `client` has received the previous
-/// one; returns everything written.
-async fn write_in_step_with(pool: &PgPool, client: &mut Client, commits: i64) -> Vec<Written> {
+/// Commits `commits` times 1000 windows (the boundary unchanged: no watermark), each commit once
+/// `client` has received the previous one; returns everything written.
+async fn write_in_step_with(log: &mut Log, client: &mut Client, commits: i64) -> Vec<Written> {
     let tickers = ["AAPL", "AMZN", "MSFT", "NVDA"];
     let mut written = Vec::new();
     for c in 0..commits {
-        let entries: Vec<Entry> = (0..1000)
+        let entries: Vec<Contribution> = (0..1000)
             .map(|i| {
                 price(
                     tickers[i % 4],
@@ -443,7 +467,8 @@ async fn write_in_step_with(pool: &PgPool, client: &mut Client, commits: i64) ->
                 )
             })
             .collect();
-        let batch = commit_many(pool, &entries).await;
+        let closed_before = log.closed_before();
+        let batch = log.commit(&entries, closed_before).await;
         assert_events(
             &client.events(batch.len()).await,
             &batch.iter().collect::<Vec<_>>(),
@@ -456,6 +481,7 @@ async fn write_in_step_with(pool: &PgPool, client: &mut Client, commits: i64) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_shutdown() {
     let db = database().await;
+    let (mut log, _) = Log::claim(&db.pool, 0).await;
     let server = Server::start(&db.url, &[("API_WRITE_TIMEOUT_MS", "4000")]).await;
     let mut watcher = Client::get(server.addr, STREAM, &[]).await;
     watcher.opening_id().await;
@@ -465,7 +491,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_shutdow
     let tickers = ["AAPL", "AMZN", "MSFT", "NVDA"];
     let mut written = Vec::new();
     for c in 0..20 {
-        let entries: Vec<Entry> = (0..1000)
+        let entries: Vec<Contribution> = (0..1000)
             .map(|i| {
                 price(
                     tickers[i % 4],
@@ -474,7 +500,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_shutdow
                 )
             })
             .collect();
-        written.extend(commit_many(&db.pool, &entries).await);
+        written.extend(log.commit(&entries, 0).await);
     }
     let all: Vec<&Written> = written.iter().collect();
     // Shut down: the watcher's stream ends cleanly (with what it was sent so far); the stalled one
@@ -520,19 +546,27 @@ async fn collect_ids(client: &mut Client, want: usize) -> Vec<i64> {
     ids
 }
 
-/// Commits `commits` transactions of 1-3 entries from one connection under the log lock.
-async fn writer(pool: PgPool, ticker: &'static str, commits: i64) -> Vec<i64> {
+/// Commits `commits` transactions of 1-3 windows of `ticker` through `log` (the boundary unchanged:
+/// no watermark), waiting at `started` after the first third and at `opened` after the second;
+/// returns the ids written.
+async fn writer(
+    mut log: Log,
+    ticker: &'static str,
+    commits: i64,
+    (started, opened): (Arc<Barrier>, Arc<Barrier>),
+) -> Vec<i64> {
     let mut ids = Vec::new();
     for c in 0..commits {
-        let entries: Vec<Entry> = (0..=(c % 3))
+        if c == commits / 3 {
+            started.wait().await;
+        }
+        if c == 2 * commits / 3 {
+            opened.wait().await;
+        }
+        let entries: Vec<Contribution> = (0..=(c % 3))
             .map(|i| price(ticker, T0 + 30 * (c * 3 + i), c))
             .collect();
-        ids.extend(
-            commit(&pool, &entries, None)
-                .await
-                .into_iter()
-                .map(|w| w.id),
-        );
+        ids.extend(log.commit(&entries, 0).await.into_iter().map(|w| w.id));
     }
     ids
 }
@@ -540,16 +574,23 @@ async fn writer(pool: PgPool, ticker: &'static str, commits: i64) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_committing_concurrently_are_streamed_exactly_once_in_order() {
     let db = database().await;
+    let (a_log, mut claimed) = Log::claim(&db.pool, 0).await;
+    let (b_log, b_claimed) = Log::claim(&db.pool, 1).await;
+    claimed.extend(b_claimed);
     let server = Server::start(&db.url, &[]).await;
     let mut live = Client::get(server.addr, STREAM, &[]).await;
     live.opening_id().await;
-    let a = tokio::spawn(writer(db.pool.clone(), "AMZN", 60));
-    let b = tokio::spawn(writer(db.pool.clone(), "MSFT", 60));
+    let (started, opened) = (Arc::new(Barrier::new(3)), Arc::new(Barrier::new(3)));
+    let barriers = || (Arc::clone(&started), Arc::clone(&opened));
+    let a = tokio::spawn(writer(a_log, "AMZN", 60, barriers()));
+    let b = tokio::spawn(writer(b_log, "MSFT", 60, barriers()));
     // A subscriber that starts from the beginning while the writers are at it: its backlog and the
-    // live feed meet without gap or duplicate.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // live feed meet without gap or duplicate. The writers have committed a third when it opens
+    // (a backlog), go on while it opens, and commit the last third once it is open (a live part).
+    started.wait().await;
     let mut resumed = Client::get(server.addr, &format!("{STREAM}?since=0"), &[]).await;
     resumed.opening_id().await;
+    opened.wait().await;
     let mut expected: Vec<i64> = a.await.expect("writer a");
     expected.extend(b.await.expect("writer b"));
     expected.sort_unstable();
@@ -558,7 +599,12 @@ async fn two_writers_committing_concurrently_are_streamed_exactly_once_in_order(
         expected.len()
     );
     assert_eq!(collect_ids(&mut live, expected.len()).await, expected);
-    assert_eq!(collect_ids(&mut resumed, expected.len()).await, expected);
+    let mut from_start: Vec<i64> = claimed.iter().map(|w| w.id).collect();
+    from_start.extend(&expected);
+    assert_eq!(
+        collect_ids(&mut resumed, from_start.len()).await,
+        from_start
+    );
     live.assert_no_event_for(Duration::from_millis(300)).await;
     resumed
         .assert_no_event_for(Duration::from_millis(100))
@@ -571,11 +617,12 @@ async fn across_api_restarts_and_instances_nothing_is_lost_or_repeated() {
     let db = database().await;
     let first = Server::start(&db.url, &[]).await;
     let second = Server::start(&db.url, &[]).await;
-    let mut written = commit_prices(&db.pool, &["AMZN", "MSFT"], 4, 0).await;
+    let (mut log, mut written) = Log::claim(&db.pool, 0).await;
+    written.extend(log.commit_prices(&["AMZN", "MSFT"], 4, 0).await);
     let mut client = Client::get(first.addr, &format!("{STREAM}?since=0"), &[]).await;
     client.opening_id().await;
-    let mut received = client.events(4).await;
-    written.extend(commit_prices(&db.pool, &["AMZN", "MSFT"], 3, 4).await);
+    let mut received = client.events(written.len()).await;
+    written.extend(log.commit_prices(&["AMZN", "MSFT"], 3, 4).await);
     received.extend(client.events(2).await);
 
     // The first instance shuts down: the open stream ends cleanly and serve() returns.
@@ -583,7 +630,7 @@ async fn across_api_restarts_and_instances_nothing_is_lost_or_repeated() {
     let rest = client.until_end(Duration::from_secs(10)).await;
     received.extend(rest);
     stopping.await.expect("stopped");
-    written.extend(commit_prices(&db.pool, &["AMZN", "MSFT"], 3, 7).await);
+    written.extend(log.commit_prices(&["AMZN", "MSFT"], 3, 7).await);
 
     // The client resumes on the other instance.
     let last = |received: &[Block]| received.last().map_or(0, Block::id).to_string();
@@ -594,7 +641,7 @@ async fn across_api_restarts_and_instances_nothing_is_lost_or_repeated() {
     drop(client);
 
     // And on a restarted first instance, with changes committed while it was down.
-    written.extend(commit_prices(&db.pool, &["AMZN"], 2, 10).await);
+    written.extend(log.commit_prices(&["AMZN"], 2, 10).await);
     let restarted = Server::start(&db.url, &[]).await;
     let mut client = Client::get(
         restarted.addr,
@@ -604,7 +651,7 @@ async fn across_api_restarts_and_instances_nothing_is_lost_or_repeated() {
     .await;
     client.opening_id().await;
     received.extend(client.events(2).await);
-    written.extend(commit_prices(&db.pool, &["MSFT"], 2, 12).await);
+    written.extend(log.commit_prices(&["MSFT"], 2, 12).await);
     received.extend(client.events(2).await);
     assert_events(&received, &written.iter().collect::<Vec<_>>());
     client.assert_no_event_for(Duration::from_millis(300)).await;
@@ -612,8 +659,8 @@ async fn across_api_restarts_and_instances_nothing_is_lost_or_repeated() {
     restarted.stop().await;
 }
 
-/// Commits, retrying while PostgreSQL is restarting.
-async fn commit_when_up(pool: &PgPool, n: i64, first: i64) -> Vec<Written> {
+/// Commits once PostgreSQL accepts statements again after a restart.
+async fn commit_when_up(pool: &PgPool, log: &mut Log, n: i64, first: i64) -> Vec<Written> {
     tickpipe_testkit::eventually(
         "PostgreSQL accepts the commit",
         Duration::from_secs(60),
@@ -626,25 +673,26 @@ async fn commit_when_up(pool: &PgPool, n: i64, first: i64) -> Vec<Written> {
         },
     )
     .await;
-    commit_prices(pool, &["AMZN", "MSFT"], n, first).await
+    log.commit_prices(&["AMZN", "MSFT"], n, first).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listener_listens_again_and_catches_up_after_a_postgres_restart() {
     let _alone = exclusive_postgres().await;
     let db = tickpipe_testkit::TestDatabase::create().await;
+    let (mut log, _) = Log::claim(&db.pool, 0).await;
     let server = Server::start(&db.url, &[("API_STREAM_HEARTBEAT_MS", "500")]).await;
     let mut client = Client::get(server.addr, STREAM, &[]).await;
     client.opening_id().await;
-    let mut written = commit_prices(&db.pool, &["AMZN", "MSFT"], 3, 0).await;
+    let mut written = log.commit_prices(&["AMZN", "MSFT"], 3, 0).await;
     let mut received = client.events(3).await;
 
     tickpipe_testkit::services("restart-postgres");
     // Committed as soon as the server is back, quite likely before the listener is: only the
     // catch-up after LISTEN can deliver these.
-    written.extend(commit_when_up(&db.pool, 3, 3).await);
+    written.extend(commit_when_up(&db.pool, &mut log, 3, 3).await);
     received.extend(client.events(3).await);
-    written.extend(commit_prices(&db.pool, &["AMZN"], 2, 6).await);
+    written.extend(log.commit_prices(&["AMZN"], 2, 6).await);
     received.extend(client.events(2).await);
     assert_events(&received, &written.iter().collect::<Vec<_>>());
     client.assert_no_event_for(Duration::from_millis(300)).await;

@@ -1,5 +1,6 @@
-//! What the stream tests share: an API server over real sockets, and a writer that appends to the
-//! change log as the aggregator does (its advisory lock, ids from the sequence, NOTIFY on commit).
+//! What the stream tests share: an API server over real sockets, and a writer that commits through
+//! the aggregator's own write path (`tickpipe_store`: its log lock, ids from the sequence, NOTIFY on
+//! commit) and reads back what each commit appended to the change log.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,11 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::client::Block;
+use tickpipe_store::WindowRow;
+use tickpipe_testkit::seed::{self, Partition, Totals};
 
-/// The aggregator's log lock (`LOG_LOCK` in aggregator/src/changes.rs, which is not a dependency of
-/// this crate; a test below reads that file to keep the two equal).
-pub const LOG_LOCK: i64 = 0x7469_636b_7069_7065;
+use super::client::Block;
 
 /// 2026-11-27T10:00:00Z.
 pub const T0: i64 = 1_795_773_600;
@@ -92,7 +92,7 @@ impl Server {
     }
 }
 
-/// One entry of a commit.
+/// One entry of the change log (what the stream sends as an event).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
     /// The (ticker, window starting at `start`) row as it stands after the commit.
@@ -109,18 +109,31 @@ pub enum Entry {
     Watermark,
 }
 
-/// A price entry with values derived from `n` (open and close unknown when `n` is odd).
-pub fn price(ticker: &str, start: i64, n: i64) -> Entry {
-    let known = n % 2 == 0;
-    Entry::Price {
+/// One contribution to a 30-second window: what a commit adds to the row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contribution {
+    pub ticker: String,
+    /// Window start, Unix seconds.
+    pub start: i64,
+    pub totals: Totals,
+}
+
+impl Contribution {
+    fn row(&self) -> WindowRow {
+        seed::window(
+            &self.ticker,
+            (self.start * 1000, (self.start + 30) * 1000),
+            self.totals,
+        )
+    }
+}
+
+/// A contribution with values derived from `n`.
+pub fn price(ticker: &str, start: i64, n: i64) -> Contribution {
+    Contribution {
         ticker: ticker.to_owned(),
         start,
-        sum: 1000 + 7 * n,
-        count: 3 + n % 4,
-        min: 100 + n,
-        max: 400 + n,
-        open: known.then_some(200 + n),
-        close: known.then_some(300 + n),
+        totals: Totals::new(1000 + 7 * n, 3 + n % 4, 100 + n, 400 + n).open_close(200 + n, 300 + n),
     }
 }
 
@@ -198,154 +211,133 @@ pub fn assert_events(blocks: &[Block], written: &[&Written]) {
     }
 }
 
-/// Commits `entries` as one aggregator transaction does: the log lock, ids from the sequence in
-/// order, `complete_before` (Unix seconds) on every entry, then NOTIFY with the newest id.
-pub async fn commit(
-    pool: &PgPool,
-    entries: &[Entry],
-    complete_before: Option<i64>,
-) -> Vec<Written> {
-    let boundary = complete_before.map(|s| chrono::DateTime::from_timestamp(s, 0).expect("time"));
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(LOG_LOCK)
-        .execute(&mut *tx)
-        .await
-        .expect("log lock");
-    let mut written = Vec::new();
-    for entry in entries {
-        let id: i64 = match entry {
-            Entry::Price {
-                ticker,
-                start,
-                sum,
-                count,
-                min,
-                max,
-                open,
-                close,
-            } => sqlx::query_scalar(
-                "INSERT INTO window_changes (id, ticker, window_start, window_end, price_sum, sample_count,
-                                             min_price, max_price, open_price, close_price, complete_before)
-                 VALUES (nextval('window_changes_id'), $1, to_timestamp($2), to_timestamp($2 + 30), $3, $4, $5, $6, $7, $8, $9)
-                 RETURNING id",
-            )
-            .bind(ticker)
-            .bind(*start as f64)
-            .bind(sum)
-            .bind(count)
-            .bind(min)
-            .bind(max)
-            .bind(open)
-            .bind(close)
-            .bind(boundary),
-            Entry::Watermark => sqlx::query_scalar(
-                "INSERT INTO window_changes (id, complete_before) VALUES (nextval('window_changes_id'), $1)
-                 RETURNING id",
-            )
-            .bind(boundary),
-        }
-        .fetch_one(&mut *tx)
-        .await
-        .expect("append");
-        written.push(Written {
-            id,
-            entry: entry.clone(),
-            complete_before,
-        });
-    }
-    if let Some(newest) = written.last() {
-        sqlx::query("SELECT pg_notify('window_changes', $1)")
-            .bind(newest.id.to_string())
-            .execute(&mut *tx)
-            .await
-            .expect("notify");
-    }
-    tx.commit().await.expect("commit");
-    written
+/// A partition claimed through the store, committing as the aggregator does (`tickpipe_store`'s
+/// write path: windows, `latest_windows`, progress and the change log with its lock and NOTIFY in
+/// one transaction), and reading back what each commit appended to the log.
+#[derive(Debug)]
+pub struct Log {
+    pool: PgPool,
+    partition: Partition,
+    /// The newest id read back.
+    seen: i64,
 }
 
-/// Commits many price entries in one statement, as the aggregator appends a commit's rows (UNNEST,
-/// ids from the sequence in row order), with NOTIFY.
-pub async fn commit_many(pool: &PgPool, entries: &[Entry]) -> Vec<Written> {
-    let mut tickers = Vec::new();
-    let mut starts = Vec::new();
-    let mut numbers: [Vec<i64>; 4] = Default::default();
-    let mut opens = Vec::new();
-    let mut closes = Vec::new();
-    for entry in entries {
-        let Entry::Price {
-            ticker,
-            start,
-            sum,
-            count,
-            min,
-            max,
-            open,
-            close,
-        } = entry
-        else {
-            panic!("price entries only");
+impl Log {
+    /// Claims `partition`; returns the entries the claim appended (a watermark when it moved the
+    /// boundary: the first claim of a database moves it to 0).
+    pub async fn claim(pool: &PgPool, partition: i32) -> (Self, Vec<Written>) {
+        let seen = newest_id(pool).await;
+        let mut log = Self {
+            pool: pool.clone(),
+            partition: Partition::claim(pool, partition).await,
+            seen,
         };
-        tickers.push(ticker.clone());
-        starts.push(*start as f64);
-        for (column, value) in numbers.iter_mut().zip([sum, count, min, max]) {
-            column.push(*value);
-        }
-        opens.push(*open);
-        closes.push(*close);
+        let written = log.read_back(&[]).await;
+        (log, written)
     }
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(LOG_LOCK)
-        .execute(&mut *tx)
+
+    /// The partition's boundary, Unix seconds.
+    pub fn closed_before(&self) -> i64 {
+        self.partition.progress().closed_before_ms / 1000
+    }
+
+    /// One aggregator commit of `contributions` storing the boundary `closed_before` (Unix
+    /// seconds); returns what it appended to the log, in id order: each row as it now stands, then
+    /// a watermark if the boundary moved.
+    pub async fn commit(
+        &mut self,
+        contributions: &[Contribution],
+        closed_before: i64,
+    ) -> Vec<Written> {
+        let rows = contributions.iter().map(Contribution::row).collect();
+        self.partition.commit(closed_before * 1000, rows).await;
+        let tickers: Vec<&str> = contributions.iter().map(|c| c.ticker.as_str()).collect();
+        let written = self.read_back(&tickers).await;
+        let prices = written.iter().filter(|w| w.ticker().is_some()).count();
+        assert_eq!(
+            prices,
+            contributions.len(),
+            "one entry per row: {written:?}"
+        );
+        written
+    }
+
+    /// `n` commits of one contribution each (tickers in turn, window `i` for `i` from `first`),
+    /// the boundary left where it is (no watermark entries); returns everything written.
+    pub async fn commit_prices(&mut self, tickers: &[&str], n: i64, first: i64) -> Vec<Written> {
+        let mut written = Vec::new();
+        for i in first..first + n {
+            let ticker = tickers[(i as usize) % tickers.len()];
+            let closed_before = self.closed_before();
+            written.extend(
+                self.commit(&[price(ticker, T0 + 30 * i, i)], closed_before)
+                    .await,
+            );
+        }
+        written
+    }
+
+    /// The log's entries after the last one read back: those of `tickers` and the watermarks
+    /// (another writer's entries of other tickers may lie between).
+    async fn read_back(&mut self, tickers: &[&str]) -> Vec<Written> {
+        let rows: Vec<LogRow> = sqlx::query_as(
+            "SELECT id, ticker, extract(epoch FROM window_start)::bigint AS start, price_sum, sample_count,
+                    min_price, max_price, open_price, close_price,
+                    extract(epoch FROM complete_before)::bigint AS complete_before
+             FROM window_changes WHERE id > $1 AND (ticker IS NULL OR ticker = ANY($2)) ORDER BY id",
+        )
+        .bind(self.seen)
+        .bind(tickers)
+        .fetch_all(&self.pool)
         .await
-        .expect("log lock");
-    let ids: Vec<(i64, i64)> = sqlx::query_as(
-        "WITH rows AS (SELECT * FROM UNNEST($1::text[], $2::float8[], $3::bigint[], $4::bigint[], $5::bigint[],
-                                            $6::bigint[], $7::bigint[], $8::bigint[]) WITH ORDINALITY
-                                     AS t (ticker, start, s, c, lo, hi, op, cl, n)),
-              numbered AS (SELECT nextval('window_changes_id') AS id, rows.* FROM (SELECT * FROM rows ORDER BY n) rows),
-              inserted AS (INSERT INTO window_changes (id, ticker, window_start, window_end, price_sum, sample_count,
-                                                       min_price, max_price, open_price, close_price)
-                           SELECT id, ticker, to_timestamp(start), to_timestamp(start + 30), s, c, lo, hi, op, cl
-                           FROM numbered RETURNING id)
-         SELECT id, n FROM numbered ORDER BY n",
-    )
-    .bind(&tickers)
-    .bind(&starts)
-    .bind(&numbers[0])
-    .bind(&numbers[1])
-    .bind(&numbers[2])
-    .bind(&numbers[3])
-    .bind(&opens)
-    .bind(&closes)
-    .fetch_all(&mut *tx)
-    .await
-    .expect("append");
-    let newest = ids.iter().map(|(id, _)| *id).max().expect("rows");
-    sqlx::query("SELECT pg_notify('window_changes', $1)")
-        .bind(newest.to_string())
-        .execute(&mut *tx)
-        .await
-        .expect("notify");
-    tx.commit().await.expect("commit");
-    ids.into_iter()
-        .zip(entries)
-        .map(|((id, _), entry)| Written {
-            id,
-            entry: entry.clone(),
-            complete_before: None,
-        })
-        .collect()
+        .expect("read back the log");
+        self.seen = rows.last().map_or(self.seen, |row| row.id);
+        rows.into_iter().map(LogRow::written).collect()
+    }
 }
 
-/// `n` commits of one price entry each (tickers in turn), returning everything written.
-pub async fn commit_prices(pool: &PgPool, tickers: &[&str], n: i64, first: i64) -> Vec<Written> {
-    let mut written = Vec::new();
-    for i in first..first + n {
-        let ticker = tickers[(i as usize) % tickers.len()];
-        written.extend(commit(pool, &[price(ticker, T0 + 30 * i, i)], Some(T0 + 30 * i)).await);
+/// The newest id of the log, 0 when it is empty.
+async fn newest_id(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM window_changes")
+        .fetch_one(pool)
+        .await
+        .expect("newest id")
+}
+
+/// A row of `window_changes`, times in Unix seconds.
+#[derive(Debug, sqlx::FromRow)]
+struct LogRow {
+    id: i64,
+    ticker: Option<String>,
+    start: Option<i64>,
+    price_sum: Option<i64>,
+    sample_count: Option<i64>,
+    min_price: Option<i64>,
+    max_price: Option<i64>,
+    open_price: Option<i64>,
+    close_price: Option<i64>,
+    complete_before: Option<i64>,
+}
+
+impl LogRow {
+    fn written(self) -> Written {
+        let entry = match self.ticker {
+            Some(ticker) => Entry::Price {
+                ticker,
+                start: self.start.expect("a price entry has a window"),
+                sum: self.price_sum.expect("sum"),
+                count: self.sample_count.expect("count"),
+                min: self.min_price.expect("min"),
+                max: self.max_price.expect("max"),
+                open: self.open_price,
+                close: self.close_price,
+            },
+            None => Entry::Watermark,
+        };
+        Written {
+            id: self.id,
+            entry,
+            complete_before: self.complete_before,
+        }
     }
-    written
 }
