@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 use tickpipe_common::kafka::send_when_queue_has_room;
-use tickpipe_generator::stocks::{MessageSource, StockList};
+use tickpipe_testkit::rng::Rng;
 use tickpipe_testkit::{env_or, TestDatabase};
 
-/// Produces `records` generator messages, timestamps 1 ms apart in the past (so every window can
+/// Produces `records` messages such as the generator makes, timestamps 1 ms apart in the past (so every window can
 /// close as soon as the records are read), and returns the number of prices they hold.
 // rdkafka's `send` hands a refused record back in its error: large, and not ours to shrink.
 #[allow(clippy::result_large_err)]
@@ -31,11 +31,11 @@ async fn prefill(brokers: &str, topic: &str, records: u64) -> anyhow::Result<i64
         .set("compression.type", "none")
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
-    let mut source = MessageSource::new(&StockList::default(), Some(2026));
+    let mut rng = Rng::new(2026);
     let start_ms = tickpipe_common::clock::now_ms() - records as i64 - 3_600_000;
     let mut prices = 0i64;
     for i in 0..records {
-        let message = source.next_message();
+        let message = rng.sample_message();
         prices += message.tickers.len() as i64;
         let payload = message.encode();
         let timestamp = start_ms + i as i64;
@@ -137,6 +137,7 @@ async fn run_aggregators(
             started.elapsed() < Duration::from_secs(900),
             "aggregator did not finish in 15 minutes"
         );
+        // How often the table is read: the loop itself waits for the state.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();

@@ -12,7 +12,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 /// Runs `future` to completion, or abandons it (dropping it) once `shutdown` is cancelled.
-pub fn block_on_unless_cancelled<F: Future>(
+pub(crate) fn block_on_unless_cancelled<F: Future>(
     runtime: &Handle,
     shutdown: &CancellationToken,
     future: F,
@@ -27,7 +27,7 @@ pub fn block_on_unless_cancelled<F: Future>(
 }
 
 /// Sleeps for `delay` unless `shutdown` is cancelled first. Returns whether it slept the whole time.
-pub fn sleep_unless_cancelled(
+pub(crate) fn sleep_unless_cancelled(
     runtime: &Handle,
     shutdown: &CancellationToken,
     delay: Duration,

@@ -29,7 +29,7 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 const CLOCK_EVERY: u32 = 256;
 
 /// Consumes until `shutdown` is cancelled. Blocking: call it from `spawn_blocking`.
-pub fn consume(
+pub(crate) fn consume(
     settings: &Settings,
     pool: PgPool,
     metrics: AggregatorMetrics,

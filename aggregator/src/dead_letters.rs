@@ -56,7 +56,7 @@ pub const LETTER_BUDGET_BYTES: usize = PRODUCER_MAX_MESSAGE_BYTES - 16 * 1024;
 /// The rejection detail is free text from a parser; it never needs more than this.
 const MAX_DETAIL_BYTES: usize = 1024;
 /// Attempts per letter for failures other than "too large" before it is given up.
-pub const MAX_ATTEMPTS: u32 = 5;
+pub(crate) const MAX_ATTEMPTS: u32 = 5;
 /// How long one send waits for room in a full producer queue before the attempt counts as failed.
 const QUEUE_FULL_PATIENCE: Duration = Duration::from_secs(30);
 /// Letters awaiting acknowledgement hold a copy of their bytes; past this many the sender settles
@@ -68,7 +68,7 @@ const MESSAGE_TIMEOUT_MS: &str = "30000";
 /// How many bytes of a key and of a value fit together in `budget` bytes. Both are kept whole when
 /// they fit; otherwise the value keeps at least half of the budget when it needs it (it is what
 /// shows why the record was rejected) and the key gets the rest.
-pub fn cut(key_len: usize, value_len: usize, budget: usize) -> (usize, usize) {
+pub(crate) fn cut(key_len: usize, value_len: usize, budget: usize) -> (usize, usize) {
     if key_len.saturating_add(value_len) <= budget {
         return (key_len, value_len);
     }
@@ -195,7 +195,7 @@ pub struct DeadLetterMetrics {
     pub truncated: Counter,
 }
 
-pub struct DeadLetters {
+pub(crate) struct DeadLetters {
     producer: FutureProducer,
     topic: String,
     runtime: Handle,
@@ -217,7 +217,7 @@ impl std::fmt::Debug for DeadLetters {
 }
 
 impl DeadLetters {
-    pub fn new(
+    pub(crate) fn new(
         brokers: &str,
         topic: &str,
         runtime: Handle,
@@ -244,7 +244,7 @@ impl DeadLetters {
     }
 
     /// Sends `message` to the dead-letter topic with the reason it was rejected.
-    pub fn send(&mut self, message: &BorrowedMessage<'_>, invalid: &InvalidMessage) {
+    pub(crate) fn send(&mut self, message: &BorrowedMessage<'_>, invalid: &InvalidMessage) {
         if self.pending_bytes > MAX_PENDING_BYTES {
             self.settle();
         }
@@ -299,7 +299,10 @@ impl DeadLetters {
 
     /// Waits until every dead letter sent so far is acknowledged or given up, sending failed ones
     /// again. Returns false if the service is shutting down (progress must not be stored then).
-    pub fn settle(&mut self) -> bool {
+    pub(crate) fn settle(&mut self) -> bool {
+        if !self.pending.is_empty() {
+            tracing::debug!(letters = self.pending.len(), "settling dead letters");
+        }
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         while !self.pending.is_empty() {
             let mut retry = Vec::new();

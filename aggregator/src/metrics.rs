@@ -16,28 +16,28 @@ pub struct ReasonLabel {
 
 /// A consumer error's librdkafka code name, e.g. `BrokerTransportFailure`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabel {
-    pub code: String,
+pub(crate) struct ErrorLabel {
+    pub(crate) code: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PartitionLabel {
-    pub partition: i32,
+pub(crate) struct PartitionLabel {
+    pub(crate) partition: i32,
 }
 
 #[derive(Debug, Clone)]
 pub struct AggregatorMetrics {
     pub consumed: Counter,
-    pub applied: Counter,
+    pub(crate) applied: Counter,
     pub invalid: Family<ReasonLabel, Counter>,
     pub late: Counter,
-    pub replayed: Counter,
+    pub(crate) replayed: Counter,
     pub windows_written: Counter,
-    pub fenced: Counter,
-    pub write_latency: Histogram,
-    pub consumer_lag: Family<PartitionLabel, Gauge>,
+    pub(crate) fenced: Counter,
+    pub(crate) write_latency: Histogram,
+    pub(crate) consumer_lag: Family<PartitionLabel, Gauge>,
     pub dead_letters: DeadLetterMetrics,
-    pub consumer_errors: Family<ErrorLabel, Counter>,
+    pub(crate) consumer_errors: Family<ErrorLabel, Counter>,
 }
 
 impl AggregatorMetrics {

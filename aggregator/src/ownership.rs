@@ -23,18 +23,18 @@ use crate::metrics::{AggregatorMetrics, PartitionLabel};
 use tickpipe_store::Progress;
 
 /// The consumer type of the aggregator, named once.
-pub type AggregatorConsumer = BaseConsumer<AggregatorContext>;
+pub(crate) type AggregatorConsumer = BaseConsumer<AggregatorContext>;
 
 /// `partition.assignment.strategy` of the consumer. The hand-written
 /// [`AggregatorContext::rebalance`] replaces librdkafka's default with an eager `assign`/`unassign`
 /// of the whole list it is given; that is correct only for an eager strategy such as `range`. A
 /// cooperative strategy hands over increments and needs `incremental_assign` instead: change both
 /// together.
-pub const ASSIGNMENT_STRATEGY: &str = "range";
+pub(crate) const ASSIGNMENT_STRATEGY: &str = "range";
 
 /// A partition assignment change seen by the rebalance callback, applied by the loop.
 #[derive(Debug)]
-pub enum Rebalanced {
+pub(crate) enum Rebalanced {
     /// Claimed partitions with the progress to resume from.
     Assigned(Vec<(i32, Progress)>),
     Revoked(Vec<i32>),
@@ -42,7 +42,7 @@ pub enum Rebalanced {
 
 /// Consumer context: claims partitions during rebalances, logs client errors, reports lag.
 #[derive(Debug)]
-pub struct AggregatorContext {
+pub(crate) struct AggregatorContext {
     /// The callback runs on the consume thread, outside the runtime: async calls go through it.
     runtime: Handle,
     pool: PgPool,
@@ -55,7 +55,7 @@ pub struct AggregatorContext {
 }
 
 impl AggregatorContext {
-    pub fn new(
+    pub(crate) fn new(
         runtime: Handle,
         pool: PgPool,
         topic: String,
@@ -73,7 +73,7 @@ impl AggregatorContext {
     }
 
     /// The assignment changes since the last call, oldest first.
-    pub fn take_events(&self) -> Vec<Rebalanced> {
+    pub(crate) fn take_events(&self) -> Vec<Rebalanced> {
         // A panic while the lock was held cannot leave the list half-written (push is the only
         // writer), so the events are still good: recover them rather than drop a claim.
         std::mem::take(&mut *self.events.lock().unwrap_or_else(PoisonError::into_inner))

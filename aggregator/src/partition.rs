@@ -34,7 +34,7 @@ use crate::window::window_start;
 
 /// What became of one valid record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Added to an open window.
     Applied,
     /// Its window was already final: counted as late, not applied.
@@ -45,19 +45,19 @@ pub enum Outcome {
 
 /// When a partition's windows become final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// Width of the tumbling windows, aligned to the Unix epoch.
-    pub width_ms: i64,
+    pub(crate) width_ms: i64,
     /// How far behind the newest record timestamp the watermark stays: a record at most this much
     /// out of order is still on time.
-    pub grace_ms: i64,
+    pub(crate) grace_ms: i64,
     /// How far behind the wall clock the watermark of a caught-up partition stays. "Caught up"
     /// only means that nothing more is readable *yet*: during a leader failover the new leader
     /// cannot expose records it already holds until the dead replica leaves the in-sync set, and
     /// producers hold theirs for the dead leader's partitions; no error tells the consumer either.
     /// Such records arrive up to a failover late (about 12 s measured), so the wall clock must stay
     /// further behind than that, or their windows would be written as final without them.
-    pub idle_lag_ms: i64,
+    pub(crate) idle_lag_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -68,7 +68,7 @@ struct OpenWindow {
 
 /// In-memory state of one assigned partition.
 #[derive(Debug)]
-pub struct PartitionState {
+pub(crate) struct PartitionState {
     partition: i32,
     timing: Timing,
     epoch: i64,
@@ -89,7 +89,7 @@ pub struct PartitionState {
 }
 
 impl PartitionState {
-    pub fn new(partition: i32, progress: Progress, timing: Timing) -> Self {
+    pub(crate) fn new(partition: i32, progress: Progress, timing: Timing) -> Self {
         Self {
             partition,
             timing,
@@ -107,13 +107,13 @@ impl PartitionState {
     }
 
     /// Every window starting before this instant is final.
-    pub fn boundary_ms(&self) -> i64 {
+    pub(crate) fn boundary_ms(&self) -> i64 {
         window_start(self.watermark_ms, self.timing.width_ms).max(self.stored_closed_before_ms)
     }
 
     /// Applies one valid record whose offset is `offset` and timestamp `timestamp_ms`, when the
     /// wall clock reads `now_ms`.
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         offset: i64,
         timestamp_ms: i64,
@@ -161,14 +161,14 @@ impl PartitionState {
 
     /// For a record read again after a restart, whether it was rejected as future-stamped the
     /// first time; `None` for a record never seen before, which the wall clock decides.
-    pub fn stored_future_verdict(&self, offset: i64) -> Option<bool> {
+    pub(crate) fn stored_future_verdict(&self, offset: i64) -> Option<bool> {
         (offset < self.replay_until).then(|| self.future_offsets.contains(&offset))
     }
 
     /// Accounts for a record that carries no prices (invalid); `future` when it was rejected for a
     /// timestamp too far ahead of the wall clock. Returns whether it still has to be sent to the
     /// dead-letter topic, which is false when it was sent before a restart.
-    pub fn skip_invalid(&mut self, offset: i64, future: bool) -> bool {
+    pub(crate) fn skip_invalid(&mut self, offset: i64, future: bool) -> bool {
         if future {
             self.future_offsets.insert(offset);
         }
@@ -184,7 +184,7 @@ impl PartitionState {
     }
 
     /// The consumer reached the end of the partition.
-    pub fn mark_caught_up(&mut self) {
+    pub(crate) fn mark_caught_up(&mut self) {
         self.caught_up = true;
     }
 
@@ -195,7 +195,7 @@ impl PartitionState {
     /// without another such error: buffered records are delivered within seconds of the broker's
     /// return, and a partition that receives nothing more (its producers stopped) must still close
     /// its last window. Each error during an outage pushes that instant further.
-    pub fn mark_uncertain(&mut self, now_ms: i64) {
+    pub(crate) fn mark_uncertain(&mut self, now_ms: i64) {
         self.wall_clock_resumes_ms = now_ms.saturating_add(self.timing.idle_lag_ms);
     }
 
@@ -203,7 +203,7 @@ impl PartitionState {
     /// [`Timing::idle_lag_ms`]), so the last window is written about one idle lag after its end
     /// even when no more records come. While records flow they drive the watermark, which is
     /// then ahead of this.
-    pub fn advance_idle(&mut self, now_ms: i64) {
+    pub(crate) fn advance_idle(&mut self, now_ms: i64) {
         if self.caught_up && now_ms >= self.wall_clock_resumes_ms {
             self.watermark_ms = self.watermark_ms.max(now_ms - self.timing.idle_lag_ms);
         }
@@ -211,7 +211,7 @@ impl PartitionState {
 
     /// Whether [`take_closed`](Self::take_closed) has anything to write: final windows, or a boundary
     /// that moved past what is stored (so that late records stay late after a restart).
-    pub fn has_closed(&self) -> bool {
+    pub(crate) fn has_closed(&self) -> bool {
         let boundary = self.boundary_ms();
         boundary > self.stored_closed_before_ms
             || self
@@ -222,7 +222,7 @@ impl PartitionState {
     }
 
     /// Removes the final windows and returns them with the progress to store alongside.
-    pub fn take_closed(&mut self) -> Option<Flush> {
+    pub(crate) fn take_closed(&mut self) -> Option<Flush> {
         if !self.has_closed() {
             return None;
         }
@@ -254,7 +254,7 @@ impl PartitionState {
     }
 
     /// The progress as of now: what a restart would resume from.
-    pub fn progress(&self) -> Progress {
+    pub(crate) fn progress(&self) -> Progress {
         let resume_offset = self
             .open
             .values()
@@ -653,23 +653,10 @@ mod tests {
         assert_eq!(restarted.stored_future_verdict(2), None);
     }
 
-    /// A small deterministic generator, so the property test needs no extra crate.
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (self.0 >> 33) % n
-        }
-    }
-
     #[test]
     fn any_partition_interleaving_writes_the_same_table() {
         const NAMES: [&str; 3] = ["AMZN", "MSFT", "AAPL"];
-        let mut rng = Lcg(7);
+        let mut rng = tickpipe_testkit::rng::Rng::new(7);
         // Per partition: (offset, timestamp, prices); out of order only within the grace period.
         type Generated = (i64, i64, Vec<(&'static str, i64)>);
         let partitions: Vec<Vec<Generated>> = (0..3)

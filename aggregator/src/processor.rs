@@ -35,7 +35,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// The consume loop's state: the assigned partitions and where their output goes.
 #[derive(Debug)]
-pub struct Processor {
+pub(crate) struct Processor {
     /// The loop runs on a blocking thread; database calls are driven through the runtime.
     runtime: Handle,
     pool: PgPool,
@@ -53,12 +53,12 @@ pub struct Processor {
     prune_every: Throttle,
     /// Wall clock (Unix ms), refreshed by the loop every few hundred polls and when idle: reading
     /// the clock for each record cost more than handling it.
-    pub now_ms: i64,
+    pub(crate) now_ms: i64,
 }
 
 impl Processor {
     /// The state of an instance that owns no partition yet, with its dead-letter producer.
-    pub fn new(
+    pub(crate) fn new(
         settings: &Settings,
         pool: PgPool,
         metrics: AggregatorMetrics,
@@ -89,7 +89,7 @@ impl Processor {
     }
 
     /// Takes over claimed partitions and forgets revoked ones.
-    pub fn rebalanced(&mut self, event: Rebalanced) {
+    pub(crate) fn rebalanced(&mut self, event: Rebalanced) {
         match event {
             Rebalanced::Assigned(claimed) => {
                 for (partition, progress) in claimed {
@@ -112,7 +112,7 @@ impl Processor {
     }
 
     /// One record: applied or dead-lettered, then any window it closed is written.
-    pub fn handle(&mut self, consumer: &AggregatorConsumer, message: &BorrowedMessage<'_>) {
+    pub(crate) fn handle(&mut self, consumer: &AggregatorConsumer, message: &BorrowedMessage<'_>) {
         let partition = message.partition();
         let offset = message.offset();
         let Some(state) = self.partitions.get_mut(&partition) else {
@@ -164,7 +164,7 @@ impl Processor {
     }
 
     /// The consumer reached the end of `partition`.
-    pub fn caught_up(&mut self, partition: i32) {
+    pub(crate) fn caught_up(&mut self, partition: i32) {
         if let Some(state) = self.partitions.get_mut(&partition) {
             state.mark_caught_up();
             tracing::debug!(
@@ -178,7 +178,7 @@ impl Processor {
     /// A consumer error. Only a lost connection to the cluster makes every partition uncertain
     /// (producers were cut off too, see [`PartitionState::mark_uncertain`]); any other error
     /// concerns one partition or request and must not hold back the wall clock of the others.
-    pub fn consumer_error(&mut self, error: &KafkaError) {
+    pub(crate) fn consumer_error(&mut self, error: &KafkaError) {
         let code = error.rdkafka_error_code();
         self.metrics
             .consumer_errors
@@ -199,7 +199,7 @@ impl Processor {
 
     /// Advances caught-up partitions by the wall clock and writes what that closed; now and then
     /// prunes the change log.
-    pub fn tick(&mut self, consumer: &AggregatorConsumer) {
+    pub(crate) fn tick(&mut self, consumer: &AggregatorConsumer) {
         if self.prune_every.allow().is_some() {
             self.prune_changes();
         }

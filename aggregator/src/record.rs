@@ -7,12 +7,12 @@ use tickpipe_common::message::{InvalidMessage, InvalidReason, TickerMessage};
 /// Records stamped further than this into the future are invalid (dead-lettered): accepted, such a
 /// record would keep its window, and so the partition's resume offset, open until the wall clock
 /// reaches it, making every restart replay that far back.
-pub const MAX_FUTURE_SKEW_MS: i64 = 60_000;
+pub(crate) const MAX_FUTURE_SKEW_MS: i64 = 60_000;
 
 /// The record's timestamp and prices, or why it is invalid. A record read again after a restart
 /// takes `stored_future_verdict` (whether it was too far ahead the first time) instead of
 /// comparing with today's clock, so that a replay judges it as the first run did.
-pub fn decode<'a>(
+pub(crate) fn decode<'a>(
     message: &'a BorrowedMessage<'_>,
     now_ms: i64,
     stored_future_verdict: Option<bool>,

@@ -11,10 +11,10 @@ use tickpipe_common::service::ServiceSettings;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub telemetry: TelemetrySettings,
-    pub kafka: KafkaSettings,
-    pub database: DatabaseSettings,
-    pub aggregator: AggregatorSettings,
+    pub(crate) telemetry: TelemetrySettings,
+    pub(crate) kafka: KafkaSettings,
+    pub(crate) database: DatabaseSettings,
+    pub(crate) aggregator: AggregatorSettings,
 }
 
 impl ServiceSettings for Settings {
@@ -39,26 +39,26 @@ impl ServiceSettings for Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct AggregatorSettings {
+pub(crate) struct AggregatorSettings {
     /// `AGGREGATOR_GROUP_ID`: the Kafka consumer group shared by all instances.
     #[serde(rename = "aggregator_group_id", default = "default_group_id")]
-    pub group_id: String,
+    pub(crate) group_id: String,
     /// `AGGREGATOR_WINDOW_SECS`: width of the tumbling windows.
     #[serde(rename = "aggregator_window_secs", default = "default_window_secs")]
-    pub window_secs: u32,
+    pub(crate) window_secs: u32,
     /// `AGGREGATOR_GRACE_MS`: how far behind the newest timestamp a window stays open.
     #[serde(rename = "aggregator_grace_ms", default = "default_grace_ms")]
-    pub grace_ms: u32,
+    pub(crate) grace_ms: u32,
     /// `AGGREGATOR_IDLE_LAG_MS`: how far behind the wall clock a caught-up partition's windows
     /// stay open, for records held back by a leader failover (see [`Timing::idle_lag_ms`]).
     #[serde(rename = "aggregator_idle_lag_ms", default = "default_idle_lag_ms")]
-    pub idle_lag_ms: u32,
+    pub(crate) idle_lag_ms: u32,
     /// `AGGREGATOR_DLQ_TOPIC`: where invalid records go, with the reason in headers.
     #[serde(rename = "aggregator_dlq_topic", default = "default_dlq_topic")]
-    pub dlq_topic: String,
+    pub(crate) dlq_topic: String,
     /// `METRICS_ADDR`: where `/metrics` is served.
     #[serde(default = "default_metrics_addr")]
-    pub metrics_addr: SocketAddr,
+    pub(crate) metrics_addr: SocketAddr,
 }
 
 impl AggregatorSettings {
@@ -85,7 +85,7 @@ impl AggregatorSettings {
         Ok(())
     }
 
-    pub fn timing(&self) -> Timing {
+    pub(crate) fn timing(&self) -> Timing {
         Timing {
             width_ms: i64::from(self.window_secs) * 1000,
             grace_ms: i64::from(self.grace_ms),

@@ -3,14 +3,14 @@
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     every: Duration,
     last: Option<Instant>,
     suppressed: u64,
 }
 
 impl Throttle {
-    pub fn new(every: Duration) -> Self {
+    pub(crate) fn new(every: Duration) -> Self {
         Self {
             every,
             last: None,
@@ -19,7 +19,7 @@ impl Throttle {
     }
 
     /// Returns `Some(number suppressed since the last line)` when a line may be logged now.
-    pub fn allow(&mut self) -> Option<u64> {
+    pub(crate) fn allow(&mut self) -> Option<u64> {
         let now = Instant::now();
         if self
             .last

@@ -2,7 +2,7 @@
 //! partial windows merge, is the stored row's contract: [`tickpipe_store::Accumulator`].
 
 /// Start (Unix ms) of the window of width `width_ms` that holds `timestamp_ms`.
-pub fn window_start(timestamp_ms: i64, width_ms: i64) -> i64 {
+pub(crate) fn window_start(timestamp_ms: i64, width_ms: i64) -> i64 {
     timestamp_ms.div_euclid(width_ms) * width_ms
 }
 

@@ -79,16 +79,13 @@ fn producer_performance(topic: &str, records: u64, record_size: usize) -> anyhow
     Ok(rate.parse()?)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let pacing_secs: u64 = env_or("BENCH_PACING_SECS", "60").parse()?;
-    let messages: u64 = env_or("BENCH_MESSAGES", "1000000").parse()?;
-    let run = tickpipe_testkit::unique_name("bench_gen");
-
-    // Pacing at the default 10 msgs/s.
+/// Runs the generator at the default 10 msgs/s for `pacing_secs` and prints the achieved rate and
+/// how far sends strayed from their schedule.
+async fn pacing(run: &str, pacing_secs: u64) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let stopper = shutdown.clone();
     tokio::spawn(async move {
+        // The measurement's length, not a wait for a state.
         tokio::time::sleep(Duration::from_secs(pacing_secs)).await;
         stopper.cancel();
     });
@@ -114,8 +111,11 @@ async fn main() -> anyhow::Result<()> {
         "bench|generator schedule deviation p99|{:.3}|ms|||",
         percentile(&lags, 0.99).as_secs_f64() * 1e3
     );
+    Ok(())
+}
 
-    // Throughput at rate 0, then ProducerPerformance with the generator's mean record size.
+/// Throughput at rate 0, then ProducerPerformance with the generator's mean record size.
+async fn throughput(run: &str, messages: u64) -> anyhow::Result<()> {
     let mut source = MessageSource::new(&StockList::default(), Some(1));
     let record_size = (0..10_000)
         .map(|_| source.next_message().encode().len())
@@ -143,4 +143,13 @@ async fn main() -> anyhow::Result<()> {
         ours / reference
     );
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let pacing_secs: u64 = env_or("BENCH_PACING_SECS", "60").parse()?;
+    let messages: u64 = env_or("BENCH_MESSAGES", "1000000").parse()?;
+    let run = tickpipe_testkit::unique_name("bench_gen");
+    pacing(&run, pacing_secs).await?;
+    throughput(&run, messages).await
 }

@@ -9,8 +9,8 @@
 //! [`TickerMessage`]: tickpipe_common::message::TickerMessage
 
 pub mod metrics;
-pub mod producer;
-pub mod schedule;
+mod producer;
+mod schedule;
 pub mod settings;
 pub mod stocks;
 

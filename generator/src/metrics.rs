@@ -9,12 +9,12 @@ use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone)]
 pub struct GeneratorMetrics {
-    pub sent: Counter,
-    pub acknowledged: Counter,
-    pub failed: Counter,
-    pub configured_rate: Gauge<f64, AtomicU64>,
-    pub achieved_rate: Gauge<f64, AtomicU64>,
-    pub schedule_lag: Histogram,
+    pub(crate) sent: Counter,
+    pub(crate) acknowledged: Counter,
+    pub(crate) failed: Counter,
+    pub(crate) configured_rate: Gauge<f64, AtomicU64>,
+    pub(crate) achieved_rate: Gauge<f64, AtomicU64>,
+    pub(crate) schedule_lag: Histogram,
 }
 
 impl GeneratorMetrics {

@@ -21,25 +21,25 @@ use crate::settings::Compression;
 
 /// Counts delivery reports; shared between the callback thread and the sending loop.
 #[derive(Debug)]
-pub struct DeliveryTracker {
+pub(crate) struct DeliveryTracker {
     metrics: GeneratorMetrics,
     acknowledged: AtomicU64,
     failed: AtomicU64,
 }
 
 impl DeliveryTracker {
-    pub fn acknowledged(&self) -> u64 {
+    pub(crate) fn acknowledged(&self) -> u64 {
         self.acknowledged.load(Ordering::Relaxed)
     }
 
-    pub fn failed(&self) -> u64 {
+    pub(crate) fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
     }
 }
 
 /// Producer context whose delivery callback feeds the tracker.
 #[derive(Debug, Clone)]
-pub struct TrackingContext(Arc<DeliveryTracker>);
+pub(crate) struct TrackingContext(Arc<DeliveryTracker>);
 
 impl ClientContext for TrackingContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -81,7 +81,7 @@ fn producer_config(brokers: &str, compression: Compression) -> ClientConfig {
 }
 
 /// The generator's producer and the tracker of its deliveries.
-pub struct TickerProducer {
+pub(crate) struct TickerProducer {
     producer: ThreadedProducer<TrackingContext>,
     tracker: Arc<DeliveryTracker>,
     topic: String,
@@ -96,7 +96,7 @@ impl std::fmt::Debug for TickerProducer {
 }
 
 impl TickerProducer {
-    pub fn new(
+    pub(crate) fn new(
         brokers: &str,
         topic: &str,
         compression: Compression,
@@ -120,7 +120,7 @@ impl TickerProducer {
     /// Returns false when librdkafka refused the message for good (it is counted as failed).
     // rdkafka's `send` hands a refused record back in its error: large, and not ours to shrink.
     #[allow(clippy::result_large_err)]
-    pub async fn send(&self, payload: &[u8], timestamp_ms: i64) -> bool {
+    pub(crate) async fn send(&self, payload: &[u8], timestamp_ms: i64) -> bool {
         let record = BaseRecord::<(), [u8]>::to(&self.topic)
             .payload(payload)
             .timestamp(timestamp_ms);
@@ -136,7 +136,7 @@ impl TickerProducer {
     }
 
     /// Waits until every enqueued message has a delivery report, or `timeout` passes.
-    pub async fn flush(self, timeout: Duration) -> Result<Arc<DeliveryTracker>, KafkaError> {
+    pub(crate) async fn flush(self, timeout: Duration) -> Result<Arc<DeliveryTracker>, KafkaError> {
         let tracker = self.tracker.clone();
         let producer = self.producer;
         tokio::task::spawn_blocking(move || producer.flush(timeout))

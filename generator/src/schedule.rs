@@ -8,19 +8,19 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     start: Instant,
     rate: f64,
 }
 
 impl Schedule {
     /// `rate` in messages per second; 0 means unthrottled (every message is due at once).
-    pub fn new(start: Instant, rate: f64) -> Self {
+    pub(crate) fn new(start: Instant, rate: f64) -> Self {
         Self { start, rate }
     }
 
     /// When message `n` (0-based) is due, or `None` when unthrottled.
-    pub fn due(&self, n: u64) -> Option<Instant> {
+    pub(crate) fn due(&self, n: u64) -> Option<Instant> {
         (self.rate > 0.0).then(|| self.start + Duration::from_secs_f64(n as f64 / self.rate))
     }
 }

@@ -13,9 +13,9 @@ use crate::stocks::StockList;
 /// Everything the generator reads from its configuration layers.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub telemetry: TelemetrySettings,
-    pub kafka: KafkaSettings,
-    pub generator: GeneratorSettings,
+    pub(crate) telemetry: TelemetrySettings,
+    pub(crate) kafka: KafkaSettings,
+    pub(crate) generator: GeneratorSettings,
 }
 
 impl ServiceSettings for Settings {
@@ -40,41 +40,41 @@ impl ServiceSettings for Settings {
 
 /// The generator's own variables.
 #[derive(Debug, Clone, Deserialize)]
-pub struct GeneratorSettings {
+pub(crate) struct GeneratorSettings {
     /// `GENERATOR_RATE`: messages per second; 0 means as fast as the broker accepts.
     #[serde(rename = "generator_rate", default = "default_rate")]
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// `GENERATOR_STOCKS`: `NAME=MEAN` pairs, comma-separated.
     #[serde(rename = "generator_stocks", default)]
-    pub stocks: StockList,
+    pub(crate) stocks: StockList,
     /// `GENERATOR_MAX_MESSAGES`: stop after this many messages (all acknowledged), exit 0.
     #[serde(rename = "generator_max_messages", default)]
-    pub max_messages: Option<u64>,
+    pub(crate) max_messages: Option<u64>,
     /// `GENERATOR_SEED`: makes the sequence of messages reproducible.
     #[serde(rename = "generator_seed", default)]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     /// `GENERATOR_PARTITIONS`: partitions of the topic when the generator creates it.
     #[serde(rename = "generator_partitions", default = "default_partitions")]
-    pub partitions: i32,
+    pub(crate) partitions: i32,
     /// `KAFKA_REPLICATION_FACTOR`: replication factor of the topic when the generator creates it.
     #[serde(
         rename = "kafka_replication_factor",
         default = "default_replication_factor"
     )]
-    pub replication_factor: i32,
+    pub(crate) replication_factor: i32,
     /// `GENERATOR_COMPRESSION`: the producer's `compression.type`.
     #[serde(rename = "generator_compression", default)]
-    pub compression: Compression,
+    pub(crate) compression: Compression,
     /// `GENERATOR_FLUSH_TIMEOUT_SECS`: how long stopping waits for in-flight messages to be
     /// acknowledged (e.g. through a broker restart) before it reports them as not delivered.
     #[serde(
         rename = "generator_flush_timeout_secs",
         default = "default_flush_timeout_secs"
     )]
-    pub flush_timeout_secs: u64,
+    pub(crate) flush_timeout_secs: u64,
     /// `METRICS_ADDR`: where `/metrics` is served.
     #[serde(default = "default_metrics_addr")]
-    pub metrics_addr: SocketAddr,
+    pub(crate) metrics_addr: SocketAddr,
 }
 
 /// `GENERATOR_COMPRESSION`: how the producer compresses record batches (librdkafka's

@@ -12,23 +12,22 @@ use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Deserializer};
+use tickpipe_common::message::stocks::{price_range, SAMPLE_STOCKS};
 use tickpipe_common::message::{
     validate_ticker_name, Tick, TickerMessage, MAX_PRICE, MAX_TICKERS_PER_MESSAGE,
 };
 
 /// One stock and its mean price.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stock {
-    pub name: String,
-    pub mean_price: i64,
+pub(crate) struct Stock {
+    pub(crate) name: String,
+    pub(crate) mean_price: i64,
 }
 
 impl Stock {
     /// Inclusive price bounds: `[ceil(0.9 × mean), floor(1.1 × mean)]`, in integer arithmetic.
-    pub fn price_range(&self) -> (i64, i64) {
-        let low = (9 * self.mean_price + 9) / 10;
-        let high = 11 * self.mean_price / 10;
-        (low, high)
+    pub(crate) fn price_range(&self) -> (i64, i64) {
+        price_range(self.mean_price)
     }
 }
 
@@ -36,29 +35,18 @@ impl Stock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StockList(Vec<Stock>);
 
-impl StockList {
-    pub fn stocks(&self) -> &[Stock] {
-        &self.0
-    }
-}
-
+/// The sample stocks of the wire schema crate, which the tests quote too.
 impl Default for StockList {
     fn default() -> Self {
-        // The default list is a valid literal.
-        Self(vec![
-            Stock {
-                name: "AMZN".into(),
-                mean_price: 1902,
-            },
-            Stock {
-                name: "MSFT".into(),
-                mean_price: 107,
-            },
-            Stock {
-                name: "AAPL".into(),
-                mean_price: 215,
-            },
-        ])
+        Self(
+            SAMPLE_STOCKS
+                .iter()
+                .map(|s| Stock {
+                    name: s.name.to_owned(),
+                    mean_price: s.mean_price,
+                })
+                .collect(),
+        )
     }
 }
 
@@ -200,7 +188,7 @@ mod tests {
     fn messages_follow_the_contract() {
         let list = StockList::default();
         let bounds: HashMap<String, (i64, i64)> = list
-            .stocks()
+            .0
             .iter()
             .map(|s| (s.name.clone(), s.price_range()))
             .collect();

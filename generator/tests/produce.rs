@@ -78,6 +78,27 @@ async fn produces_messages_that_follow_the_contract() {
     assert!(!partitions.is_empty());
 }
 
+/// Records in `topic`: the sum of its partitions' end offsets.
+fn records_in(topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", require_kafka())
+        .create()
+        .expect("client");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .map_or(0, |(_, high)| high)
+        })
+        .sum()
+}
+
 fn message_partitions_exist(topic: &str, expected: usize) -> bool {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
@@ -141,7 +162,16 @@ async fn sigterm_flushes_everything_in_flight() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn generator");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Well under way: more than a thousand records acknowledged, more in flight.
+    tickpipe_testkit::eventually(
+        "over 1000 records in the topic",
+        Duration::from_secs(30),
+        || {
+            let records = records_in(&topic);
+            async move { (records > 1000).then_some(()) }
+        },
+    )
+    .await;
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

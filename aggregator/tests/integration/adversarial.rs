@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
@@ -18,10 +19,11 @@ use rdkafka::{ClientConfig, Message};
 use tickpipe_aggregator::dead_letters::{headers, LETTER_BUDGET_BYTES};
 use tickpipe_aggregator::metrics::{AggregatorMetrics, ReasonLabel};
 use tickpipe_common::clock::now_ms;
+use tickpipe_testkit::referee::Referee;
 use tickpipe_testkit::{
     brokers, consume_all, create_named_topic, create_topic_with, header, unique_name, TestDatabase,
-    TestRecord,
 };
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// What the aggregator must make of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,24 +171,25 @@ async fn produce_raw(topic: &str, records: &mut [Raw], extra: &[(&str, &str)]) {
     }
 }
 
-/// The independent reference: a group-by of the records expected to count.
-fn expected_rows(records: &[Raw], width_ms: i64) -> Rows {
-    let counted: Vec<&Raw> = records
-        .iter()
-        .filter(|r| r.expect == Expect::Counted)
-        .collect();
-    let as_produced: Vec<TestRecord> = counted
-        .iter()
-        .map(|r| {
-            TestRecord::new(
-                r.partition,
-                r.timestamp_ms,
-                r.value.clone().expect("valid records have a value"),
-            )
-        })
-        .collect();
-    let offsets: Vec<i64> = counted.iter().map(|r| r.offset).collect();
-    reference(&as_produced, &offsets, width_ms)
+/// What the referee expects of the records that count.
+fn expected_rows(records: &[Raw], width_ms: i64) -> Windows {
+    let mut referee = Referee::new(width_ms);
+    for r in records.iter().filter(|r| r.expect == Expect::Counted) {
+        referee.record(r.partition, r.offset, r.timestamp_ms, r.value.as_deref());
+    }
+    referee.into_windows()
+}
+
+/// (topic, partition) -> offset after the last record a consumer sees (aborted ones are not seen).
+fn visible_ends(topic: &str, records: &[Raw]) -> Ends {
+    let mut ends = Ends::new();
+    for record in records.iter().filter(|r| r.expect != Expect::Aborted) {
+        let end = ends
+            .entry((topic.to_owned(), record.partition))
+            .or_default();
+        *end = (*end).max(record.offset + 1);
+    }
+    ends
 }
 
 /// Every record accounted for: rows equal the reference, the dead-letter topic holds each invalid
@@ -207,17 +210,19 @@ async fn verify(
         (consumed >= visible).then_some(())
     })
     .await;
-    let expected = expected_rows(records, width_ms);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut rows = stored_rows(&db.pool).await;
-    while rows != expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        rows = stored_rows(&db.pool).await;
-    }
-    assert_eq!(rows, expected, "rows equal the independent reference");
-    // A little longer, to catch anything counted twice after the fact.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(stored_rows(&db.pool).await, expected, "and stay equal");
+    // Done once every partition's stored progress is past its last record: nothing is left to
+    // write, so a record lost or counted twice shows in the rows.
+    wait_until_accounted(
+        &db.pool,
+        &visible_ends(topic, records),
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(
+        stored_rows(&db.pool).await,
+        expected_rows(records, width_ms),
+        "rows equal the independent reference"
+    );
     assert_eq!(
         aggregator.metrics.consumed.get(),
         visible,
@@ -680,65 +685,176 @@ async fn a_dead_letter_topic_that_refuses_every_letter_does_not_stop_consumption
     aggregator.stop().await;
 }
 
-/// Sends SIGTERM to a child aggregator and returns how long it took to exit, asserting a clean exit.
-fn terminate(child: &mut std::process::Child) -> Duration {
-    let started = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(status.success(), "clean exit after SIGTERM: {status}");
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the aggregator ignored SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+/// The aggregator binary as a child process, its JSON log lines collected as they come.
+struct Child {
+    process: tokio::process::Child,
+    log: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Child {
+    /// Starts it on `topic` and `db`, logging at warn, with `extra` variables.
+    fn spawn(topic: &str, db: &TestDatabase, extra: &[(&str, &str)]) -> Self {
+        let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_aggregator"))
+            .env_clear()
+            .envs(env_vars(topic, db))
+            .env("RUST_LOG", "warn")
+            .env("LOG_FORMAT", "json")
+            .envs(extra.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn aggregator");
+        let stdout = process.stdout.take().expect("stdout");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        tokio::spawn({
+            let log = Arc::clone(&log);
+            async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Ok(entry) = serde_json::from_str(&line) {
+                        log.lock().expect("log").push(entry);
+                    }
+                }
+            }
+        });
+        Self { process, log }
+    }
+
+    /// Log entries whose message contains `text`.
+    fn logged(&self, text: &str) -> Vec<serde_json::Value> {
+        let log = self.log.lock().expect("log");
+        log.iter()
+            .filter(|entry| entry["message"].as_str().is_some_and(|m| m.contains(text)))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until the log holds an entry whose message contains `text`.
+    async fn until_logged(&self, text: &str) {
+        tickpipe_testkit::eventually(
+            &format!("the log line {text:?}"),
+            Duration::from_secs(60),
+            || async { (!self.logged(text).is_empty()).then_some(()) },
+        )
+        .await
+    }
+
+    /// Sends SIGTERM and returns how long it took to exit, asserting a clean exit within 20 s.
+    async fn terminate(&mut self) -> Duration {
+        let started = Instant::now();
+        let pid = self.process.id().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(20), self.process.wait())
+            .await
+            .expect("the aggregator ignored SIGTERM")
+            .expect("wait");
+        assert!(exit.success(), "clean exit after SIGTERM: {exit}");
+        started.elapsed()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_it_while_the_dead_letter_topic_refuses_and_the_database_is_gone() {
-    let _shared = SERVICES.read().await;
-    let topic = create_topic_with("sigterm", 2, &[]).await;
-    create_named_topic(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "64")]).await;
-    let db = TestDatabase::create().await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aggregator"))
-        .env_clear()
-        .envs(env_vars(&topic, &db))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn aggregator");
+/// Progress stored for the dead letters: the highest `dlq_next_offset` of any partition.
+async fn dead_letters_stored(db: &TestDatabase) -> i64 {
+    sqlx::query_scalar::<_, Option<i64>>("SELECT max(dlq_next_offset) FROM aggregator_progress")
+        .fetch_one(&db.pool)
+        .await
+        .expect("progress")
+        .unwrap_or(0)
+}
 
-    wait_for_claims(&db, 2, 1).await;
-    // Phase 1: letters that can never be delivered, then SIGTERM while it retries them.
+/// The client id of the aggregator's dead-letter producer.
+const DLQ_CLIENT_ID: &str = "tickpipe-aggregator-dlq";
+
+/// A broker quota of 1 KiB/s on a client id's produce requests, removed when dropped.
+struct ProduceQuota(&'static str);
+
+impl ProduceQuota {
+    fn set(client_id: &'static str) -> Self {
+        config_command(client_id, &["--add-config", "producer_byte_rate=1024"]);
+        Self(client_id)
+    }
+}
+
+impl Drop for ProduceQuota {
+    fn drop(&mut self) {
+        config_command(self.0, &["--delete-config", "producer_byte_rate"]);
+    }
+}
+
+/// Alters the broker's configuration of `client_id` with Kafka's own ConfigCommand.
+fn config_command(client_id: &str, change: &[&str]) {
+    let libs = std::env::var("TICKPIPE_KAFKA_LIBS")
+        .expect("TICKPIPE_KAFKA_LIBS (from `scripts/services.sh env`)");
+    let status = Command::new("java")
+        .args([
+            "-Xmx256m",
+            "-cp",
+            &format!("{libs}/*"),
+            "kafka.admin.ConfigCommand",
+        ])
+        .args(["--bootstrap-server", &brokers(), "--alter"])
+        .args(change)
+        .args(["--entity-type", "clients", "--entity-name", client_id])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run ConfigCommand");
+    assert!(status.success(), "ConfigCommand {change:?}: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_it_while_dead_letters_wait_on_a_broker_that_throttles_them() {
+    // The quota holds back every aggregator's dead letters: alone.
+    let _exclusive = SERVICES.write().await;
+    let topic = create_topic_with("sigterm_dlq", 2, &[]).await;
+    let dlq = format!("{topic}.dlq");
+    let db = TestDatabase::create().await;
+    // 3 MB of letters at 1 KiB/s: librdkafka's 30 s delivery timeout passes first, and the
+    // aggregator sends them again, for minutes. (A topic that refuses letters as too large has
+    // them given up in milliseconds: a SIGTERM a few seconds later came after, not during.)
     let mut records: Vec<Raw> = (0..30)
-        .map(|i| Raw::invalid(i % 2, T0 + i64::from(i), vec![b'!'; 1_000_000], "oversized"))
+        .map(|i| Raw::invalid(i % 2, T0 + i64::from(i), vec![b'x'; 100_000], "oversized"))
         .collect();
     produce_raw(&topic, &mut records, &[]).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let took = terminate(&mut child);
-    eprintln!("SIGTERM while dead letters fail: exited in {took:?}");
+    let _quota = ProduceQuota::set(DLQ_CLIENT_ID);
+    let log = ("RUST_LOG", "warn,tickpipe_aggregator::dead_letters=debug");
+    let mut child = Child::spawn(&topic, &db, &[log]);
+    // Caught up, it stores the partitions' progress, which first waits for their letters.
+    child.until_logged("settling dead letters").await;
+    let took = child.terminate().await;
+    eprintln!("SIGTERM while dead letters wait: exited in {took:?}");
+    // Still waiting when SIGTERM came: none given up, not all delivered, no progress stored
+    // for them.
+    assert!(child.logged("dead letter given up").is_empty());
+    assert_eq!(dead_letters_stored(&db).await, 0);
+    assert!(consume_all(&dlq, records.len(), Duration::from_secs(3)).len() < records.len());
+    assert!(
+        took < Duration::from_secs(15),
+        "exit waited for a delivery timeout: {took:?}"
+    );
+}
 
-    // Phase 2: the database disappears while windows wait to be written.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aggregator"))
-        .env_clear()
-        .envs(env_vars(&topic, &db))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn aggregator");
-    let mut first = vec![Raw::valid(0, T0 + 100_000, &[("AMZN", 1)])];
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_it_while_the_database_is_gone() {
+    let _shared = SERVICES.read().await;
+    let topic = create_topic_with("sigterm_db", 2, &[]).await;
+    let db = TestDatabase::create().await;
+    // Windows of 2 s, written 1 s after they end by the wall clock, so that one written after
+    // the database is gone is due within seconds.
+    let timing = [
+        ("AGGREGATOR_WINDOW_SECS", "2"),
+        ("AGGREGATOR_GRACE_MS", "500"),
+        ("AGGREGATOR_IDLE_LAG_MS", "1000"),
+    ];
+    let mut child = Child::spawn(&topic, &db, &timing);
+    let mut first = vec![Raw::valid(0, now_ms(), &[("AMZN", 1)])];
     produce_raw(&topic, &mut first, &[]).await;
-    // Both instances claimed both partitions: the second one is consuming.
-    wait_for_claims(&db, 2, 2).await;
+    // Consuming and writing: its window is in the table.
+    wait_for_samples(&db.pool, 1, Duration::from_secs(60)).await;
     db.pool.close().await;
     let mut admin =
         <sqlx::PgConnection as sqlx::Connection>::connect(&tickpipe_testkit::admin_database_url())
@@ -748,9 +864,10 @@ async fn sigterm_stops_it_while_the_dead_letter_topic_refuses_and_the_database_i
         .execute(&mut admin)
         .await
         .expect("drop the database under the aggregator");
-    let mut closing = vec![Raw::valid(0, T0 + 200_000, &[("AMZN", 2)])];
-    produce_raw(&topic, &mut closing, &[]).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let took = terminate(&mut child);
+    let mut next = vec![Raw::valid(0, now_ms(), &[("AMZN", 2)])];
+    produce_raw(&topic, &mut next, &[]).await;
+    // A window waits to be written and the writes fail: it is in its retry loop.
+    child.until_logged("writing windows").await;
+    let took = child.terminate().await;
     eprintln!("SIGTERM while the database is gone: exited in {took:?}");
 }

@@ -5,8 +5,11 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 use sqlx::postgres::PgListener;
 use sqlx::FromRow;
+use tickpipe_testkit::referee::samples;
 use tickpipe_testkit::{create_topic, produce, TestDatabase};
 
 use crate::helpers::*;
@@ -30,15 +33,84 @@ const SELECT_AFTER: &str =
         price_sum, sample_count, min_price, max_price, open_price, close_price, complete_before
  FROM window_changes WHERE id > $1 ORDER BY id";
 
+/// Reads the log entries after the last one in `seen` into it.
+async fn read_after_last(pool: &sqlx::PgPool, seen: &mut Vec<Entry>) {
+    let batch: Vec<Entry> = sqlx::query_as(SELECT_AFTER)
+        .bind(seen.last().map_or(0, |e| e.id))
+        .fetch_all(pool)
+        .await
+        .expect("read the log");
+    seen.extend(batch);
+}
+
+/// Waits until the consumer group `group` is stable with `members` members, each assigned
+/// partitions.
+async fn wait_for_members(group: &str, members: usize) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", tickpipe_testkit::brokers())
+        .set("broker.address.family", "v4")
+        .create()
+        .expect("Kafka client");
+    tickpipe_testkit::eventually(
+        "every member of the group assigned partitions",
+        Duration::from_secs(60),
+        || {
+            let assigned = consumer
+                .fetch_group_list(Some(group), Duration::from_secs(5))
+                .ok()
+                .and_then(|list| {
+                    let info = list.groups().first()?;
+                    let counts: Vec<usize> = info
+                        .members()
+                        .iter()
+                        .map(|m| m.assignment().map_or(0, assigned_partitions))
+                        .collect();
+                    Some(
+                        info.state() == "Stable" && counts.len() == members && !counts.contains(&0),
+                    )
+                });
+            async move { (assigned == Some(true)).then_some(()) }
+        },
+    )
+    .await;
+}
+
+/// Partitions in a consumer-protocol assignment: version (i16), then topics (i32 count), each a
+/// name (i16 length, bytes) and its partitions (i32 count, i32 each).
+fn assigned_partitions(bytes: &[u8]) -> usize {
+    let i16_at = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| i16::from_be_bytes([b[0], b[1]]))
+    };
+    let i32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut at = 2;
+    let Some(topics) = i32_at(at) else { return 0 };
+    at += 4;
+    let mut partitions = 0;
+    for _ in 0..topics.max(0) {
+        let Some(name) = i16_at(at) else {
+            return partitions;
+        };
+        at += 2 + name.max(0) as usize;
+        let Some(count) = i32_at(at) else {
+            return partitions;
+        };
+        at += 4 + 4 * count.max(0) as usize;
+        partitions += count.max(0) as usize;
+    }
+    partitions
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_become_visible_in_id_order_and_replay_to_the_table() {
     let _shared = SERVICES.read().await;
     let topic = create_topic("changes", 3).await;
     let db = TestDatabase::create().await;
-    let records = generated_records(6_000, 3, 50, 5);
-    let offsets = produce(&topic, &records).await;
-    let expected = reference(&records, &offsets, 30_000);
-
     let mut listener = PgListener::connect(&db.url).await.expect("listener");
     listener
         .listen("window_changes")
@@ -59,43 +131,48 @@ async fn concurrent_commits_become_visible_in_id_order_and_replay_to_the_table()
         ids
     });
 
-    // Two instances of one group share the partitions and commit concurrently.
-    let first = start(settings(&topic, &db, &[]));
-    let second = start(settings(&topic, &db, &[]));
+    // Two instances of one group share the partitions, each with some before the first record
+    // arrives, so that they commit concurrently. Having caught up with an empty topic, they
+    // follow the wall clock, so the records are recent: 12 s of them from now, in 2 s windows.
+    let timing = [
+        ("AGGREGATOR_WINDOW_SECS", "2"),
+        ("AGGREGATOR_IDLE_LAG_MS", "2000"),
+    ];
+    let first = start(settings(&topic, &db, &timing));
+    let second = start(settings(&topic, &db, &timing));
+    wait_for_members(&format!("{topic}-group"), 2).await;
+    let now = tickpipe_common::clock::now_ms();
+    let records = generated_records_from(now, 6_000, 3, 2, 5);
+    let offsets = produce(&topic, &records).await;
+    let expected = reference(&records, &offsets, 2_000);
 
     // A reader that only ever asks for ids after the last one it saw, as a resuming client does.
     let mut seen: Vec<Entry> = Vec::new();
-    let samples: i64 = expected.values().map(|v| v.1).sum();
+    let total = samples(&expected);
+    let last_start = expected.keys().map(|k| k.1).max().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let last = seen.last().map_or(0, |e| e.id);
-        let batch: Vec<Entry> = sqlx::query_as(SELECT_AFTER)
-            .bind(last)
-            .fetch_all(&db.pool)
-            .await
-            .expect("read the log");
-        seen.extend(batch);
-        let done = stored_samples(&db.pool).await >= samples
+        read_after_last(&db.pool, &mut seen).await;
+        let done = stored_samples(&db.pool).await >= total
             && seen
                 .last()
                 .and_then(|e| e.complete_before)
-                .is_some_and(|b| {
-                    b.timestamp_millis() > expected.keys().map(|k| k.1).max().unwrap_or(0)
-                });
+                .is_some_and(|b| b.timestamp_millis() > last_start);
         if done || Instant::now() > deadline {
             break;
         }
+        // The reader's pace, not a wait for a state: it polls as a client would.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let tail: Vec<Entry> = sqlx::query_as(SELECT_AFTER)
-        .bind(seen.last().map_or(0, |e| e.id))
-        .fetch_all(&db.pool)
-        .await
-        .expect("read the rest");
-    seen.extend(tail);
+    let written = [&first, &second].map(|a| a.metrics.windows_written.get());
     first.stop().await;
     second.stop().await;
+    // Both stopped: nothing commits any more, so this read finds the rest of the log.
+    read_after_last(&db.pool, &mut seen).await;
+    assert!(
+        written.iter().all(|&w| w > 0),
+        "both instances committed windows: {written:?}"
+    );
 
     // Nothing became visible behind the reader's back: it saw every id the log holds.
     let all: Vec<i64> = sqlx::query_scalar("SELECT id FROM window_changes ORDER BY id")
@@ -109,7 +186,7 @@ async fn concurrent_commits_become_visible_in_id_order_and_replay_to_the_table()
     );
 
     // Replaying the price entries in id order gives the table, row for row.
-    let mut replayed = Rows::new();
+    let mut replayed = Windows::new();
     let mut boundary: Option<DateTime<Utc>> = None;
     let mut watermarks: Vec<Option<DateTime<Utc>>> = Vec::new();
     for entry in &seen {

@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::helpers::*;
+use tickpipe_testkit::referee::samples;
 use tickpipe_testkit::{create_topic, produce, TestDatabase};
 
 /// A child aggregator process, SIGKILLed when dropped so that a failing test leaves none behind.
@@ -43,15 +44,11 @@ async fn windows_written(db: &TestDatabase) -> i64 {
 }
 
 /// Enough records that a run takes a while: 60,000 messages over 3 partitions, 50 minutes of event time.
-async fn prefilled_topic(prefix: &str) -> (String, Rows) {
+async fn prefilled_topic(prefix: &str) -> (String, Windows) {
     let topic = create_topic(prefix, 3).await;
     let records = generated_records(60_000, 3, 50, 11);
     let offsets = produce(&topic, &records).await;
     (topic, reference(&records, &offsets, 30_000))
-}
-
-fn total_samples(rows: &Rows) -> i64 {
-    rows.values().map(|v| v.1).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +75,7 @@ async fn killed_mid_stream_and_restarted_equals_an_uninterrupted_run() {
         );
         child = spawn_aggregator(&topic, &db);
     }
-    let rows = wait_for_samples(&db.pool, total_samples(&expected), Duration::from_secs(120)).await;
+    let rows = wait_for_samples(&db.pool, samples(&expected), Duration::from_secs(120)).await;
     kill_hard(&mut child);
     assert_eq!(rows, expected);
 }
@@ -99,7 +96,7 @@ async fn two_instances_sharing_partitions_one_killed_equals_an_uninterrupted_run
     )
     .await;
     kill_hard(&mut first);
-    let rows = wait_for_samples(&db.pool, total_samples(&expected), Duration::from_secs(120)).await;
+    let rows = wait_for_samples(&db.pool, samples(&expected), Duration::from_secs(120)).await;
     kill_hard(&mut second);
     assert_eq!(rows, expected);
 }
@@ -119,7 +116,7 @@ async fn postgres_restarted_mid_stream_loses_and_doubles_nothing() {
     )
     .await;
     tickpipe_testkit::services("restart-postgres");
-    let rows = wait_for_samples(&db.pool, total_samples(&expected), Duration::from_secs(180)).await;
+    let rows = wait_for_samples(&db.pool, samples(&expected), Duration::from_secs(180)).await;
     kill_hard(&mut child);
     assert_eq!(rows, expected);
 }

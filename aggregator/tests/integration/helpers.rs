@@ -2,13 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tickpipe_common::service::ServiceSettings;
 
-use sqlx::{PgPool, Row};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use sqlx::PgPool;
 use tickpipe_aggregator::metrics::AggregatorMetrics;
 use tickpipe_aggregator::settings::Settings;
 use tickpipe_common::config::Layers;
 use tickpipe_common::message::{Tick, TickerMessage};
+use tickpipe_common::service::ServiceSettings;
+pub use tickpipe_testkit::referee::Windows;
+use tickpipe_testkit::referee::{self, Referee};
+use tickpipe_testkit::rng::Rng;
 use tickpipe_testkit::{TestDatabase, TestRecord};
 use tokio_util::sync::CancellationToken;
 
@@ -19,9 +24,6 @@ pub static SERVICES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(()
 /// 2026-11-20T10:00:00Z, a window start in the past: Kafka 4 rejects timestamps more than an hour
 /// ahead (log.message.timestamp.after.max.ms), and the aggregator rejects those a minute ahead.
 pub const T0: i64 = 1_795_168_800_000;
-
-/// One expected (or stored) row: (ticker, window start ms) -> (sum, count, min, max, open, close).
-pub type Rows = BTreeMap<(String, i64), (i64, i64, i64, i64, i64, i64)>;
 
 pub fn value(ticks: &[(&str, i64)]) -> Vec<u8> {
     TickerMessage {
@@ -96,38 +98,9 @@ pub fn start(settings: Settings) -> Running {
     }
 }
 
-pub async fn stored_rows(pool: &PgPool) -> Rows {
-    let rows = sqlx::query(
-        "SELECT ticker, (extract(epoch FROM window_start) * 1000)::bigint AS start_ms,
-                (extract(epoch FROM window_end - window_start) * 1000)::bigint AS width_ms,
-                price_sum, sample_count, min_price, max_price, average_price, open_price, close_price
-         FROM window_prices",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("rows");
-    rows.into_iter()
-        .map(|r| {
-            let (sum, count): (i64, i64) = (r.get("price_sum"), r.get("sample_count"));
-            let average: f64 = r.get("average_price");
-            assert_eq!(average, sum as f64 / count as f64, "average is sum / count");
-            let known = |column: &str| -> i64 {
-                let price: Option<i64> = r.get(column);
-                price.unwrap_or_else(|| panic!("{column} is written with every window"))
-            };
-            (
-                (r.get("ticker"), r.get("start_ms")),
-                (
-                    sum,
-                    count,
-                    r.get("min_price"),
-                    r.get("max_price"),
-                    known("open_price"),
-                    known("close_price"),
-                ),
-            )
-        })
-        .collect()
+/// The rows of `window_prices`, as the referee reads them (which checks each average too).
+pub async fn stored_rows(pool: &PgPool) -> Windows {
+    referee::stored(pool).await.expect("window_prices")
 }
 
 pub async fn stored_samples(pool: &PgPool) -> i64 {
@@ -138,67 +111,112 @@ pub async fn stored_samples(pool: &PgPool) -> i64 {
         .unwrap_or(0)
 }
 
-/// The rows one uninterrupted run must write for records that are never late: a plain group-by,
-/// with the open (close) the price of the smallest (largest) (timestamp, partition, offset) key.
+/// The rows one uninterrupted run must write for records that are never late, by the referee.
 /// `offsets` are the records' offsets, as [`tickpipe_testkit::produce`] returns them.
-pub fn reference(records: &[TestRecord], offsets: &[i64], width_ms: i64) -> Rows {
+pub fn reference(records: &[TestRecord], offsets: &[i64], width_ms: i64) -> Windows {
     assert_eq!(records.len(), offsets.len(), "one offset per record");
-    let mut rows = Rows::new();
-    // (timestamp, partition, offset) of each row's open and close so far.
-    type Key = (i64, i32, i64);
-    let mut keys: BTreeMap<(String, i64), (Key, Key)> = BTreeMap::new();
+    let mut referee = Referee::new(width_ms);
     for (record, &offset) in records.iter().zip(offsets) {
-        let Ok(message) = TickerMessage::decode(&record.value) else {
-            continue;
-        };
-        let start = record.timestamp_ms.div_euclid(width_ms) * width_ms;
-        let key = (record.timestamp_ms, record.partition, offset);
-        for tick in &message.tickers {
-            let id = (tick.name.to_string(), start);
-            let price = tick.price;
-            let entry = rows
-                .entry(id.clone())
-                .or_insert((0, 0, i64::MAX, i64::MIN, price, price));
-            let (open_key, close_key) = keys.entry(id).or_insert((key, key));
-            entry.0 += price;
-            entry.1 += 1;
-            entry.2 = entry.2.min(price);
-            entry.3 = entry.3.max(price);
-            if key < *open_key {
-                (*open_key, entry.4) = (key, price);
-            }
-            if key > *close_key {
-                (*close_key, entry.5) = (key, price);
-            }
-        }
+        referee.record(
+            record.partition,
+            offset,
+            record.timestamp_ms,
+            Some(&record.value),
+        );
     }
-    rows
+    referee.into_windows()
 }
 
-/// `n` generator messages spread over `partitions`, timestamps increasing by `step_ms` per record
-/// with a jitter inside the grace period, starting at `T0`.
+/// `n` messages such as the generator makes from the sample stocks, spread over `partitions`,
+/// timestamps increasing by `step_ms` per record from `T0`, with a jitter inside the default grace
+/// period of 2 s.
 pub fn generated_records(n: usize, partitions: i32, step_ms: i64, seed: u64) -> Vec<TestRecord> {
-    let stocks = tickpipe_generator::stocks::StockList::default();
-    let mut source = tickpipe_generator::stocks::MessageSource::new(&stocks, Some(seed));
+    generated_records_from(T0, n, partitions, step_ms, seed)
+}
+
+/// [`generated_records`] from `start_ms` rather than `T0`.
+pub fn generated_records_from(
+    start_ms: i64,
+    n: usize,
+    partitions: i32,
+    step_ms: i64,
+    seed: u64,
+) -> Vec<TestRecord> {
+    let mut rng = Rng::new(seed);
     (0..n)
         .map(|i| {
             let i = i as i64;
             let jitter = (i * 7919) % 1500; // < 2 s grace: never late
             TestRecord::new(
                 (i % i64::from(partitions)) as i32,
-                T0 + i * step_ms - jitter,
-                source.next_message().encode(),
+                start_ms + i * step_ms - jitter,
+                rng.sample_message().encode(),
             )
         })
         .collect()
 }
 
-/// Waits until the table holds `samples` prices in all, then a little longer to catch any excess.
-pub async fn wait_for_samples(pool: &PgPool, samples: i64, timeout: Duration) -> Rows {
+/// Waits until the table holds `samples` prices and the aggregator has accounted for every record
+/// of its topic (see [`wait_until_accounted`]), then returns the rows: nothing is left for it to
+/// write, so a price counted twice would show.
+pub async fn wait_for_samples(pool: &PgPool, samples: i64, timeout: Duration) -> Windows {
     tickpipe_testkit::eventually("all samples written", timeout, || async {
         (stored_samples(pool).await >= samples).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ends = end_offsets_of_claimed(pool).await;
+    wait_until_accounted(pool, &ends, timeout).await;
     stored_rows(pool).await
+}
+
+/// (topic, partition) -> offset after its last record.
+pub type Ends = BTreeMap<(String, i32), i64>;
+
+/// Waits until the stored progress of each partition in `ends` has its resume offset at the end:
+/// every window holding one of its records is written (the progress is stored with the windows,
+/// in one transaction), so the aggregator has nothing left to write for them.
+pub async fn wait_until_accounted(pool: &PgPool, ends: &Ends, timeout: Duration) {
+    tickpipe_testkit::eventually("progress past every record", timeout, || async {
+        let stored: Vec<(String, i32, i64)> =
+            sqlx::query_as("SELECT topic, kafka_partition, resume_offset FROM aggregator_progress")
+                .fetch_all(pool)
+                .await
+                .ok()?;
+        let resume: BTreeMap<(String, i32), i64> = stored
+            .into_iter()
+            .map(|(topic, partition, resume)| ((topic, partition), resume))
+            .collect();
+        ends.iter()
+            .all(|(id, &end)| end <= 0 || resume.get(id).is_some_and(|&r| r >= end))
+            .then_some(())
+    })
+    .await;
+}
+
+/// The end offsets of every partition the aggregator has claimed, from the broker (a test's topic
+/// holds no transactional records here: its end is the offset after its last record).
+async fn end_offsets_of_claimed(pool: &PgPool) -> Ends {
+    let claimed: Vec<(String, i32)> =
+        sqlx::query_as("SELECT topic, kafka_partition FROM aggregator_progress")
+            .fetch_all(pool)
+            .await
+            .expect("claimed partitions");
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", tickpipe_testkit::brokers())
+            .set("broker.address.family", "v4")
+            .create()
+            .expect("Kafka client");
+        claimed
+            .into_iter()
+            .map(|(topic, partition)| {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+                    .expect("watermarks");
+                ((topic, partition), high)
+            })
+            .collect()
+    })
+    .await
+    .expect("watermarks task")
 }

@@ -28,7 +28,7 @@ async fn writes_the_exact_rows_for_explicit_timestamps() {
     let aggregator = start(settings(&topic, &db, &[]));
 
     let rows = wait_for_samples(&db.pool, 8, Duration::from_secs(60)).await;
-    let expected: Rows = [
+    let expected: Windows = [
         (
             ("AMZN".to_string(), T0),
             // Open: the earliest timestamp (T0+1s); close: the latest (T0+29s), not the last read.

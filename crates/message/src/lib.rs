@@ -11,6 +11,10 @@
 //! This is a crate of its own, depending only on serde, serde_json and thiserror, so that the
 //! fuzz target (`fuzz/fuzz_targets/decode.rs`) builds it without rdkafka and sqlx. The services
 //! reach it as `tickpipe_common::message`, a re-export.
+//!
+//! [`stocks`] holds the sample stocks (the generator's defaults), which tests quote too.
+
+pub mod stocks;
 
 use std::borrow::Cow;
 use std::fmt;

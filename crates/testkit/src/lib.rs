@@ -5,6 +5,8 @@
 //! in parallel without seeing each other's data. When a service is unreachable the helpers panic
 //! with a message naming the command that starts it: a test never skips silently.
 
+pub mod referee;
+pub mod rng;
 pub mod seed;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
