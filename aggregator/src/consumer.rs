@@ -44,8 +44,10 @@ pub(crate) fn consume(
         metrics.clone(),
     );
     let consumer = create_consumer(settings, context)?;
-    consumer.subscribe(&[&settings.kafka.topic])?;
     let mut processor = Processor::new(settings, pool, metrics, runtime, shutdown.clone())?;
+    // Before the first claim: a partition this instance claims is then known to the database.
+    processor.check_partitions(&consumer);
+    consumer.subscribe(&[&settings.kafka.topic])?;
     poll_until_shutdown(&consumer, &mut processor, &shutdown);
     tracing::info!("aggregator stopping; open windows are rebuilt from Kafka on the next start");
     Ok(())
@@ -68,6 +70,12 @@ fn create_consumer(
         // A killed instance's partitions move to the others after 10 s rather than 45 s.
         .set("session.timeout.ms", "10000")
         .set("statistics.interval.ms", "5000")
+        // How soon partitions added to the topic are noticed and rebalanced onto the group
+        // (librdkafka's default is 5 minutes); the partition watch uses the same interval.
+        .set(
+            "topic.metadata.refresh.interval.ms",
+            settings.aggregator.metadata_refresh_ms.to_string(),
+        )
         // Bounded prefetch keeps memory small during a backfill (about 20,000 records or 4 MiB
         // per partition); once a queue is below that, fetch again at once (librdkafka's default
         // backoff is a whole second, which held a backfill to ~100k records/s).

@@ -27,6 +27,7 @@ mod processor;
 mod record;
 pub mod settings;
 mod throttle;
+mod topic_watch;
 mod window;
 
 use std::net::SocketAddr;
@@ -83,12 +84,14 @@ async fn aggregate(
         Err(tickpipe_store::schema::MigrateError::Cancelled) => return Ok(()),
         Err(error) => return Err(error.into()),
     }
+    // Before anything is read or written: settings that shape the stored rows must match them.
     tickpipe_store::shape::record_window_secs(
         &pool,
         "AGGREGATOR_WINDOW_SECS",
         settings.aggregator.window_secs,
     )
     .await?;
+    tickpipe_store::shape::record_topic(&pool, "KAFKA_TOPIC", &settings.kafka.topic).await?;
     let dlq_ready = tickpipe_common::kafka::ensure_topic_with_retry(
         &settings.kafka.brokers,
         &settings.aggregator.dlq_topic,

@@ -29,6 +29,7 @@ use crate::partition::{Outcome, PartitionState, Timing};
 use crate::record;
 use crate::settings::Settings;
 use crate::throttle::Throttle;
+use crate::topic_watch::TopicWatch;
 
 /// How often an instance prunes the change log of entries past their retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -51,6 +52,8 @@ pub(crate) struct Processor {
     error_log: Throttle,
     /// The change log is pruned about this often (every instance does it; deleting twice is harmless).
     prune_every: Throttle,
+    /// Records the topic's partition count every few seconds, for partitions added while running.
+    topic_watch: TopicWatch,
     /// Wall clock (Unix ms), refreshed by the loop every few hundred polls and when idle: reading
     /// the clock for each record cost more than handling it.
     pub(crate) now_ms: i64,
@@ -84,6 +87,11 @@ impl Processor {
             invalid_log: Throttle::new(Duration::from_secs(1)),
             error_log: Throttle::new(Duration::from_secs(5)),
             prune_every: Throttle::new(PRUNE_EVERY),
+            topic_watch: TopicWatch::new(
+                settings.kafka.topic.clone(),
+                settings.aggregator.timing(),
+                settings.aggregator.metadata_refresh(),
+            ),
             now_ms: tickpipe_common::clock::now_ms(),
         })
     }
@@ -203,6 +211,7 @@ impl Processor {
         if self.prune_every.allow().is_some() {
             self.prune_changes();
         }
+        self.check_partitions(consumer);
         let now = self.now_ms;
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
         for partition in partitions {
@@ -265,6 +274,12 @@ impl Processor {
             .write_latency
             .observe(started.elapsed().as_secs_f64());
         Some(commit)
+    }
+
+    /// Records the topic's partition count if a check is due (see [`TopicWatch`]).
+    pub(crate) fn check_partitions(&mut self, consumer: &AggregatorConsumer) {
+        self.topic_watch
+            .check_if_due(consumer, &self.pool, &self.runtime, &self.shutdown);
     }
 
     /// Best effort: a failure only leaves old entries a little longer.

@@ -53,6 +53,15 @@ pub(crate) struct AggregatorSettings {
     /// stay open, for records held back by a leader failover (see [`Timing::idle_lag_ms`]).
     #[serde(rename = "aggregator_idle_lag_ms", default = "default_idle_lag_ms")]
     pub(crate) idle_lag_ms: u32,
+    /// `AGGREGATOR_METADATA_REFRESH_MS`: how often the topic's partitions are checked, by
+    /// librdkafka (to rebalance new ones onto the group) and by the partition watch (so that they
+    /// hold `complete` back until claimed). Records of an added partition are consumed within about
+    /// this long plus a rebalance.
+    #[serde(
+        rename = "aggregator_metadata_refresh_ms",
+        default = "default_metadata_refresh_ms"
+    )]
+    pub(crate) metadata_refresh_ms: u32,
     /// `AGGREGATOR_DLQ_TOPIC`: where invalid records go, with the reason in headers.
     #[serde(rename = "aggregator_dlq_topic", default = "default_dlq_topic")]
     pub(crate) dlq_topic: String,
@@ -76,6 +85,12 @@ impl AggregatorSettings {
                  sooner than a busy one",
             ));
         }
+        if !(100..=3_600_000).contains(&self.metadata_refresh_ms) {
+            return Err(ConfigError::new(
+                "AGGREGATOR_METADATA_REFRESH_MS",
+                "expected milliseconds from 100 to 3600000",
+            ));
+        }
         if self.group_id.is_empty() {
             return Err(ConfigError::new(
                 "AGGREGATOR_GROUP_ID",
@@ -83,6 +98,10 @@ impl AggregatorSettings {
             ));
         }
         Ok(())
+    }
+
+    pub(crate) fn metadata_refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.metadata_refresh_ms))
     }
 
     pub(crate) fn timing(&self) -> Timing {
@@ -109,6 +128,10 @@ fn default_grace_ms() -> u32 {
 /// More than twice the ~12 s a leader failover held records back in the cluster drill.
 fn default_idle_lag_ms() -> u32 {
     30_000
+}
+
+fn default_metadata_refresh_ms() -> u32 {
+    5_000
 }
 
 fn default_dlq_topic() -> String {

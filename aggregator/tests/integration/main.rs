@@ -5,5 +5,6 @@ mod adversarial;
 mod changes;
 mod crash;
 mod helpers;
+mod operators;
 mod shape;
 mod windows;

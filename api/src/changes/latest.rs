@@ -23,7 +23,7 @@ use sqlx::Connection;
 use crate::database::Database;
 use crate::model::{self, WindowPrice};
 use crate::problem::ApiError;
-use crate::query::{PriceQuery, BOUNDARY_SQL};
+use crate::query::PriceQuery;
 
 use super::log::Change;
 
@@ -134,13 +134,8 @@ pub(crate) async fn load(db: &Database) -> Result<(i64, Latest), ApiError> {
             let newest: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM window_changes")
                 .fetch_one(&mut *tx)
                 .await?;
-            // As the log computes it (aggregator/src/changes.rs), over every partition as the
-            // database path's `complete` does.
-            let boundary: Option<DateTime<Utc>> = sqlx::query_scalar(&format!(
-                "SELECT TIMESTAMPTZ 'epoch' + {BOUNDARY_SQL} * INTERVAL '1 millisecond'"
-            ))
-            .fetch_one(&mut *tx)
-            .await?;
+            // The boundary as the change log records it and the database path's `complete` uses.
+            let boundary = tickpipe_store::boundary::complete_before(&mut *tx).await?;
             let rows = every
                 .to_sql()
                 .build_query_as::<WindowPrice>()

@@ -19,8 +19,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPoolOptions
 
 use super::feed::Shared;
 
-/// The channel the aggregator notifies on commit, with the newest id as payload.
-const CHANNEL: &str = "window_changes";
+// The channel the aggregator notifies on commit, with the newest id as payload.
+use tickpipe_store::changes::CHANNEL;
 /// `application_name` of the listening connection.
 const LISTENER_NAME: &str = "tickpipe-listener";
 /// Without notifications for this long, the listening connection is checked with a query.

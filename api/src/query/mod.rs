@@ -22,8 +22,6 @@ use crate::params::interval::{Interval, Window};
 use crate::params::tickers;
 use crate::params::time::{self, TIME_RANGE_TEXT};
 
-pub(crate) use self::sql::BOUNDARY_SQL;
-
 pub(crate) const DEFAULT_LIMIT: i64 = 1000;
 pub(crate) const MAX_LIMIT: i64 = 10_000;
 pub const ACCEPTED_PARAMETERS: [&str; 6] = [

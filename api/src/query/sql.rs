@@ -24,10 +24,10 @@ use crate::params::interval::Interval;
 
 use super::{Form, PriceQuery};
 
-/// The topic-wide boundary in Unix milliseconds, as a scalar subquery: the least
-/// `closed_before_ms` of all partitions (`NULL` while no partition has stored one). Every window
-/// ending at or before it is final.
-pub(crate) const BOUNDARY_SQL: &str = "(SELECT min(a.closed_before_ms) FROM aggregator_progress a)";
+/// The `complete` boundary in Unix milliseconds, as a scalar subquery (`NULL` while nothing is
+/// complete): every window ending at or before it is final. Defined by the store, with the
+/// tables it reads.
+pub(crate) const BOUNDARY_SQL: &str = tickpipe_store::boundary::BOUNDARY_MS_SQL;
 
 /// A bar's values from its windows (alias `p`, grouped): sums and counts added (the average is
 /// never one of averages), minimum and maximum, and what [`bar_open_close`] needs: whether every

@@ -1,5 +1,6 @@
 use chrono::{DateTime, TimeZone, Utc};
 use tickpipe_common::message::MAX_TICKER_LEN;
+use tickpipe_store::boundary::BOUNDARY_MS_SQL;
 
 use super::*;
 use crate::params::cursor::{self, Cursor, CursorError};
@@ -145,11 +146,13 @@ fn sql_uses_keyset_pagination_and_no_offset() {
     let sql = q.to_sql().into_sql();
     assert_eq!(
         sql,
-        "SELECT w.ticker, w.window_start, w.window_end, w.average_price, w.sample_count, w.min_price, w.max_price, \
-         w.open_price, w.close_price, COALESCE(extract(epoch FROM w.window_end) * 1000 <= \
-         (SELECT min(a.closed_before_ms) FROM aggregator_progress a), false) AS complete \
-         FROM window_prices w WHERE TRUE AND w.ticker = $1 AND w.window_start >= $2 AND (w.window_start, w.ticker) > ($3, $4) \
-         ORDER BY w.window_start, w.ticker LIMIT $5"
+        format!(
+            "SELECT w.ticker, w.window_start, w.window_end, w.average_price, w.sample_count, w.min_price, w.max_price, \
+             w.open_price, w.close_price, COALESCE(extract(epoch FROM w.window_end) * 1000 <= \
+             {BOUNDARY_MS_SQL}, false) AS complete \
+             FROM window_prices w WHERE TRUE AND w.ticker = $1 AND w.window_start >= $2 AND (w.window_start, w.ticker) > ($3, $4) \
+             ORDER BY w.window_start, w.ticker LIMIT $5"
+        )
     );
     let latest = parse(&[("ticker", "AMZN,MSFT")])
         .expect("valid")
@@ -594,7 +597,7 @@ fn bar_sql_reads_bar_by_bar_with_keyset_pagination() {
         "min(p.window_start) AS first_window",
         "WHEN g.open_known THEN (SELECT o.open_price FROM window_prices o WHERE o.ticker = g.ticker AND o.window_start = g.first_window)",
         "WHEN g.close_known THEN (SELECT c.close_price FROM window_prices c WHERE c.ticker = g.ticker AND c.window_start = g.last_window)",
-        "(SELECT min(a.closed_before_ms) FROM aggregator_progress a)",
+        BOUNDARY_MS_SQL,
         "GROUP BY p.ticker) g ORDER BY bars.bar_start, g.ticker LIMIT $",
     ] {
         assert!(range.contains(needle), "{needle}: {range}");

@@ -8,6 +8,8 @@
 //! - [`write`]: the aggregator's write path — claim a partition (fencing a former owner), commit
 //!   final windows together with the partition's progress and the change log in one transaction.
 //! - [`changes`]: the change log (`window_changes`) — its append, its notification channel, its pruning.
+//! - [`partitions`]: the partitions of each topic as last seen in Kafka's metadata, so that an
+//!   unclaimed partition holds the boundary back.
 //! - [`shape`]: what shapes the stored rows (the window width), recorded by the first writer.
 //! - [`boundary`]: the `complete` boundary (every window starting before it is final on every
 //!   partition), as SQL for the API's queries and as a query of its own.
@@ -20,6 +22,7 @@
 
 pub mod boundary;
 pub mod changes;
+pub mod partitions;
 pub mod rows;
 pub mod schema;
 pub mod shape;

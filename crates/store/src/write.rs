@@ -27,7 +27,11 @@ pub async fn claim(pool: &PgPool, topic: &str, partition: i32) -> Result<Progres
     let row = sqlx::query(
         "INSERT INTO aggregator_progress
              (topic, kafka_partition, resume_offset, next_offset, watermark_ms, closed_before_ms, dlq_next_offset, owner_epoch)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 1)
+         VALUES ($1, $2, $3, $4,
+                 -- A partition added to the topic after it was first seen starts where it became known.
+                 COALESCE((SELECT known_since_ms FROM kafka_partitions WHERE topic = $1 AND kafka_partition = $2), $5),
+                 COALESCE((SELECT known_since_ms FROM kafka_partitions WHERE topic = $1 AND kafka_partition = $2), $6),
+                 $7, 1)
          ON CONFLICT (topic, kafka_partition)
          DO UPDATE SET owner_epoch = aggregator_progress.owner_epoch + 1, updated_at = now()
          RETURNING resume_offset, next_offset, watermark_ms, closed_before_ms, dlq_next_offset, owner_epoch, future_offsets",
@@ -41,8 +45,9 @@ pub async fn claim(pool: &PgPool, topic: &str, partition: i32) -> Result<Progres
     .bind(fresh.dlq_next_offset)
     .fetch_one(&mut *tx)
     .await?;
-    // A partition claimed for the first time lowers the boundary: the log (and so the
-    // API's stream and in-memory latest prices) must learn it like any other move.
+    // A partition claimed for the first time may lower the boundary (one not known before
+    // has closed nothing): the log (and so the API's stream and in-memory latest prices) must
+    // learn it like any other move.
     changes::append(&mut tx, &[]).await?;
     tx.commit().await?;
     Ok(Progress {

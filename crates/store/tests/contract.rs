@@ -60,6 +60,9 @@ async fn write(
 }
 
 type StoredRow = (i64, i64, i64, i64, Option<i64>, Option<i64>);
+type Complete = Option<DateTime<Utc>>;
+/// A change-log entry: id, ticker (none for a watermark entry), price sum, boundary.
+type LogEntry = (i64, Option<String>, Option<i64>, Complete);
 
 async fn stored(pool: &PgPool, ticker: &str) -> Option<StoredRow> {
     sqlx::query_as(
@@ -151,7 +154,7 @@ async fn every_commit_is_logged_and_notified_with_the_boundary() {
         T0 + 2 * WIDTH,
     )
     .await;
-    let entries: Vec<(i64, Option<String>, Option<i64>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let entries: Vec<LogEntry> = sqlx::query_as(
         "SELECT id, ticker, price_sum, complete_before FROM window_changes ORDER BY id",
     )
     .fetch_all(&db.pool)
@@ -160,7 +163,7 @@ async fn every_commit_is_logged_and_notified_with_the_boundary() {
     let at = |ms: i64| DateTime::from_timestamp_millis(ms);
     // Claim of 0 (boundary 0: moved from nothing), its commit (boundary T0 + 30 s), claim of 1
     // (a new partition lowers it back to 0), its commit (min of T0 + 30 s and T0 + 60 s).
-    let summary: Vec<(Option<&str>, Option<i64>, Option<DateTime<Utc>>)> = entries
+    let summary: Vec<(Option<&str>, Option<i64>, Complete)> = entries
         .iter()
         .map(|(_, ticker, sum, complete)| (ticker.as_deref(), *sum, *complete))
         .collect();
