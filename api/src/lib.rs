@@ -40,6 +40,7 @@ mod query;
 mod server;
 pub mod settings;
 mod state;
+mod stored_width;
 mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -65,6 +66,8 @@ pub enum ApiServerError {
     Database(#[from] tickpipe_common::db::DbError),
     #[error(transparent)]
     Metrics(#[from] tickpipe_common::telemetry::MetricsServerError),
+    #[error(transparent)]
+    WindowWidth(#[from] stored_width::WidthMismatch),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -90,6 +93,16 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ApiServerError> {
     let pool = tickpipe_common::db::read_only_pool(&settings.database)?;
+    let window_secs = settings.api.window_secs;
+    // Refused before serving when the database can tell already; otherwise checked until it can.
+    let width_watch = match stored_width::check(&pool, window_secs).await? {
+        true => None,
+        false => Some(tokio::spawn(stored_width::watch(
+            pool.clone(),
+            window_secs,
+            shutdown.clone(),
+        ))),
+    };
     let mut registry = Registry::default();
     let app = app::router(
         pool,
@@ -117,5 +130,12 @@ pub async fn serve(
         shutdown,
     )
     .await;
+    if let Some(watch) = width_watch {
+        // Finished already if it stopped the server; otherwise it has nothing more to say.
+        watch.abort();
+        if let Ok(Some(mismatch)) = watch.await {
+            return Err(mismatch.into());
+        }
+    }
     Ok(())
 }

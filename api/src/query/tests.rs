@@ -1,6 +1,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use tickpipe_common::message::MAX_TICKER_LEN;
 use tickpipe_store::boundary::BOUNDARY_MS_SQL;
+use tickpipe_testkit::rng::Rng;
 
 use super::*;
 use crate::params::cursor::{self, Cursor, CursorError};
@@ -303,31 +304,15 @@ fn at_most_100_ticker_names_counted_as_given() {
     );
 }
 
-/// A small deterministic generator, so the agreement tests need no extra dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
-
 /// Mutations of a valid text: the neighbours a schema-driven fuzzer tries.
 fn mutants(rng: &mut Rng, seed: &str, alphabet: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     for _ in 0..400 {
         let mut bytes = seed.as_bytes().to_vec();
-        for _ in 0..=rng.below(3) {
-            let i = rng.below(bytes.len() + 1);
-            let c = alphabet[rng.below(alphabet.len())];
-            match rng.below(3) {
+        for _ in 0..=rng.index(3) {
+            let i = rng.index(bytes.len() + 1);
+            let c = alphabet[rng.index(alphabet.len())];
+            match rng.index(3) {
                 0 if i < bytes.len() => bytes[i] = c,
                 1 if i < bytes.len() => {
                     bytes.remove(i);
@@ -343,19 +328,19 @@ fn mutants(rng: &mut Rng, seed: &str, alphabet: &[u8]) -> Vec<String> {
 #[test]
 fn the_published_time_pattern_is_exactly_what_is_accepted() {
     let re = regex::Regex::new(&time::PATTERN).expect("pattern compiles");
-    let mut rng = Rng(0x5eed_1234_abcd);
+    let mut rng = Rng::new(0x5eed_1234_abcd);
     let mut texts: Vec<String> = Vec::new();
     for _ in 0..300 {
         let text = format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}{}",
-            rng.below(10_000),
-            1 + rng.below(12),
-            1 + rng.below(28),
-            rng.below(24),
-            rng.below(60),
-            rng.below(60),
-            rng.pick(&["", ".5", ".123456789", ".000001"]),
-            rng.pick(&["Z", "+00:00", "-23:59", "+23:59", "+05:30"]),
+            rng.index(10_000),
+            1 + rng.index(12),
+            1 + rng.index(28),
+            rng.index(24),
+            rng.index(60),
+            rng.index(60),
+            *rng.pick(&["", ".5", ".123456789", ".000001"]),
+            *rng.pick(&["Z", "+00:00", "-23:59", "+23:59", "+05:30"]),
         );
         texts.extend(mutants(&mut rng, &text, b"0123456789-:.TZtz+ 6"));
         texts.push(text);
@@ -380,7 +365,7 @@ fn the_published_time_pattern_is_exactly_what_is_accepted() {
 #[test]
 fn the_published_ticker_pattern_is_exactly_what_is_accepted() {
     let re = regex::Regex::new(&tickers::PATTERN).expect("pattern compiles");
-    let mut rng = Rng(0x7ac4_e55e_0001);
+    let mut rng = Rng::new(0x7ac4_e55e_0001);
     let mut texts = vec![
         vec!["A"; MAX_TICKERS].join(","),
         vec!["A"; MAX_TICKERS + 1].join(","),
@@ -404,7 +389,7 @@ fn the_published_ticker_pattern_is_exactly_what_is_accepted() {
 #[test]
 fn the_published_cursor_pattern_is_exactly_what_is_accepted() {
     let re = regex::Regex::new(&cursor::PATTERN).expect("pattern compiles");
-    let mut rng = Rng(0xc0ff_ee00_4242);
+    let mut rng = Rng::new(0xc0ff_ee00_4242);
     let mut texts = Vec::new();
     for plain in [
         "L|AMZN",

@@ -13,6 +13,7 @@ use tickpipe_common::config::Layers;
 use tickpipe_common::service::ServiceSettings;
 
 use tickpipe_store::PriceKey;
+use tickpipe_testkit::rng::Rng;
 use tickpipe_testkit::seed::{self, LegacyWindow, Totals};
 
 use crate::helpers::{app, call, database, get, legacy_database, TestDb};
@@ -50,30 +51,18 @@ struct Row {
     close: Option<(Key, i64)>,
 }
 
-/// A small deterministic generator, so the test needs no extra dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: i64) -> i64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as i64
-    }
-}
-
 /// A window of `ticker` starting at `start` holding `count` prices from up to three partitions,
 /// each price with its own key: the open and close are those of the smallest and largest key.
 fn window_row(rng: &mut Rng, ticker: &'static str, start: i64, known: bool) -> Row {
-    let count = 1 + rng.below(6);
+    let count = 1 + rng.between(0, 5);
     let mut prices: Vec<(Key, i64)> = (0..count)
         .map(|_| {
             let key = [
-                start * 1000 + rng.below(WINDOW * 1000),
-                rng.below(3),
-                rng.below(1_000_000),
+                start * 1000 + rng.between(0, WINDOW * 1000 - 1),
+                rng.between(0, 2),
+                rng.between(0, 999_999),
             ];
-            (key, 100 + rng.below(100_000))
+            (key, 100 + rng.between(0, 99_999))
         })
         .collect();
     prices.sort();
@@ -93,21 +82,21 @@ fn window_row(rng: &mut Rng, ticker: &'static str, start: i64, known: bool) -> R
 /// Two and a half days of sparse windows for three tickers: clusters of windows with gaps inside
 /// bars and whole empty bars. `OLD` has some windows from before open and close were recorded.
 fn sample_rows() -> Vec<Row> {
-    let mut rng = Rng(0x0ba2_5eed_1234_5678);
+    let mut rng = Rng::new(0x0ba2_5eed_1234_5678);
     let mut rows = Vec::new();
     let first = DAY0 - 3 * 3600;
     for ticker in ["AAPL", "MSFT", "OLD"] {
         // 5-minute blocks: about a third hold windows, each window of such a block half the time.
         for block in 0..(60 * 24 * 5 / 2 / 5) {
-            if rng.below(3) != 0 {
+            if rng.between(0, 2) != 0 {
                 continue;
             }
             for w in 0..10 {
-                if rng.below(2) == 0 {
+                if rng.between(0, 1) == 0 {
                     continue;
                 }
                 let start = first + block * 300 + w * WINDOW;
-                let known = ticker != "OLD" || rng.below(4) != 0;
+                let known = ticker != "OLD" || rng.between(0, 3) != 0;
                 rows.push(window_row(&mut rng, ticker, start, known));
             }
         }
@@ -437,7 +426,7 @@ async fn pagination_visits_every_bar_exactly_once() {
 #[tokio::test]
 async fn complete_flips_once_every_partition_has_closed_the_bar() {
     let hour = DAY0 + 10 * 3600;
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let rows: Vec<Row> = (0..240)
         .map(|w| window_row(&mut rng, "AMZN", hour + w * WINDOW, true))
         .collect();
@@ -530,7 +519,7 @@ async fn complete_flips_once_every_partition_has_closed_the_bar() {
 
 #[tokio::test]
 async fn unknown_open_and_close_are_null_in_windows_and_in_their_bars() {
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let start = DAY0 + 3600;
     let mut rows = Vec::new();
     // First hour: one window of three without open and close. Second hour: all known.
@@ -763,7 +752,7 @@ async fn the_openapi_document_lists_the_intervals_of_the_configured_window() {
 /// and bars work for it.
 #[tokio::test]
 async fn the_reader_role_sees_bars_and_complete() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let rows: Vec<Row> = (0..4)
         .map(|w| window_row(&mut rng, "AMZN", DAY0 + w * WINDOW, true))
         .collect();

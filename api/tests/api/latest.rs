@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use tickpipe_store::{boundary, PriceKey};
+use tickpipe_testkit::rng::Rng;
 use tickpipe_testkit::seed::{self, Partition, Totals};
 
 use crate::helpers::{database, logs};
@@ -34,18 +35,6 @@ const DELIVERY_BOUND: Duration = Duration::from_millis(750);
 const TICKERS: [&str; 5] = ["AAPL", "AMZN", "BRK-A", "BRK.B", "MSFT"];
 /// Commits made while the readers poll.
 const COMMITS: usize = 200;
-
-/// A tiny deterministic generator (xorshift), so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// One window's contribution, as the aggregator flushes it.
 #[derive(Debug, Clone)]
@@ -133,7 +122,7 @@ impl Writer {
     fn new(seed: u64, partitions: Vec<Partition>) -> Self {
         assert_eq!(partitions.len(), 2);
         Self {
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             offset: 0,
             state: State::default(),
             closed: [0; 2],

@@ -9,3 +9,4 @@ mod prices;
 mod readiness;
 mod server;
 mod stream;
+mod window_width;
