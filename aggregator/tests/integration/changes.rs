@@ -113,9 +113,9 @@ async fn concurrent_commits_become_visible_in_id_order_and_replay_to_the_table()
     let db = TestDatabase::create().await;
     let mut listener = PgListener::connect(&db.url).await.expect("listener");
     listener
-        .listen("window_changes")
+        .listen(tickpipe_store::changes::CHANNEL)
         .await
-        .expect("LISTEN window_changes");
+        .expect("LISTEN to the change log's channel");
     let notified = tokio::spawn(async move {
         let mut ids = Vec::new();
         while let Ok(Ok(notification)) =

@@ -22,7 +22,7 @@ use crate::boundary;
 /// The notification channel; its payload is the newest id committed.
 pub const CHANNEL: &str = "window_changes";
 /// Key of the advisory lock that orders the log (an arbitrary constant, "tickpipe" in ASCII).
-pub const LOG_LOCK: i64 = 0x7469_636b_7069_7065;
+const LOG_LOCK: i64 = 0x7469_636b_7069_7065;
 /// How long changes are kept for clients to resume from.
 pub const RETENTION: &str = "24 hours";
 

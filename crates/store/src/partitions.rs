@@ -12,7 +12,6 @@
 //! stamped before that previous check: that is its `known_since_ms`. The partitions found at the
 //! first check of a topic have an unknown history and are known since the beginning of time.
 
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::changes;
@@ -66,14 +65,4 @@ pub async fn known_since(pool: &PgPool, topic: &str) -> Result<Vec<(i32, i64)>, 
     .bind(topic)
     .fetch_all(pool)
     .await
-}
-
-/// The instant of `topic`'s last partition check, as recorded.
-pub async fn checked(pool: &PgPool, topic: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    let checked_ms: Option<i64> =
-        sqlx::query_scalar("SELECT partitions_checked_ms FROM kafka_topics WHERE topic = $1")
-            .bind(topic)
-            .fetch_optional(pool)
-            .await?;
-    Ok(checked_ms.and_then(DateTime::from_timestamp_millis))
 }
