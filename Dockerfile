@@ -4,12 +4,13 @@
 # rebuilds only the workspace crates, not librdkafka, sqlx and axum.
 
 FROM rust:1.95-slim-bookworm AS build
-# librdkafka is compiled from source by rdkafka-sys: it needs make, a C compiler and zlib headers.
+# librdkafka is compiled from source by rdkafka-sys: it needs make, a C compiler and zlib headers,
+# and OpenSSL's headers (found with pkg-config) for TLS and SASL SCRAM; sqlx's TLS uses OpenSSL too.
 # Build-stage tools only (nothing ships in the runtime images) and Debian replaces old package
 # versions on its mirrors, so pinning exact versions would only make the build break later.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends make zlib1g-dev \
+    && apt-get install -y --no-install-recommends make zlib1g-dev libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 
@@ -18,11 +19,12 @@ COPY crates/common/Cargo.toml crates/common/
 COPY crates/message/Cargo.toml crates/message/
 COPY crates/store/Cargo.toml crates/store/
 COPY crates/testkit/Cargo.toml crates/testkit/
+COPY crates/e2e/Cargo.toml crates/e2e/
 COPY generator/Cargo.toml generator/
 COPY aggregator/Cargo.toml aggregator/
 COPY api/Cargo.toml api/
 COPY migrations migrations
-RUN for crate in crates/common crates/message crates/store crates/testkit generator aggregator api; do \
+RUN for crate in crates/common crates/message crates/store crates/testkit crates/e2e generator aggregator api; do \
         mkdir -p "$crate/src" && touch "$crate/src/lib.rs" && echo 'fn main() {}' > "$crate/src/main.rs"; \
     done \
     && cargo build --release --locked --bins \
@@ -54,6 +56,12 @@ COPY web/src src
 RUN node build.mjs --out /out/web
 
 FROM debian:bookworm-slim AS runtime
+# OpenSSL (librdkafka's and sqlx's TLS) and the CA certificates a managed Kafka or PostgreSQL
+# presents (KAFKA_SSL_CA_LOCATION and sslrootcert are only needed for a private CA).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin tickpipe
 USER 10001
 ENV RUST_LOG=info LOG_FORMAT=text

@@ -17,6 +17,11 @@
 #   scripts/services.sh versions          # print the Kafka and PostgreSQL versions, one per line
 #
 #   KAFKA_NODES=3 scripts/services.sh up  # the same for a 3-node cluster (every subcommand takes it)
+#   TICKPIPE_SECURE=1 scripts/services.sh up  # the secure services: Kafka SASL_SSL (SCRAM-SHA-512),
+#                         # PostgreSQL TLS only, PgBouncer in transaction mode, a test CA; own state dir
+#                         # (TICKPIPE_SECURE_STATE_DIR, default /tmp/tickpipe-secure) and ports (Kafka
+#                         # TICKPIPE_SECURE_KAFKA_PORT=29092, PostgreSQL TICKPIPE_SECURE_PG_PORT=25432,
+#                         # PgBouncer TICKPIPE_BOUNCER_PORT=26432); `env` prints TICKPIPE_SECURE_* names
 #
 # The cluster (KAFKA_NODES=3) is a separate set of services that runs beside the single node: its own
 # state directory ($TICKPIPE_STATE_DIR/cluster), its own ports (Kafka nodes on 19092, 19094, 19096 with
@@ -57,9 +62,15 @@ source "$SCRIPT_DIR/services/kafka-setup.sh"
 source "$SCRIPT_DIR/services/kafka.sh"
 # shellcheck source=scripts/services/postgres.sh
 source "$SCRIPT_DIR/services/postgres.sh"
+# shellcheck source=scripts/services/secure.sh
+source "$SCRIPT_DIR/services/secure.sh"
 
 # The `export` lines, on stdout.
 print_env() {
+    if secure; then
+        print_secure_env
+        return
+    fi
     local pg_bin="${PG_BIN:-${TICKPIPE_PG_BIN:-$(find_newest_pg_bin)}}"
     # Addresses need no quoting (and %q would escape the commas of a list).
     printf 'export KAFKA_BROKERS=%s\n' "$(broker_list)"
@@ -82,8 +93,10 @@ cmd_up() {
     load_ports strict
     prepare_state_dir
     save_ports
+    if secure; then make_certificates; fi
     start_kafka
     start_postgres
+    if secure; then start_pgbouncer; fi
     say "$(kafka_version_line); $(pg_version_line)"
     say "services up in $((SECONDS - started))s (state in $STATE_DIR)"
     print_env
@@ -92,12 +105,13 @@ cmd_up() {
 cmd_down() {
     load_ports lenient
     stop_all_kafka
+    stop_pgbouncer
     if [[ -d "$PG_DATA" ]]; then
         stop_postgres
     fi
     # Only what this script created; the logs stay for post-mortems (CI runs `down` on exit). The
     # single node's `down` leaves the cluster/ subdirectory alone.
-    rm -rf "$KAFKA_ROOT" "$PG_DIR" "$PORTS_FILE"
+    rm -rf "$KAFKA_ROOT" "$PG_DIR" "$PORTS_FILE" "$SECURE_CERTS" "$SECURE_SECRETS" "$BOUNCER_DIR"
     say "stopped; removed the data in $STATE_DIR (logs kept in $LOG_DIR)"
 }
 

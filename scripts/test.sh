@@ -11,12 +11,17 @@ services=scripts/services.sh
 stop_services() {
     if [[ -z "${KEEP_SERVICES:-}" ]]; then
         bash "$services" down || true
+        TICKPIPE_SECURE=1 bash "$services" down || true
     fi
 }
 trap stop_services EXIT
 
 bash "$services" up
 eval "$(bash "$services" env)"
+# The secure services beside them (issue 22: Kafka SASL_SSL, PostgreSQL TLS only, PgBouncer in
+# transaction mode), for crates/e2e's tests; their variables are named TICKPIPE_SECURE_*.
+TICKPIPE_SECURE=1 bash "$services" up >/dev/null
+eval "$(TICKPIPE_SECURE=1 bash "$services" env)"
 echo "== services: KAFKA_BROKERS=$KAFKA_BROKERS DATABASE_URL=${DATABASE_URL%%@*}@..."
 
 echo "== cargo fmt --check"

@@ -57,7 +57,7 @@ fn create_consumer(
     settings: &Settings,
     context: AggregatorContext,
 ) -> Result<AggregatorConsumer, KafkaError> {
-    client_config(&settings.kafka.brokers, "tickpipe-aggregator")
+    client_config(&settings.kafka, "tickpipe-aggregator")
         .set("group.id", &settings.aggregator.group_id)
         // Progress lives in PostgreSQL; offsets committed to Kafka are informational only.
         .set("enable.auto.commit", "false")

@@ -25,6 +25,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message;
 use tickpipe_common::backoff::Backoff;
+use tickpipe_common::config::KafkaSettings;
 use tickpipe_common::kafka::{client_config, send_when_queue_has_room};
 use tickpipe_common::message::InvalidMessage;
 use tokio::runtime::Handle;
@@ -218,13 +219,13 @@ impl std::fmt::Debug for DeadLetters {
 
 impl DeadLetters {
     pub(crate) fn new(
-        brokers: &str,
+        kafka: &KafkaSettings,
         topic: &str,
         runtime: Handle,
         shutdown: CancellationToken,
         metrics: DeadLetterMetrics,
     ) -> Result<Self, KafkaError> {
-        let producer = client_config(brokers, "tickpipe-aggregator-dlq")
+        let producer = client_config(kafka, "tickpipe-aggregator-dlq")
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")

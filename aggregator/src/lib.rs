@@ -49,6 +49,8 @@ pub enum AggregatorError {
     Migrate(#[from] tickpipe_store::schema::MigrateError),
     #[error(transparent)]
     Shape(#[from] tickpipe_store::shape::ShapeError),
+    #[error(transparent)]
+    Topic(#[from] tickpipe_common::topics::TopicError),
     #[error("Kafka client error: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("the consume loop panicked")]
@@ -78,8 +80,16 @@ async fn aggregate(
     endpoint: Option<(SocketAddr, Registry)>,
     shutdown: CancellationToken,
 ) -> Result<(), AggregatorError> {
+    // Sessions of their own: the migrations' advisory lock, and commits whose prepared statements
+    // a transaction pooler would lose. Behind one, DATABASE_URL serves only the API.
     let pool = tickpipe_common::db::lazy_pool(&settings.database)?;
-    match tickpipe_store::schema::migrate(&pool, &shutdown).await {
+    if settings.database.behind_pooler() {
+        tracing::info!(
+            "writing through DATABASE_DIRECT_URL; DATABASE_URL (a pooler) serves the API"
+        );
+    }
+    let variable = settings.database.session_variable();
+    match tickpipe_store::schema::migrate(&pool, variable, &shutdown).await {
         Ok(()) => {}
         Err(tickpipe_store::schema::MigrateError::Cancelled) => return Ok(()),
         Err(error) => return Err(error.into()),
@@ -92,16 +102,7 @@ async fn aggregate(
     )
     .await?;
     tickpipe_store::shape::record_topic(&pool, "KAFKA_TOPIC", &settings.kafka.topic).await?;
-    let dlq_ready = tickpipe_common::kafka::ensure_topic_with_retry(
-        &settings.kafka.brokers,
-        &settings.aggregator.dlq_topic,
-        1,
-        // The broker's default.replication.factor: 3 on a cluster, 1 on a single node.
-        -1,
-        &shutdown,
-    )
-    .await;
-    if !dlq_ready {
+    if !topics_ready(&settings, &shutdown).await? {
         return Ok(());
     }
     // Served only now, so that "healthy" means "migrated and about to consume": the API's
@@ -118,4 +119,23 @@ async fn aggregate(
     .await
     .map_err(|_| AggregatorError::Panicked)??;
     Ok(())
+}
+
+/// Makes sure the topics exist: the dead-letter topic (created unless `KAFKA_CREATE_TOPICS` is
+/// false), and with `KAFKA_CREATE_TOPICS=false` the ticker topic too (otherwise the generator's to
+/// create). `Ok(false)` if stopped first.
+async fn topics_ready(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Result<bool, AggregatorError> {
+    use tickpipe_common::topics::ensure_topic_with_retry;
+    let kafka = &settings.kafka;
+    if !kafka.create_topics
+        && !ensure_topic_with_retry(kafka, &kafka.topic, -1, -1, shutdown).await?
+    {
+        return Ok(false);
+    }
+    // The broker's default.replication.factor: 3 on a cluster, 1 on a single node.
+    let dlq = &settings.aggregator.dlq_topic;
+    Ok(ensure_topic_with_retry(kafka, dlq, 1, -1, shutdown).await?)
 }

@@ -69,7 +69,7 @@ impl Processor {
         shutdown: CancellationToken,
     ) -> Result<Self, KafkaError> {
         let dead_letters = DeadLetters::new(
-            &settings.kafka.brokers,
+            &settings.kafka,
             &settings.aggregator.dlq_topic,
             runtime.clone(),
             shutdown.clone(),

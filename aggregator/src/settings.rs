@@ -29,7 +29,7 @@ impl ServiceSettings for Settings {
     fn load(layers: &Layers) -> Result<Self, ConfigError> {
         let settings = Self {
             telemetry: layers.section()?,
-            kafka: layers.section()?,
+            kafka: KafkaSettings::load(layers)?,
             database: layers.section()?,
             aggregator: layers.section()?,
         };

@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use prometheus_client::registry::Registry;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
 use utoipa::OpenApi;
@@ -39,6 +40,10 @@ pub(crate) struct AppOptions {
     pub(crate) stream: StreamOptions,
     /// The dashboard's files, served at `/` (outside the OpenAPI document: not JSON API).
     pub(crate) dashboard: Dashboard,
+    /// The pool's URL is a transaction pooler (`DATABASE_DIRECT_URL` is set apart from it).
+    pub(crate) pooled: bool,
+    /// How the stream's `LISTEN` connects (a session of its own); `None`: as the pool does.
+    pub(crate) listen: Option<PgConnectOptions>,
 }
 
 #[derive(OpenApi)]
@@ -141,8 +146,10 @@ pub(crate) fn router(pool: PgPool, options: AppOptions, registry: &mut Registry)
         "the OpenAPI document is plain data built from this crate's route definitions and schemas, \
          which serde_json always serializes",
     );
-    let db = Database::new(pool.clone(), options.query_timeout);
-    let connect = (*pool.connect_options()).clone();
+    let db = Database::new(pool.clone(), options.query_timeout, options.pooled);
+    let connect = options
+        .listen
+        .unwrap_or_else(|| (*pool.connect_options()).clone());
     let state = AppState {
         streams: Streams::new(db.clone(), connect, options.stream, stream_metrics),
         db,

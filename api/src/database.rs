@@ -12,13 +12,14 @@
 //! connections and keeps waiting, up to the query timeout as before.
 
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgPool, Postgres};
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -63,26 +64,106 @@ struct GateState {
 pub(crate) struct Database {
     pool: PgPool,
     query_timeout: Duration,
+    /// `DATABASE_URL` is a transaction pooler (see [`Session`]).
+    pooled: bool,
     state: Arc<GateState>,
 }
 
+/// How a pinned session's transaction begins: one snapshot for all it reads, and nothing written.
+const PINNED_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+/// Behind a transaction pooler, what a direct connection's startup settings would have set (see
+/// `tickpipe_common::db::read_only_pool`), and no statement named by an earlier client of the
+/// pooler's server connection in the way (sqlx names its statements per client connection).
+const PINNED_SETUP: &str = "DEALLOCATE ALL; SET LOCAL jit = off";
+
+/// The connection one [`Database::run`] works on, dereferencing to it. Behind a transaction
+/// pooler (PgBouncer, Neon's and Supabase's pooled endpoints) every query runs inside a
+/// transaction: between two of its protocol messages outside one, the pooler may hand the
+/// server connection to another client, and sqlx prepares a statement and executes it in two.
+/// The transaction rolls back when the session is dropped: it is read-only, so that ends it
+/// the way a commit would.
+pub(crate) enum Session {
+    Connection(PoolConnection<Postgres>),
+    Pinned(Transaction<'static, Postgres>),
+}
+
+impl Deref for Session {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Self::Connection(connection) => connection,
+            Self::Pinned(transaction) => transaction,
+        }
+    }
+}
+
+impl DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Self::Connection(connection) => connection,
+            Self::Pinned(transaction) => transaction,
+        }
+    }
+}
+
 impl Database {
-    pub(crate) fn new(pool: PgPool, query_timeout: Duration) -> Self {
+    /// `pooled`: the pool's URL is a transaction pooler.
+    pub(crate) fn new(pool: PgPool, query_timeout: Duration, pooled: bool) -> Self {
         Self {
             pool,
             query_timeout,
+            pooled,
             state: Arc::default(),
         }
+    }
+
+    /// [`Self::run`] on one snapshot: every query of `query` sees the same committed state.
+    pub(crate) async fn run_in_snapshot<T, Q, Fut>(
+        &self,
+        what: &'static str,
+        query: Q,
+    ) -> Result<T, ApiError>
+    where
+        Q: FnOnce(Session) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        self.call(what, true, query).await
     }
 
     /// Runs `query` on a pooled connection, all within the query timeout. Errors are already
     /// classified: 503 when the database is unreachable or too slow, 500 otherwise. Each call is a
     /// `database` span (named by `what`) with one debug line: the wait for a connection and the
     /// query's own time.
-    #[tracing::instrument(name = "database", skip_all, fields(what = what))]
     pub(crate) async fn run<T, Q, Fut>(&self, what: &'static str, query: Q) -> Result<T, ApiError>
     where
-        Q: FnOnce(PoolConnection<Postgres>) -> Fut,
+        Q: FnOnce(Session) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        self.call(what, false, query).await
+    }
+
+    /// A session: a transaction when pooled or `snapshot`, otherwise the connection as it is.
+    async fn open(&self, snapshot: bool) -> Result<Session, sqlx::Error> {
+        if !(self.pooled || snapshot) {
+            return Ok(Session::Connection(self.pool.acquire().await?));
+        }
+        let mut transaction = self.pool.begin_with(PINNED_BEGIN).await?;
+        if self.pooled {
+            transaction.execute(PINNED_SETUP).await?;
+        }
+        Ok(Session::Pinned(transaction))
+    }
+
+    #[tracing::instrument(name = "database", skip_all, fields(what = what))]
+    async fn call<T, Q, Fut>(
+        &self,
+        what: &'static str,
+        snapshot: bool,
+        query: Q,
+    ) -> Result<T, ApiError>
+    where
+        Q: FnOnce(Session) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         if self.state.closed.load(Ordering::Acquire) {
@@ -92,7 +173,7 @@ impl Database {
         }
         let started = Instant::now();
         let deadline = started + self.query_timeout;
-        let acquired = self.acquire(what, deadline).await;
+        let acquired = self.acquire(what, snapshot, deadline).await;
         let waited = started.elapsed();
         let result = match acquired {
             Ok(connection) => match tokio::time::timeout_at(deadline, query(connection)).await {
@@ -116,9 +197,10 @@ impl Database {
     async fn acquire(
         &self,
         what: &str,
+        snapshot: bool,
         deadline: Instant,
-    ) -> Result<PoolConnection<Postgres>, ApiError> {
-        let acquire = tokio::time::timeout_at(deadline, self.pool.acquire());
+    ) -> Result<Session, ApiError> {
+        let acquire = tokio::time::timeout_at(deadline, self.open(snapshot));
         tokio::pin!(acquire);
         let watchdog = async {
             // While every connection of the pool is open, the wait is for one of them to be

@@ -67,7 +67,7 @@ pub enum ApiServerError {
     #[error(transparent)]
     Metrics(#[from] tickpipe_common::telemetry::MetricsServerError),
     #[error(transparent)]
-    WindowWidth(#[from] stored_width::WidthMismatch),
+    Refused(#[from] stored_width::StartupRefusal),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -85,6 +85,34 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     serve(listener, settings, shutdown).await
 }
 
+/// Compares the configured window width with the stored data's on a session of its own: refused
+/// now when the database can tell already, otherwise watched until it can (see [`stored_width`]).
+async fn check_width(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<Option<stored_width::StartupRefusal>>>, ApiServerError> {
+    let database = &settings.database;
+    let sessions = tickpipe_common::config::DatabaseSettings {
+        max_connections: 1,
+        ..database.clone()
+    };
+    let stored = stored_width::Stored {
+        pool: tickpipe_common::db::lazy_pool(&sessions)?,
+        variable: database.session_variable(),
+    };
+    let window_secs = settings.api.window_secs;
+    // Refused before serving when the database can tell already; otherwise checked until it can.
+    let watch = match stored_width::check(&stored, window_secs).await? {
+        true => None,
+        false => Some(tokio::spawn(stored_width::watch(
+            stored,
+            window_secs,
+            shutdown.clone(),
+        ))),
+    };
+    Ok(watch)
+}
+
 /// [`run`] on an already bound listener (tests bind port 0). The metrics endpoint still binds
 /// `METRICS_ADDR`.
 pub async fn serve(
@@ -92,17 +120,9 @@ pub async fn serve(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> Result<(), ApiServerError> {
-    let pool = tickpipe_common::db::read_only_pool(&settings.database)?;
-    let window_secs = settings.api.window_secs;
-    // Refused before serving when the database can tell already; otherwise checked until it can.
-    let width_watch = match stored_width::check(&pool, window_secs).await? {
-        true => None,
-        false => Some(tokio::spawn(stored_width::watch(
-            pool.clone(),
-            window_secs,
-            shutdown.clone(),
-        ))),
-    };
+    let database = &settings.database;
+    let pool = tickpipe_common::db::read_only_pool(database)?;
+    let width_watch = check_width(&settings, &shutdown).await?;
     let mut registry = Registry::default();
     let app = app::router(
         pool,
@@ -112,6 +132,8 @@ pub async fn serve(
             window: settings.api.window()?,
             stream: settings.api.stream_options(shutdown.clone())?,
             dashboard: web::Dashboard::load(&settings.api.web_dir),
+            pooled: database.behind_pooler(),
+            listen: Some(tickpipe_common::db::session_options(database)?),
         },
         &mut registry,
     );

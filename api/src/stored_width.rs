@@ -28,32 +28,59 @@ pub struct WidthMismatch {
     pub stored: u32,
 }
 
+/// Why the API may not serve: the widths differ, or the database refuses a connection in a way
+/// no wait will change (a pooler where a direct connection is needed, TLS, a password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartupRefusal {
+    #[error(transparent)]
+    Width(#[from] WidthMismatch),
+    #[error("{0}")]
+    Setup(String),
+}
+
 /// What one comparison found.
 enum Compared {
     Same,
-    Differs(WidthMismatch),
+    Refused(StartupRefusal),
     /// The database is unreachable, or no aggregator has recorded a width yet.
     NotYet,
 }
 
-async fn compare(pool: &PgPool, configured: u32) -> Compared {
-    match tickpipe_store::shape::window_secs(pool).await {
-        Ok(Some(stored)) if stored == configured => Compared::Same,
-        Ok(Some(stored)) => Compared::Differs(WidthMismatch { configured, stored }),
+/// The database the comparison reads: a pool of sessions of their own (whose first connection
+/// also tells a pooler from PostgreSQL), and the variable naming its URL in messages.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub(crate) pool: PgPool,
+    pub(crate) variable: &'static str,
+}
+
+async fn compare(stored: &Stored, configured: u32) -> Compared {
+    match tickpipe_store::shape::window_secs(&stored.pool).await {
+        Ok(Some(width)) if width == configured => Compared::Same,
+        Ok(Some(width)) => Compared::Refused(
+            WidthMismatch {
+                configured,
+                stored: width,
+            }
+            .into(),
+        ),
         Ok(None) => Compared::NotYet,
-        Err(error) => {
-            tracing::debug!(%error, "the stored window width cannot be read yet");
-            Compared::NotYet
-        }
+        Err(error) => match tickpipe_common::db::setup_error(&error, stored.variable) {
+            Some(line) => Compared::Refused(StartupRefusal::Setup(line)),
+            None => {
+                tracing::debug!(%error, "the stored window width cannot be read yet");
+                Compared::NotYet
+            }
+        },
     }
 }
 
 /// Compares once now: `Err` on a mismatch, `Ok(true)` when the widths agree, `Ok(false)` when the
 /// comparison has to wait (see [`watch`]).
-pub(crate) async fn check(pool: &PgPool, configured: u32) -> Result<bool, WidthMismatch> {
-    match compare(pool, configured).await {
+pub(crate) async fn check(stored: &Stored, configured: u32) -> Result<bool, StartupRefusal> {
+    match compare(stored, configured).await {
         Compared::Same => Ok(true),
-        Compared::Differs(mismatch) => Err(mismatch),
+        Compared::Refused(refusal) => Err(refusal),
         Compared::NotYet => Ok(false),
     }
 }
@@ -61,21 +88,21 @@ pub(crate) async fn check(pool: &PgPool, configured: u32) -> Result<bool, WidthM
 /// Retries the comparison until it can be made; on a mismatch, logs it, stops the server through
 /// `shutdown` and returns it. Ends with `None` when the widths agree or the server stops first.
 pub(crate) async fn watch(
-    pool: PgPool,
+    stored: Stored,
     configured: u32,
     shutdown: CancellationToken,
-) -> Option<WidthMismatch> {
+) -> Option<StartupRefusal> {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return None,
             () = tokio::time::sleep(RETRY_EVERY) => {}
         }
-        match compare(&pool, configured).await {
+        match compare(&stored, configured).await {
             Compared::Same => return None,
-            Compared::Differs(mismatch) => {
-                tracing::error!(%mismatch, "stopping: the window width differs from the stored data's");
+            Compared::Refused(refusal) => {
+                tracing::error!(%refusal, "stopping");
                 shutdown.cancel();
-                return Some(mismatch);
+                return Some(refusal);
             }
             Compared::NotYet => {}
         }

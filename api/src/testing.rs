@@ -39,6 +39,8 @@ pub fn app_with_metrics(pool: PgPool, query_timeout: Duration, registry: &mut Re
             window: Window::default(),
             stream: StreamOptions::default(),
             dashboard: Dashboard::missing(),
+            pooled: false,
+            listen: None,
         },
         registry,
     )
@@ -60,6 +62,8 @@ pub fn app_with_settings(pool: PgPool, settings: &ApiSettings) -> Result<Router,
             window,
             stream,
             dashboard: Dashboard::load(&settings.web_dir),
+            pooled: false,
+            listen: None,
         },
         &mut Registry::default(),
     ))

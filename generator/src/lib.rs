@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use tickpipe_common::kafka::ensure_topic_with_retry;
 use tickpipe_common::telemetry::serve_metrics;
+use tickpipe_common::topics::{ensure_topic_with_retry, TopicError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +37,8 @@ const MAX_LAG_SAMPLES: usize = 1_000_000;
 pub enum GeneratorError {
     #[error(transparent)]
     Metrics(#[from] tickpipe_common::telemetry::MetricsServerError),
+    #[error(transparent)]
+    Topic(#[from] TopicError),
     #[error("cannot create the Kafka producer: {0}")]
     Producer(#[source] rdkafka::error::KafkaError),
     #[error("flushing in-flight messages failed: {0}")]
@@ -96,18 +98,18 @@ async fn connect(
     let generator = &settings.generator;
     let topic = &settings.kafka.topic;
     let topic_ready = ensure_topic_with_retry(
-        &settings.kafka.brokers,
+        &settings.kafka,
         topic,
         generator.partitions,
         generator.replication_factor,
         shutdown,
     )
-    .await;
+    .await?;
     if !topic_ready {
         return Ok(None);
     }
     let producer = TickerProducer::new(
-        &settings.kafka.brokers,
+        &settings.kafka,
         topic,
         generator.compression,
         metrics.clone(),

@@ -14,6 +14,7 @@ use rdkafka::producer::{
     BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer,
 };
 use rdkafka::{ClientConfig, ClientContext, Message};
+use tickpipe_common::config::KafkaSettings;
 use tickpipe_common::kafka::{client_config, send_when_queue_has_room};
 
 use crate::metrics::GeneratorMetrics;
@@ -67,8 +68,8 @@ impl ProducerContext for TrackingContext {
 
 /// The generator's producer configuration: idempotent, acks=all, short linger, and the configured
 /// batch compression (`GENERATOR_COMPRESSION`).
-fn producer_config(brokers: &str, compression: Compression) -> ClientConfig {
-    let mut config = client_config(brokers, "tickpipe-generator");
+fn producer_config(kafka: &KafkaSettings, compression: Compression) -> ClientConfig {
+    let mut config = client_config(kafka, "tickpipe-generator");
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -97,7 +98,7 @@ impl std::fmt::Debug for TickerProducer {
 
 impl TickerProducer {
     pub(crate) fn new(
-        brokers: &str,
+        kafka: &KafkaSettings,
         topic: &str,
         compression: Compression,
         metrics: GeneratorMetrics,
@@ -107,7 +108,7 @@ impl TickerProducer {
             acknowledged: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         });
-        let producer = producer_config(brokers, compression)
+        let producer = producer_config(kafka, compression)
             .create_with_context(TrackingContext(tracker.clone()))?;
         Ok(Self {
             producer,
@@ -153,7 +154,7 @@ mod tests {
     #[test]
     fn the_configured_codec_reaches_librdkafka() {
         for codec in Compression::ALL {
-            let config = producer_config("localhost:9092", codec);
+            let config = producer_config(&KafkaSettings::plaintext("localhost:9092"), codec);
             assert_eq!(config.get("compression.type"), Some(codec.as_str()));
         }
     }
@@ -164,7 +165,7 @@ mod tests {
     #[test]
     fn librdkafka_supports_every_codec() {
         for codec in Compression::ALL {
-            let created = producer_config("localhost:9092", codec)
+            let created = producer_config(&KafkaSettings::plaintext("localhost:9092"), codec)
                 .create::<rdkafka::producer::BaseProducer>();
             assert!(created.is_ok(), "{codec}: {:?}", created.err());
         }

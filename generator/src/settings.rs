@@ -30,7 +30,7 @@ impl ServiceSettings for Settings {
     fn load(layers: &Layers) -> Result<Self, ConfigError> {
         let settings = Self {
             telemetry: layers.section()?,
-            kafka: layers.section()?,
+            kafka: KafkaSettings::load(layers)?,
             generator: layers.section()?,
         };
         settings.generator.check()?;

@@ -7,7 +7,14 @@
 NODES="${KAFKA_NODES:-1}"
 [[ "$NODES" =~ ^[1-9]$ && "$NODES" != 2 ]] ||
     { echo "services: ERROR: KAFKA_NODES must be 1 or 3..9 (two voters survive no failure), not '$NODES'" >&2; exit 2; }
-BASE_STATE_DIR="${TICKPIPE_STATE_DIR:-${TMPDIR:-/tmp}/tickpipe-services}"
+if [[ "${TICKPIPE_SECURE:-0}" == 1 ]]; then
+    ((NODES == 1)) || { echo "services: ERROR: TICKPIPE_SECURE=1 runs a single Kafka node" >&2; exit 2; }
+    # The secure services (scripts/services/secure.sh) run beside the default ones, with settings
+    # of their own: a shell that evaluated the default services' `env` has TICKPIPE_STATE_DIR set.
+    BASE_STATE_DIR="${TICKPIPE_SECURE_STATE_DIR:-${TMPDIR:-/tmp}/tickpipe-secure}"
+else
+    BASE_STATE_DIR="${TICKPIPE_STATE_DIR:-${TMPDIR:-/tmp}/tickpipe-services}"
+fi
 if ((NODES == 1)); then
     STATE_DIR="$BASE_STATE_DIR"
 else
@@ -37,7 +44,10 @@ BASE_PORT=
 PG_PORT=
 
 load_ports() {
-    if ((NODES == 1)); then
+    if [[ "${TICKPIPE_SECURE:-0}" == 1 ]]; then
+        BASE_PORT="${TICKPIPE_SECURE_KAFKA_PORT:-29092}"
+        PG_PORT="${TICKPIPE_SECURE_PG_PORT:-25432}"
+    elif ((NODES == 1)); then
         BASE_PORT="${TICKPIPE_KAFKA_PORT:-9092}"
         PG_PORT="${TICKPIPE_PG_PORT:-5432}"
     else

@@ -178,12 +178,17 @@ write_kafka_properties() {
         for ((n = 1; n <= NODES; n++)); do voters+=("$n@127.0.0.1:$((BASE_PORT + 2 * (n - 1) + 1))"); done
         overrides+=("controller.quorum.voters=$(IFS=,; echo "${voters[*]}")")
     fi
+    if secure; then
+        local line
+        while IFS= read -r line; do overrides+=("$line"); done < <(secure_kafka_overrides)
+    fi
     {
         echo "# Written by scripts/services.sh: ${template#"$REPO_ROOT/"} with these keys replaced for a"
         echo "# broker on this machine: ${overrides[*]%%=*}"
         echo
         replace_properties "$template" "${overrides[@]}"
     } >"$KAFKA_PROPS"
+    chmod 600 "$KAFKA_PROPS"
 }
 
 # One cluster id for all nodes of this state directory, made once.
@@ -214,6 +219,10 @@ format_kafka_storage() {
     # As deploy/kafka/start.sh does: --standalone goes with controller.quorum.bootstrap.servers (a
     # dynamic quorum of this one node); a static controller.quorum.voters is formatted without it.
     grep -q '^controller.quorum.voters=' "$KAFKA_PROPS" || quorum=(--standalone)
+    if secure; then
+        local arg
+        while IFS= read -r arg; do quorum+=("$arg"); done < <(secure_scram_arguments)
+    fi
     if ! kafka_java kafka.tools.StorageTool format "${quorum[@]}" -t "$id" -c "$KAFKA_PROPS" \
         >>"$KAFKA_LOG" 2>&1; then
         log_tail "$KAFKA_LOG" "$log_offset"

@@ -111,6 +111,7 @@ unix_socket_directories = '$PG_SOCKET_DIR'
 # cargo test runs many tests at once, each with its own connection pool.
 max_connections = 200
 EOF
+    if secure; then secure_postgres_config; fi
 }
 
 launch_postgres() {

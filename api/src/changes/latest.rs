@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
-use sqlx::Connection;
 
 use crate::database::Database;
 use crate::model::{self, WindowPrice};
@@ -115,8 +114,8 @@ fn render(
     })
 }
 
-/// Reads the state and the newest change id from one snapshot of the database: a repeatable-read
-/// transaction, whose first statement fixes what every later one sees. Ids become visible in id
+/// Reads the state and the newest change id from one snapshot of the database (a repeatable-read
+/// transaction, whose first statement fixes what every later one sees). Ids become visible in id
 /// order, so that snapshot holds exactly the logged commits up to the id it returns.
 #[tracing::instrument(name = "latest_load", skip_all, fields(rows = tracing::field::Empty))]
 pub(crate) async fn load(db: &Database) -> Result<(i64, Latest), ApiError> {
@@ -126,11 +125,7 @@ pub(crate) async fn load(db: &Database) -> Result<(i64, Latest), ApiError> {
         ..PriceQuery::latest()
     };
     let (newest, boundary, rows) = db
-        .run("latest prices load", |mut connection| async move {
-            let mut tx = connection.begin().await?;
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                .execute(&mut *tx)
-                .await?;
+        .run_in_snapshot("latest prices load", |mut tx| async move {
             let newest: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM window_changes")
                 .fetch_one(&mut *tx)
                 .await?;
@@ -141,7 +136,6 @@ pub(crate) async fn load(db: &Database) -> Result<(i64, Latest), ApiError> {
                 .build_query_as::<WindowPrice>()
                 .fetch_all(&mut *tx)
                 .await?;
-            tx.commit().await?;
             Ok((newest, boundary, rows))
         })
         .await?;

@@ -77,6 +77,8 @@ async fn listen(connect: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
         .max_lifetime(None)
         .idle_timeout(None)
         .acquire_timeout(CONNECT_TIMEOUT)
+        // LISTEN through a transaction pooler would wait for notifications that never come.
+        .after_connect(|connection, _meta| Box::pin(tickpipe_common::db::check_session(connection)))
         // Named apart from the pool's sessions, so an operator (or a test) can tell it.
         .connect_lazy_with(connect.clone().application_name(LISTENER_NAME));
     let mut listener = PgListener::connect_with(&pool).await?;

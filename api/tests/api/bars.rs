@@ -768,10 +768,7 @@ async fn the_reader_role_sees_bars_and_complete() {
     let url = db
         .url
         .replacen("postgres:postgres@", &format!("{role}:reader@"), 1);
-    let settings = tickpipe_common::config::DatabaseSettings {
-        url: tickpipe_common::config::DatabaseUrl::new(url),
-        max_connections: 2,
-    };
+    let settings = tickpipe_common::config::DatabaseSettings::direct(url, 2);
     let reader = tickpipe_common::db::read_only_pool(&settings).expect("pool");
     let app = app(&reader);
     let (windows, _) = page(&app, "/v1/get-prices?startTime=0").await;

@@ -282,10 +282,7 @@ async fn the_reader_role_can_read_but_not_write() {
     let url = db
         .url
         .replacen("postgres:postgres@", &format!("{role}:reader@"), 1);
-    let settings = tickpipe_common::config::DatabaseSettings {
-        url: tickpipe_common::config::DatabaseUrl::new(url),
-        max_connections: 2,
-    };
+    let settings = tickpipe_common::config::DatabaseSettings::direct(url, 2);
     let reader = tickpipe_common::db::read_only_pool(&settings).expect("pool");
     let (status, _, body) = get(&reader, "/v1/get-prices").await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -13,6 +13,8 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
+pub use crate::kafka_settings::KafkaSettings;
+
 /// Environment variable naming an optional TOML file with the same keys in lower case.
 pub const CONFIG_FILE_VAR: &str = "TICKPIPE_CONFIG";
 
@@ -79,7 +81,8 @@ impl Layers {
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let vars: HashMap<String, String> = vars.into_iter().collect();
+        let mut vars: HashMap<String, String> = vars.into_iter().collect();
+        crate::secret::resolve_files(&mut vars)?;
         let mut builder = config::Config::builder();
         if let Some(path) = vars.get(CONFIG_FILE_VAR) {
             builder = builder
@@ -126,37 +129,55 @@ pub enum LogFormat {
     Json,
 }
 
-/// Settings of services that talk to Kafka.
-#[derive(Debug, Clone, Deserialize)]
-pub struct KafkaSettings {
-    /// `KAFKA_BROKERS`: comma-separated `host:port` bootstrap list.
-    #[serde(rename = "kafka_brokers", default = "default_brokers")]
-    pub brokers: String,
-    /// `KAFKA_TOPIC`: the topic of ticker messages.
-    #[serde(rename = "kafka_topic", default = "default_topic")]
-    pub topic: String,
-}
-
-fn default_brokers() -> String {
-    "localhost:9092".to_owned()
-}
-
-fn default_topic() -> String {
-    "stocks".to_owned()
-}
-
 /// Settings of services that talk to PostgreSQL.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseSettings {
     /// `DATABASE_URL`: a `postgres://` URL; its password is masked whenever it is printed.
     #[serde(rename = "database_url", default = "default_database_url")]
     pub url: DatabaseUrl,
+    /// `DATABASE_DIRECT_URL`: a direct connection to PostgreSQL for what needs a session of its
+    /// own (the migrations' advisory lock, the API's `LISTEN`, the aggregator's writes). Unset, it
+    /// is `DATABASE_URL`; set to another URL, `DATABASE_URL` is taken for a transaction pooler.
+    #[serde(rename = "database_direct_url", default)]
+    pub direct_url: Option<DatabaseUrl>,
     /// `DATABASE_MAX_CONNECTIONS`: size of the connection pool.
     #[serde(
         rename = "database_max_connections",
         default = "default_max_connections"
     )]
     pub max_connections: u32,
+}
+
+impl DatabaseSettings {
+    /// The settings of a direct connection at `url`, with the default pool size.
+    pub fn direct(url: impl Into<String>, max_connections: u32) -> Self {
+        Self {
+            url: DatabaseUrl::new(url),
+            direct_url: None,
+            max_connections,
+        }
+    }
+
+    /// The URL of sessions of their own: `DATABASE_DIRECT_URL`, else `DATABASE_URL`.
+    pub fn session_url(&self) -> &DatabaseUrl {
+        self.direct_url.as_ref().unwrap_or(&self.url)
+    }
+
+    /// The variable that sets [`Self::session_url`], for messages that say what to fix.
+    pub fn session_variable(&self) -> &'static str {
+        if self.direct_url.is_some() {
+            "DATABASE_DIRECT_URL"
+        } else {
+            "DATABASE_URL"
+        }
+    }
+
+    /// Whether `DATABASE_URL` goes through a transaction pooler: a different direct URL is set.
+    pub fn behind_pooler(&self) -> bool {
+        self.direct_url
+            .as_ref()
+            .is_some_and(|direct| *direct != self.url)
+    }
 }
 
 fn default_database_url() -> DatabaseUrl {

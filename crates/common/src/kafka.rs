@@ -1,28 +1,32 @@
-//! Kafka client settings and topic creation shared by the services.
+//! The Kafka client configuration and topic creation shared by the services.
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
-use crate::backoff::{retry, Backoff, RetryError};
+use crate::kafka_settings::KafkaSettings;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
 
-/// How long one attempt to reach the broker may take before it is logged and retried.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A client configuration with the bootstrap servers and a client id set; callers add the rest.
-pub fn client_config(brokers: &str, client_id: &str) -> ClientConfig {
+/// The configuration every Kafka client of tickpipe starts from (producers, consumers, admin
+/// clients): the bootstrap servers, a client id, then the security settings and the passthrough
+/// properties of `kafka`, so that no client can miss them. Callers add their own properties after
+/// these; where a caller sets one for correctness (the consumer's offsets, the producers'
+/// idempotence), its value wins over the passthrough's.
+pub fn client_config(kafka: &KafkaSettings, client_id: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", brokers)
+        .set("bootstrap.servers", &kafka.brokers)
         .set("client.id", client_id)
-        // Prefer IPv4 for "localhost": the native broker listens on 127.0.0.1 only.
+        // Prefer IPv4 for "localhost": the native broker listens on 127.0.0.1 only. A passthrough
+        // (KAFKA_LIBRDKAFKA_BROKER_ADDRESS_FAMILY=any) overrides it.
         .set("broker.address.family", "v4");
+    for property in kafka.properties() {
+        config.set(property.name, property.value);
+    }
     config
 }
 
@@ -56,8 +60,31 @@ pub async fn ensure_topic(
     replication_factor: i32,
     configs: &[(&str, &str)],
 ) -> Result<bool, KafkaError> {
+    let kafka = KafkaSettings::plaintext(brokers);
+    create_topic(&kafka, topic, partitions, replication_factor, configs).await
+}
+
+/// [`ensure_topic`] on the cluster of `kafka`, with its security settings.
+pub async fn create_topic(
+    kafka: &KafkaSettings,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i32,
+    configs: &[(&str, &str)],
+) -> Result<bool, KafkaError> {
     let admin: AdminClient<DefaultClientContext> =
-        client_config(brokers, "tickpipe-admin").create()?;
+        client_config(kafka, "tickpipe-admin").create()?;
+    create_topic_with(&admin, topic, partitions, replication_factor, configs).await
+}
+
+/// [`create_topic`] with an admin client the caller made (and whose context it watches).
+pub async fn create_topic_with<C: ClientContext + 'static>(
+    admin: &AdminClient<C>,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i32,
+    configs: &[(&str, &str)],
+) -> Result<bool, KafkaError> {
     let new_topic = configs.iter().fold(
         NewTopic::new(
             topic,
@@ -72,44 +99,5 @@ pub async fn ensure_topic(
         Some(Ok(_)) => Ok(true),
         Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
         Some(Err((_, code))) => Err(KafkaError::AdminOp(code)),
-    }
-}
-
-/// [`ensure_topic`], retried with backoff and one log line per attempt while the broker is
-/// unreachable. Returns false if `shutdown` is cancelled first.
-pub async fn ensure_topic_with_retry(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    replication_factor: i32,
-    shutdown: &CancellationToken,
-) -> bool {
-    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-    // Retried on every error: at startup the broker may still be electing a controller or
-    // creating its internal topics, and each attempt is bounded because the admin client waits
-    // indefinitely for an unreachable broker.
-    let created = retry(
-        "creating the topic",
-        backoff,
-        shutdown,
-        |_| true,
-        || async {
-            tokio::time::timeout(
-                ATTEMPT_TIMEOUT,
-                ensure_topic(brokers, topic, partitions, replication_factor, &[]),
-            )
-            .await
-            .unwrap_or(Err(KafkaError::AdminOp(
-                RDKafkaErrorCode::OperationTimedOut,
-            )))
-        },
-    )
-    .await;
-    match created {
-        Ok(created) => {
-            tracing::info!(%topic, created, "topic ready");
-            true
-        }
-        Err(RetryError::Cancelled | RetryError::Permanent(_)) => false,
     }
 }

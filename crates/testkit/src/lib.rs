@@ -17,7 +17,7 @@ use rdkafka::message::{Header, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sqlx::{Connection, PgConnection, PgPool};
-use tickpipe_common::config::{DatabaseSettings, DatabaseUrl};
+use tickpipe_common::config::DatabaseSettings;
 
 const START_HINT: &str = "start them with `scripts/services.sh up` (scripts/test.sh does this)";
 
@@ -199,7 +199,13 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates and migrates a fresh database on the server of `DATABASE_URL`.
     pub async fn create() -> Self {
-        let admin_url = admin_database_url();
+        Self::create_at(&admin_database_url()).await
+    }
+
+    /// Creates and migrates a fresh database on the server of `admin_url` (its database is where
+    /// the `CREATE DATABASE` runs; the new one keeps its host, user and query parameters).
+    pub async fn create_at(admin_url: &str) -> Self {
+        let admin_url = admin_url.to_owned();
         let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
             panic!("PostgreSQL is not reachable at {admin_url} ({e}); {START_HINT}")
         });
@@ -209,10 +215,7 @@ impl TestDatabase {
             .await
             .unwrap_or_else(|e| panic!("create database {name}: {e}"));
         let url = replace_database(&admin_url, &name);
-        let settings = DatabaseSettings {
-            url: DatabaseUrl::new(url.clone()),
-            max_connections: 4,
-        };
+        let settings = DatabaseSettings::direct(url.clone(), 4);
         let pool = tickpipe_common::db::lazy_pool(&settings).expect("pool");
         tickpipe_store::schema::MIGRATOR
             .run(&pool)
@@ -222,10 +225,7 @@ impl TestDatabase {
     }
 
     pub fn settings(&self) -> DatabaseSettings {
-        DatabaseSettings {
-            url: DatabaseUrl::new(self.url.clone()),
-            max_connections: 4,
-        }
+        DatabaseSettings::direct(self.url.clone(), 4)
     }
 }
 

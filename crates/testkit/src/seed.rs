@@ -30,7 +30,7 @@ use std::borrow::Cow;
 
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgConnection, PgPool};
-use tickpipe_common::config::{DatabaseSettings, DatabaseUrl};
+use tickpipe_common::config::DatabaseSettings;
 use tickpipe_store::{Accumulator, Commit, Flush, KeyedPrice, PriceKey, Progress, WindowRow};
 
 use crate::TestDatabase;
@@ -357,10 +357,7 @@ async fn unmigrated_database() -> TestDatabase {
         .await
         .unwrap_or_else(|e| panic!("create database {name}: {e}"));
     let url = crate::replace_database(&admin_url, &name);
-    let settings = DatabaseSettings {
-        url: DatabaseUrl::new(url.clone()),
-        max_connections: 4,
-    };
+    let settings = DatabaseSettings::direct(url.clone(), 4);
     let pool = tickpipe_common::db::lazy_pool(&settings).expect("pool");
     TestDatabase { name, url, pool }
 }
