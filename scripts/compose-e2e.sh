@@ -10,6 +10,8 @@
 #
 #   scripts/compose-e2e.sh
 #   E2E_VARIANTS=cluster scripts/compose-e2e.sh     # only the cluster variant
+#   E2E_VARIANTS=secure scripts/compose-e2e.sh      # docker-compose.secure.yml: Kafka over SASL_SSL,
+#                                                   # PostgreSQL over TLS only (test certificates)
 #
 # Without a usable Docker engine it sets up the podman-based container lab that lives beside the
 # repository (${TICKPIPE_SHARED_DIR:-<repo>/../shared}/container-lab); that needs root.
@@ -126,7 +128,7 @@ ensure_engine() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q golang-github-containernetworking-plugin-dnsname
     fi
     # Every compose file of every variant, so the lab stands in for every image any of them uses.
-    "$LAB/setup" docker-compose.yml docker-compose.cluster.yml Dockerfile
+    "$LAB/setup" docker-compose.yml docker-compose.cluster.yml docker-compose.secure.yml Dockerfile
     # shellcheck source=/dev/null
     source "$LAB/env"
     docker info >/dev/null 2>&1 || die "docker info still fails after the container lab setup"
@@ -170,7 +172,12 @@ use_variant() {
         SERVICES=(kafka kafka-2 kafka-3 postgres generator aggregator api)
         KAFKA_NODES=(kafka kafka-2 kafka-3)
         ;;
-    *) die "unknown variant '$VARIANT' in E2E_VARIANTS (default, cluster)" ;;
+    secure)
+        export COMPOSE_FILE=$BASE_COMPOSE_FILE:docker-compose.secure.yml COMPOSE_PROJECT_NAME=$BASE_PROJECT-secure
+        SERVICES=(kafka postgres generator aggregator api)
+        KAFKA_NODES=(kafka)
+        ;;
+    *) die "unknown variant '$VARIANT' in E2E_VARIANTS (default, cluster, secure)" ;;
     esac
 }
 
@@ -386,17 +393,45 @@ kafka_failover() {
     describe_stocks "$survivor" || echo "(could not describe the topic)"
 }
 
+# The secure variant's extra check: the aggregator and the API say they reached PostgreSQL over TLS,
+# and PostgreSQL refuses a plaintext TCP connection while it takes a verified TLS one. (Kafka's
+# SASL_SSL needs no check of its own: its plaintext listener is bound to the container's loopback,
+# so the prices above came over SASL_SSL.)
+check_tls() {
+    log "PostgreSQL over TLS only"
+    local service refusal
+    for service in aggregator api; do
+        docker compose logs --no-color "$service" 2>&1 | grep -m1 'connected to PostgreSQL over TLS' \
+            || die "$service did not log a TLS connection to PostgreSQL"
+    done
+    docker compose exec -T postgres psql -Atc 'SELECT 1' \
+        "host=localhost dbname=stocks user=postgres sslmode=verify-full sslrootcert=/etc/tickpipe/secure/certs/ca.pem password=${POSTGRES_PASSWORD:-postgres}" \
+        || die "a verified TLS connection to PostgreSQL failed"
+    if refusal=$(docker compose exec -T postgres psql -Atc 'SELECT 1' \
+        "host=localhost dbname=stocks user=postgres sslmode=disable password=${POSTGRES_PASSWORD:-postgres}" 2>&1); then
+        die "PostgreSQL accepted a plaintext TCP connection"
+    fi
+    grep -q 'no encryption' <<<"$refusal" || die "unexpected refusal of a plaintext connection: $refusal"
+    echo "plaintext refused: $refusal"
+}
+
 # One variant from start to removal. A failure exits through on_exit, which removes the stack.
 check_variant() {
     use_variant "$1"
     log "variant $VARIANT: COMPOSE_FILE=$COMPOSE_FILE, project $COMPOSE_PROJECT_NAME"
     prepare
+    if [[ $VARIANT == secure ]]; then
+        scripts/test-certs.sh deploy/secure/certs kafka postgres localhost
+    fi
     timed "$VARIANT: build + up (healthy)" start_stack
     timed "$VARIANT: until prices appear" wait_for_prices
     check_services
     check_endpoints
     if [[ $VARIANT == cluster ]]; then
         timed "$VARIANT: Kafka node stopped" kafka_failover
+    fi
+    if [[ $VARIANT == secure ]]; then
+        check_tls
     fi
     log "docker compose down -v -t 10 ($VARIANT)"
     docker compose down -v -t 10 --remove-orphans

@@ -41,24 +41,7 @@ make_certificates() {
     [[ -s "$SECURE_CERTS/server.pem" ]] && return
     command -v openssl >/dev/null || { need_root_to_install openssl openssl && apt_install openssl; }
     say "making a test CA and a certificate for localhost in $SECURE_CERTS"
-    mkdir -p "$SECURE_CERTS"
-    local c="$SECURE_CERTS"
-    {
-        openssl req -x509 -newkey rsa:2048 -nodes -keyout "$c/ca.key" -out "$c/ca.pem" -days 30 \
-            -subj "/CN=tickpipe test CA"
-        openssl req -x509 -newkey rsa:2048 -nodes -keyout "$c/other-ca.key" -out "$c/other-ca.pem" \
-            -days 30 -subj "/CN=some other CA"
-        openssl req -newkey rsa:2048 -nodes -keyout "$c/server.key" -out "$c/server.csr" \
-            -subj "/CN=localhost"
-        printf '%s\n' "subjectAltName=DNS:localhost" "basicConstraints=CA:FALSE" \
-            "keyUsage=digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >"$c/server.ext"
-        openssl x509 -req -in "$c/server.csr" -CA "$c/ca.pem" -CAkey "$c/ca.key" -CAcreateserial \
-            -out "$c/server.pem" -days 30 -extfile "$c/server.ext"
-    } >>"$LOG_DIR/openssl.log" 2>&1 || die "openssl failed (see $LOG_DIR/openssl.log)"
-    # Kafka's PEM key store: the (PKCS#8, unencrypted) key and the certificate in one file.
-    cat "$c/server.key" "$c/server.pem" >"$c/kafka-keystore.pem"
-    chmod 644 "$c"/*.pem
-    chmod 600 "$c"/*.key
+    "$REPO_ROOT/scripts/test-certs.sh" "$SECURE_CERTS" localhost
 }
 
 # The broker properties that replace the PLAINTEXT listener by SASL_SSL (write_kafka_properties).
