@@ -5,6 +5,8 @@
 # cluster variant (docker-compose.yml + docker-compose.cluster.yml: three Kafka nodes, replication
 # factor 3, two aggregators), which additionally stops the Kafka node that leads the most partitions
 # of "stocks" and waits until every ticker has a price from a window that began after the stop.
+# Then the secure variant (docker-compose.secure.yml: Kafka over SASL_SSL, PostgreSQL over TLS only,
+# with test certificates made by scripts/test-certs.sh), which additionally checks the TLS connections.
 # Whatever happens, the stack's state and logs are printed and the stack is removed (with its
 # volumes) on exit; each variant's stack is removed before the next one starts.
 #
@@ -20,7 +22,7 @@
 #   TICKPIPE_SHARED_DIR   folder holding container-lab        (default: <repo root>/../shared)
 #   COMPOSE_PROJECT_NAME  compose project of the test stack   (default: tickpipe-e2e; the cluster
 #                         variant appends -cluster)
-#   E2E_VARIANTS          which stacks to check, in order      (default: "default cluster")
+#   E2E_VARIANTS          which stacks to check, in order      (default: "default cluster secure")
 #   E2E_WAIT_TIMEOUT      seconds for `up --wait` to see every service healthy (default: 900)
 #   E2E_PRICES_TIMEOUT    seconds, after `up` returns, for all three averages  (default: 240)
 #   E2E_FAILOVER_TIMEOUT  seconds, after a Kafka node is stopped, for prices of a window that began
@@ -36,7 +38,7 @@ LAB=${TICKPIPE_SHARED_DIR:-$ROOT/../shared}/container-lab
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-tickpipe-e2e}
 BASE_PROJECT=$COMPOSE_PROJECT_NAME
 BASE_COMPOSE_FILE=${COMPOSE_FILE:-docker-compose.yml}
-read -r -a VARIANTS <<<"${E2E_VARIANTS:-default cluster}"
+read -r -a VARIANTS <<<"${E2E_VARIANTS:-default cluster secure}"
 WAIT_TIMEOUT=${E2E_WAIT_TIMEOUT:-900}
 PRICES_TIMEOUT=${E2E_PRICES_TIMEOUT:-240}
 FAILOVER_TIMEOUT=${E2E_FAILOVER_TIMEOUT:-240}
