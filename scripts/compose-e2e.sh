@@ -21,7 +21,7 @@
 # Environment (all optional):
 #   TICKPIPE_SHARED_DIR   folder holding container-lab        (default: <repo root>/../shared)
 #   COMPOSE_PROJECT_NAME  compose project of the test stack   (default: tickpipe-e2e; the cluster
-#                         variant appends -cluster)
+#                         and secure variants append -cluster and -secure)
 #   E2E_VARIANTS          which stacks to check, in order      (default: "default cluster secure")
 #   E2E_WAIT_TIMEOUT      seconds for `up --wait` to see every service healthy (default: 900)
 #   E2E_PRICES_TIMEOUT    seconds, after `up` returns, for all three averages  (default: 240)
@@ -401,9 +401,11 @@ kafka_failover() {
 # so the prices above came over SASL_SSL.)
 check_tls() {
     log "PostgreSQL over TLS only"
-    local service refusal
+    local service logs refusal
     for service in aggregator api; do
-        docker compose logs --no-color "$service" 2>&1 | grep -m1 'connected to PostgreSQL over TLS' \
+        # Read whole before grep: grep -m1 ending the pipe early would fail it under pipefail.
+        logs=$(docker compose logs --no-color "$service" 2>&1)
+        grep -m1 'connected to PostgreSQL over TLS' <<<"$logs" \
             || die "$service did not log a TLS connection to PostgreSQL"
     done
     docker compose exec -T postgres psql -Atc 'SELECT 1' \

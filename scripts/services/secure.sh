@@ -36,11 +36,11 @@ secret_file() {
 
 secret() { cat "$(secret_file "$1")"; }
 
-# The CA, the server certificate (SAN DNS:localhost only) and an unrelated CA; made once.
+# The CA, the server certificate (SAN DNS:localhost only) and an unrelated CA; test-certs.sh keeps
+# a set that is valid for another day and makes one otherwise.
 make_certificates() {
-    [[ -s "$SECURE_CERTS/server.pem" ]] && return
     command -v openssl >/dev/null || { need_root_to_install openssl openssl && apt_install openssl; }
-    say "making a test CA and a certificate for localhost in $SECURE_CERTS"
+    say "test CA and a certificate for localhost in $SECURE_CERTS"
     "$REPO_ROOT/scripts/test-certs.sh" "$SECURE_CERTS" localhost
 }
 
