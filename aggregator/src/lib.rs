@@ -12,7 +12,8 @@
 //!   transaction is what makes the table exact across crashes, restarts and rebalances;
 //!   `docs/design.md` ("Exactly once") explains why.
 //!
-//! Around them: [`settings`], [`metrics`], `throttle` (log lines per interval) and
+//! Around them: `housekeeping` (partitions created ahead of the clock, retention by `retention`),
+//! [`settings`], [`metrics`], `throttle` (log lines per interval) and
 //! `cancellable` (waits that end at shutdown).
 //!
 //! It does not serve the data (the API does) and does not trust offsets committed to Kafka.
@@ -20,11 +21,13 @@
 mod cancellable;
 mod consumer;
 pub mod dead_letters;
+mod housekeeping;
 pub mod metrics;
 mod ownership;
 mod partition;
 mod processor;
 mod record;
+mod retention;
 pub mod settings;
 mod throttle;
 mod topic_watch;
@@ -102,6 +105,11 @@ async fn aggregate(
     )
     .await?;
     tickpipe_store::shape::record_topic(&pool, "KAFKA_TOPIC", &settings.kafka.topic).await?;
+    tokio::spawn(housekeeping::run(
+        pool.clone(),
+        settings.retention.clone(),
+        shutdown.clone(),
+    ));
     if !topics_ready(&settings, &shutdown).await? {
         return Ok(());
     }

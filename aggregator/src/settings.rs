@@ -8,6 +8,7 @@ use tickpipe_common::config::{
     ConfigError, DatabaseSettings, KafkaSettings, Layers, TelemetrySettings,
 };
 use tickpipe_common::service::ServiceSettings;
+use tickpipe_store::history::Retention;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -15,6 +16,8 @@ pub struct Settings {
     pub(crate) kafka: KafkaSettings,
     pub(crate) database: DatabaseSettings,
     pub(crate) aggregator: AggregatorSettings,
+    /// `TICKPIPE_RETENTION_*`: how long each stored table keeps its rows ([`crate::retention`]).
+    pub(crate) retention: Vec<Retention>,
 }
 
 impl ServiceSettings for Settings {
@@ -27,14 +30,15 @@ impl ServiceSettings for Settings {
     }
 
     fn load(layers: &Layers) -> Result<Self, ConfigError> {
-        let settings = Self {
+        let aggregator: AggregatorSettings = layers.section()?;
+        aggregator.check()?;
+        Ok(Self {
             telemetry: layers.section()?,
             kafka: KafkaSettings::load(layers)?,
             database: layers.section()?,
-            aggregator: layers.section()?,
-        };
-        settings.aggregator.check()?;
-        Ok(settings)
+            retention: crate::retention::load(layers, aggregator.window_secs)?,
+            aggregator,
+        })
     }
 }
 

@@ -34,7 +34,8 @@ use crate::params::query_pairs;
 use crate::params::tickers::{self, MAX_TICKERS};
 use crate::params::time::{self, MAX_TIME_SECS, MIN_TIME_SECS, TIME_RANGE_TEXT};
 use crate::problem::{ApiError, Problem};
-use crate::query::{PriceQuery, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::query::{Form, PriceQuery, DEFAULT_LIMIT, MAX_LIMIT};
+use chrono::{DateTime, Utc};
 
 /// Query parameters, for the OpenAPI document: every constraint the handler enforces on one
 /// parameter alone is stated here (the patterns are the ones [`crate::params`] is tested against), so
@@ -240,6 +241,7 @@ where
     responses(
         (status = 200, description = "A page of window or bar prices", body = PricesPage),
         (status = 400, description = "A parameter is invalid; `detail` names it and the form it accepts", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The range asks for history older than the retention of its interval keeps (`TICKPIPE_RETENTION_*`): `detail` says from when entries of that interval are kept; ask from then on, or for a wider interval, which is kept longer. A range without `startTime` is answered from the oldest kept entry on (410 only when all of it is older).", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The request has a body larger than the limit (no operation reads a body)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unreachable or did not answer within the query timeout; retry shortly", body = Problem, content_type = "application/problem+json"),
     )
@@ -275,14 +277,68 @@ pub(crate) async fn get_prices(
 )]
 async fn fetch_rows(db: &Database, query: &PriceQuery) -> Result<Vec<WindowPrice>, ApiError> {
     let mut sql = query.to_sql();
-    let rows = db
+    let table = query.table;
+    let range = match query.form {
+        Form::Range { start, end } => Some((start, end)),
+        Form::Latest => None,
+    };
+    let (gone_before, rows) = db
         .run("prices query", |mut connection| async move {
+            // A range asks for history, which retention may have dropped: ask how far first (a
+            // primary-key read of a five-row table), so that dropped history is refused, not
+            // answered with an empty page.
+            let gone_before: Option<DateTime<Utc>> = match range {
+                None => None,
+                Some(_) => sqlx::query_scalar(
+                    "SELECT dropped_before FROM history_tables WHERE table_name = $1",
+                )
+                .bind(table)
+                .fetch_optional(&mut *connection)
+                .await?
+                .flatten(),
+            };
+            if let (Some(gone_before), Some(range)) = (gone_before, range) {
+                if reaches_before(range, gone_before) {
+                    return Ok((Some(gone_before), Vec::new()));
+                }
+            }
             // No JIT on these connections: see `tickpipe_common::db::read_only_pool`.
-            sql.build_query_as::<WindowPrice>()
+            let rows = sql
+                .build_query_as::<WindowPrice>()
                 .fetch_all(&mut *connection)
-                .await
+                .await?;
+            Ok((None, rows))
         })
         .await?;
+    if let Some(gone_before) = gone_before {
+        return Err(ApiError::Gone(history_gone(query, gone_before)));
+    }
     Span::current().record("rows", rows.len());
     Ok(rows)
+}
+
+/// Whether a range `[start, end)` of window (bar) starts reaches before `gone_before`, where the
+/// table's history has been dropped. A range without a start asks from the oldest kept entry on,
+/// which is no loss unless all of it lies before.
+fn reaches_before(
+    (start, end): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    gone_before: DateTime<Utc>,
+) -> bool {
+    match start {
+        Some(start) => start < gone_before,
+        None => end.is_some_and(|end| end <= gone_before),
+    }
+}
+
+/// The 410's detail: what is gone, since when, and how to ask instead.
+fn history_gone(query: &PriceQuery, gone_before: DateTime<Utc>) -> String {
+    let what = match query.bars {
+        Some(bars) => format!("{} bars", bars.name()),
+        None => "windows".to_owned(),
+    };
+    format!(
+        "{what} starting before {} are no longer kept (retention dropped them, and the range asks          for some); ask for startTime at or after {}, or for a wider interval, which is kept longer",
+        gone_before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        gone_before.timestamp(),
+    )
 }

@@ -55,6 +55,12 @@ pub fn env_vars(topic: &str, db: &TestDatabase) -> Vec<(String, String)> {
         ("AGGREGATOR_DLQ_TOPIC".into(), format!("{topic}.dlq")),
         ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
         ("RUST_LOG".into(), "info".into()),
+        // The tests write windows at fixed instants such as `T0`, older than the default retention
+        // of the windows (7 days) as the calendar moves on: keep everything.
+        ("TICKPIPE_RETENTION_30S".into(), "forever".into()),
+        ("TICKPIPE_RETENTION_1M".into(), "forever".into()),
+        ("TICKPIPE_RETENTION_5M".into(), "forever".into()),
+        ("TICKPIPE_RETENTION_1H".into(), "forever".into()),
     ]
 }
 

@@ -16,6 +16,7 @@ mod sql;
 mod tests;
 
 use chrono::{DateTime, Utc};
+use tickpipe_store::history;
 
 use crate::params::cursor::{Cursor, CursorError};
 use crate::params::interval::{Interval, Window};
@@ -44,6 +45,10 @@ pub(crate) struct PriceQuery {
     pub(crate) bars: Option<Interval>,
     pub(crate) limit: i64,
     pub(crate) after: Option<Cursor>,
+    /// The table the entries are read from: the windows, or the widest rollup dividing the bars.
+    pub(crate) table: &'static str,
+    /// The bars are stored at their own width in `table`: one row an entry.
+    pub(crate) stored_bars: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,12 +85,17 @@ impl PriceQuery {
             None => None,
             Some(text) => Some(parse_cursor(text, form, bars)?),
         };
+        let source = bars.map(|bars| history::source_for(window.interval().secs(), bars.secs()));
         Ok(Self {
             tickers: given.tickers,
             form,
             bars,
             limit: given.limit.unwrap_or(DEFAULT_LIMIT),
             after,
+            table: source.map_or(history::WINDOWS_TABLE, |source| source.table),
+            stored_bars: source
+                .zip(bars)
+                .is_some_and(|(source, bars)| source.width_secs == bars.secs()),
         })
     }
 
@@ -98,6 +108,8 @@ impl PriceQuery {
             bars: None,
             limit: DEFAULT_LIMIT,
             after: None,
+            table: history::WINDOWS_TABLE,
+            stored_bars: false,
         }
     }
 }

@@ -6,6 +6,10 @@
 //! the latest prices kept in memory (`changes::latest`), which must answer exactly as this query
 //! does. The range form reads through the (ticker, window_start) or (window_start, ticker) index.
 //!
+//! Every query reads one table: the windows, or for bars the widest stored rollup whose width
+//! divides the bar (`tickpipe_store::history::source_for`), so a bar costs at most a handful of rows
+//! however long the history. Bars stored at their own width are read like windows.
+//!
 //! Bars are rolled up in PostgreSQL (sums and counts added, the open of the smallest key, the
 //! close of the largest). The latest form gives the bar holding each ticker's latest window; the
 //! range form reads bar by bar so that a page reads the windows of its own bars and no more (see
@@ -44,6 +48,8 @@ impl PriceQuery {
     pub(crate) fn to_sql(&self) -> Sql {
         match (self.bars, self.form) {
             (None, _) => self.windows_sql(),
+            // Bars stored at their own width: read like windows, one row an entry.
+            (Some(_), Form::Range { .. }) if self.stored_bars => self.windows_sql(),
             (Some(bars), Form::Latest) => self.latest_bars_sql(bars),
             (Some(bars), Form::Range { start, end }) => self.range_bars_sql(bars, start, end),
         }
@@ -69,7 +75,7 @@ impl PriceQuery {
                 self.push_latest_order(&mut sql);
             }
             Form::Range { start, end } => {
-                sql.push(" FROM window_prices w WHERE TRUE");
+                sql.push(format!(" FROM {} w WHERE TRUE", self.table));
                 self.push_ticker_filter(&mut sql, "w.ticker");
                 if let Some(start) = start {
                     sql.push(" AND w.window_start >= ").push_bind(start);
@@ -112,15 +118,16 @@ impl PriceQuery {
     /// into a join, as the LIMIT does in [`Self::windows_sql`]).
     fn latest_bars_sql(&self, bars: Interval) -> Sql {
         let width = bars.sql();
+        let table = self.table;
         let mut sql = QueryBuilder::new(format!(
             "SELECT l.ticker, b.bar_start AS window_start, b.bar_start + {width} AS window_end, \
              g.average_price, g.sample_count, g.min_price, g.max_price, {}, {} \
              FROM latest_windows l \
              CROSS JOIN LATERAL (SELECT date_bin({width}, l.window_start, TIMESTAMPTZ 'epoch') AS bar_start) b \
-             CROSS JOIN LATERAL (SELECT {BAR_AGGREGATES} FROM window_prices p \
+             CROSS JOIN LATERAL (SELECT {BAR_AGGREGATES} FROM {table} p \
              WHERE p.ticker = l.ticker AND p.window_start >= b.bar_start AND p.window_start < b.bar_start + {width} \
              HAVING count(*) > 0) g WHERE TRUE",
-            bar_open_close("l.ticker"),
+            bar_open_close(table, "l.ticker"),
             complete(&format!("b.bar_start + {width}")),
         ));
         self.push_ticker_filter(&mut sql, "l.ticker");
@@ -156,6 +163,7 @@ impl PriceQuery {
             (start, bar) => start.or(bar),
         };
         let seek = Seek { first, end };
+        let table = self.table;
         let mut sql =
             QueryBuilder::new("WITH RECURSIVE bars (bar_start, groups) AS (SELECT f.bar_start, ");
         self.push_groups(&mut sql, &width, "f.bar_start");
@@ -170,9 +178,9 @@ impl PriceQuery {
         sql.push(format!(
             ") SELECT g.ticker, bars.bar_start AS window_start, bars.bar_start + {width} AS window_end, \
              g.average_price, g.sample_count, g.min_price, g.max_price, {}, {} \
-             FROM bars CROSS JOIN LATERAL (SELECT p.ticker, {BAR_AGGREGATES} FROM window_prices p \
+             FROM bars CROSS JOIN LATERAL (SELECT p.ticker, {BAR_AGGREGATES} FROM {table} p \
              WHERE p.window_start >= bars.bar_start AND p.window_start < bars.bar_start + {width}",
-            bar_open_close("g.ticker"),
+            bar_open_close(table, "g.ticker"),
             complete(&format!("bars.bar_start + {width}")),
         ));
         self.push_row_filter(&mut sql, &width);
@@ -186,7 +194,8 @@ impl PriceQuery {
     fn push_seek(&self, sql: &mut Sql, width: &str, seek: &Seek, from: Option<&str>) {
         sql.push(format!(
             "SELECT date_bin({width}, min(p.window_start), TIMESTAMPTZ 'epoch') AS bar_start \
-             FROM window_prices p WHERE TRUE"
+             FROM {} p WHERE TRUE",
+            self.table
         ));
         match from {
             Some(previous) => {
@@ -207,8 +216,9 @@ impl PriceQuery {
     /// The number of (bar, ticker) groups of the page in the bar starting at `bar`.
     fn push_groups(&self, sql: &mut Sql, width: &str, bar: &str) {
         sql.push(format!(
-            "(SELECT count(DISTINCT p.ticker) FROM window_prices p \
-             WHERE p.window_start >= {bar} AND p.window_start < {bar} + {width}"
+            "(SELECT count(DISTINCT p.ticker) FROM {} p \
+             WHERE p.window_start >= {bar} AND p.window_start < {bar} + {width}",
+            self.table
         ));
         self.push_row_filter(sql, width);
         sql.push(")");
@@ -263,11 +273,11 @@ struct Seek {
 /// lookup. (Folding the keys themselves, `min(open_key || open_price)` or `array_agg(open_price
 /// ORDER BY open_key)`, made a day's bars two to three times slower.) A window with an unknown
 /// (NULL) open or close, written before they were recorded, makes the bar's unknown too.
-fn bar_open_close(ticker: &str) -> String {
+fn bar_open_close(table: &str, ticker: &str) -> String {
     format!(
-        "CASE WHEN g.open_known THEN (SELECT o.open_price FROM window_prices o \
+        "CASE WHEN g.open_known THEN (SELECT o.open_price FROM {table} o \
          WHERE o.ticker = {ticker} AND o.window_start = g.first_window) END AS open_price, \
-         CASE WHEN g.close_known THEN (SELECT c.close_price FROM window_prices c \
+         CASE WHEN g.close_known THEN (SELECT c.close_price FROM {table} c \
          WHERE c.ticker = {ticker} AND c.window_start = g.last_window) END AS close_price"
     )
 }

@@ -32,7 +32,9 @@ fn no_parameters_is_latest_of_every_ticker() {
             form: Form::Latest,
             bars: None,
             limit: DEFAULT_LIMIT,
-            after: None
+            after: None,
+            table: "window_prices",
+            stored_bars: false,
         }
     );
 }
@@ -555,14 +557,38 @@ fn bar_cursors_carry_the_width_and_continue_only_the_same_interval() {
 }
 
 #[test]
+fn bars_stored_at_their_width_are_read_like_windows() {
+    let q = parse(&[("interval", "5m"), ("startTime", "0"), ("ticker", "AMZN")]).expect("valid");
+    assert_eq!((q.table, q.stored_bars), ("bars_5m", true));
+    let sql = q.to_sql().into_sql();
+    assert!(
+        sql.contains("FROM bars_5m w WHERE TRUE AND w.ticker = $1"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("ORDER BY w.window_start, w.ticker LIMIT"),
+        "{sql}"
+    );
+    assert!(!sql.contains("RECURSIVE"), "{sql}");
+    // The windows themselves, and bars no rollup matches, read the windows' table.
+    let windows = parse(&[("startTime", "0")]).expect("valid");
+    assert_eq!(
+        (windows.table, windows.stored_bars),
+        ("window_prices", false)
+    );
+    let folded = parse(&[("interval", "4h"), ("startTime", "0")]).expect("valid");
+    assert_eq!((folded.table, folded.stored_bars), ("bars_1h", false));
+}
+
+#[test]
 fn bar_sql_reads_bar_by_bar_with_keyset_pagination() {
     let cursor = Cursor::Range {
-        bar_secs: Some(300),
+        bar_secs: Some(900),
         window_start: at("2026-11-27T10:00:00Z"),
         ticker: "AMZN".into(),
     };
     let range = parse(&[
-        ("interval", "5m"),
+        ("interval", "15m"),
         ("ticker", "AMZN,MSFT"),
         ("startTime", "1795773600"),
         ("endTime", "1795777200"),
@@ -573,15 +599,17 @@ fn bar_sql_reads_bar_by_bar_with_keyset_pagination() {
     .into_sql();
     for needle in [
         "WITH RECURSIVE bars (bar_start, groups)",
-        "date_bin(interval '300 seconds', min(p.window_start), TIMESTAMPTZ 'epoch')",
-        "p.window_start >= bars.bar_start + interval '300 seconds'",
+        // 15-minute bars are folded from the stored 5-minute ones.
+        "FROM bars_5m p WHERE",
+        "date_bin(interval '900 seconds', min(p.window_start), TIMESTAMPTZ 'epoch')",
+        "p.window_start >= bars.bar_start + interval '900 seconds'",
         "count(DISTINCT p.ticker)",
         "p.ticker = ANY(",
         "OR p.ticker > ",
         "sum(p.price_sum)::float8 / sum(p.sample_count)::float8 AS average_price",
         "min(p.window_start) AS first_window",
-        "WHEN g.open_known THEN (SELECT o.open_price FROM window_prices o WHERE o.ticker = g.ticker AND o.window_start = g.first_window)",
-        "WHEN g.close_known THEN (SELECT c.close_price FROM window_prices c WHERE c.ticker = g.ticker AND c.window_start = g.last_window)",
+        "WHEN g.open_known THEN (SELECT o.open_price FROM bars_5m o WHERE o.ticker = g.ticker AND o.window_start = g.first_window)",
+        "WHEN g.close_known THEN (SELECT c.close_price FROM bars_5m c WHERE c.ticker = g.ticker AND c.window_start = g.last_window)",
         BOUNDARY_MS_SQL,
         "GROUP BY p.ticker) g ORDER BY bars.bar_start, g.ticker LIMIT $",
     ] {
@@ -596,6 +624,7 @@ fn bar_sql_reads_bar_by_bar_with_keyset_pagination() {
         "date_bin(interval '86400 seconds', l.window_start, TIMESTAMPTZ 'epoch')",
         "p.ticker = l.ticker",
         "o.ticker = l.ticker AND o.window_start = g.first_window",
+        "FROM bars_1d p WHERE",
         "HAVING count(*) > 0",
         "l.ticker = $1",
         "ORDER BY l.ticker COLLATE \"C\" LIMIT $2",

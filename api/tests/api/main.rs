@@ -3,6 +3,7 @@
 
 mod bars;
 mod helpers;
+mod history;
 mod latest;
 mod logs;
 mod prices;

@@ -97,6 +97,27 @@ impl Layers {
         Ok(Self { merged })
     }
 
+    /// Every key starting with `prefix` (lower case, as the keys are) and its value as text, for
+    /// settings whose names are not fixed (such as one per stored table). Sorted by key.
+    pub fn with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, ConfigError> {
+        let all: HashMap<String, config::Value> = self
+            .merged
+            .clone()
+            .try_deserialize()
+            .map_err(ConfigError::from_config)?;
+        let mut found = Vec::new();
+        for (key, value) in all {
+            if key.starts_with(prefix) {
+                let text = value.into_string().map_err(|_| {
+                    ConfigError::new(&key.to_uppercase(), "expected a single value")
+                })?;
+                found.push((key, text));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
     /// Deserializes one section; fields missing from every layer take their serde default.
     pub fn section<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         self.merged

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::changes::{self, ChangedRow};
+use crate::history::{self, WINDOWS_TABLE};
 use crate::rows::{Flush, KeyedPrice, Progress, WindowRow};
 
 /// Result of a commit attempt that reached the database.
@@ -64,6 +65,23 @@ pub async fn claim(pool: &PgPool, topic: &str, partition: i32) -> Result<Progres
 /// Adds the flushed windows to the table and stores the progress, atomically, unless fenced.
 #[tracing::instrument(level = "debug", skip_all, fields(partition = flush.partition))]
 pub async fn commit(pool: &PgPool, topic: &str, flush: &Flush) -> Result<Commit, sqlx::Error> {
+    let window_ms = flush
+        .rows
+        .first()
+        .map(|r| r.window_end_ms - r.window_start_ms);
+    let rollups: Vec<_> = window_ms
+        .map(|ms| history::rollups_for(u32::try_from(ms / 1000).unwrap_or(0)).collect())
+        .unwrap_or_default();
+    if !flush.rows.is_empty() {
+        // Before the transaction, in a statement of its own: creating a partition locks its
+        // table, which inside the transaction would be held across the row locks below. (If
+        // retention drops one in between, the insert fails and the caller retries the commit.)
+        let tables: Vec<&str> = std::iter::once(WINDOWS_TABLE)
+            .chain(rollups.iter().map(|rollup| rollup.table))
+            .collect();
+        history::ensure_partitions(pool, &tables, flush.rows.iter().map(|r| r.window_start_ms))
+            .await?;
+    }
     let mut tx = pool.begin().await?;
     // First, so that the ownership check also locks the progress row until commit.
     if !store_progress(&mut tx, topic, flush.partition, &flush.progress).await? {
@@ -75,6 +93,12 @@ pub async fn commit(pool: &PgPool, topic: &str, flush: &Flush) -> Result<Commit,
         let columns = WindowColumns::from(flush.rows.as_slice());
         changed = add_windows(&mut tx, &columns).await?;
         advance_latest(&mut tx, &columns).await?;
+        // After the windows and in a fixed order (narrowest first, each in key order): every
+        // commit takes its row locks in the same order, so concurrent ones cannot deadlock.
+        for rollup in rollups {
+            let bars = history::fold(&flush.rows, rollup);
+            add_bars(&mut tx, rollup.table, &WindowColumns::from(bars.as_slice())).await?;
+        }
     }
     // Last: it takes the log's lock, which must come after every row lock (see `changes`).
     changes::append(&mut tx, &changed).await?;
@@ -144,6 +168,17 @@ impl KeyedColumns {
 
 impl<'a> From<&'a [WindowRow]> for WindowColumns<'a> {
     fn from(rows: &'a [WindowRow]) -> Self {
+        Self::in_order(rows.iter().collect())
+    }
+}
+
+impl<'a> WindowColumns<'a> {
+    /// The rows' columns in key order, (window start, ticker): every commit locks the rows it
+    /// shares with another in the same order, so concurrent commits cannot deadlock.
+    fn in_order(mut rows: Vec<&'a WindowRow>) -> Self {
+        rows.sort_unstable_by(|a, b| {
+            (a.window_start_ms, &a.ticker).cmp(&(b.window_start_ms, &b.ticker))
+        });
         Self {
             tickers: rows.iter().map(|r| r.ticker.as_str()).collect(),
             starts: rows
@@ -161,6 +196,28 @@ impl<'a> From<&'a [WindowRow]> for WindowColumns<'a> {
     }
 }
 
+/// Binds the fifteen column arrays of [`upsert_sql`] to a `query` or `query_as` alike.
+macro_rules! bind_columns {
+    ($query:expr, $columns:expr) => {{
+        let c = $columns;
+        $query
+            .bind(&c.tickers)
+            .bind(&c.starts)
+            .bind(&c.ends)
+            .bind(&c.sums)
+            .bind(&c.counts)
+            .bind(&c.mins)
+            .bind(&c.maxs)
+            .bind(&c.open.timestamps)
+            .bind(&c.open.partitions)
+            .bind(&c.open.offsets)
+            .bind(&c.open.prices)
+            .bind(&c.close.timestamps)
+            .bind(&c.close.partitions)
+            .bind(&c.close.offsets)
+            .bind(&c.close.prices)
+    }};
+}
 /// Adds the rows to `window_prices`: contributions of other partitions to the same (ticker,
 /// window) add up, and the open (close) with the smaller (larger) key wins. Keys compare as arrays,
 /// element by element: (timestamp, partition, offset). Returns the rows as they now stand.
@@ -168,9 +225,37 @@ async fn add_windows(
     tx: &mut Transaction<'_, Postgres>,
     columns: &WindowColumns<'_>,
 ) -> Result<Vec<ChangedRow>, sqlx::Error> {
-    sqlx::query_as(
-        "INSERT INTO window_prices (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
-                                    open_key, open_price, close_key, close_price)
+    let sql = format!(
+        "{} RETURNING ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
+                   open_price, close_price",
+        upsert_sql(WINDOWS_TABLE)
+    );
+    bind_columns!(sqlx::query_as(&sql), columns)
+        .fetch_all(&mut **tx)
+        .await
+}
+
+/// Adds folded bars to the rollup `table` with the same merge as the windows.
+async fn add_bars(
+    tx: &mut Transaction<'_, Postgres>,
+    table: &str,
+    columns: &WindowColumns<'_>,
+) -> Result<(), sqlx::Error> {
+    let sql = upsert_sql(table);
+    bind_columns!(sqlx::query(&sql), columns)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The upsert of rows into `table` (the windows or a rollup: the same columns), merging with the
+/// row already there: sums and counts add, min and max, the open with the smaller key and the
+/// close with the larger. A NULL key (rows written before keys were recorded) never compares
+/// smaller or larger, so an unknown open or close stays unknown.
+fn upsert_sql(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
+                              open_key, open_price, close_key, close_price)
          SELECT ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
                 ARRAY[open_ms, open_partition, open_offset], open_price,
                 ARRAY[close_ms, close_partition, close_offset], close_price
@@ -181,39 +266,20 @@ async fn add_windows(
                    open_ms, open_partition, open_offset, open_price,
                    close_ms, close_partition, close_offset, close_price)
          ON CONFLICT (ticker, window_start) DO UPDATE SET
-             price_sum = window_prices.price_sum + EXCLUDED.price_sum,
-             sample_count = window_prices.sample_count + EXCLUDED.sample_count,
-             min_price = LEAST(window_prices.min_price, EXCLUDED.min_price),
-             max_price = GREATEST(window_prices.max_price, EXCLUDED.max_price),
-             open_price = CASE WHEN EXCLUDED.open_key < window_prices.open_key
-                               THEN EXCLUDED.open_price ELSE window_prices.open_price END,
-             open_key = CASE WHEN EXCLUDED.open_key < window_prices.open_key
-                             THEN EXCLUDED.open_key ELSE window_prices.open_key END,
-             close_price = CASE WHEN EXCLUDED.close_key > window_prices.close_key
-                                THEN EXCLUDED.close_price ELSE window_prices.close_price END,
-             close_key = CASE WHEN EXCLUDED.close_key > window_prices.close_key
-                              THEN EXCLUDED.close_key ELSE window_prices.close_key END,
-             updated_at = now()
-         RETURNING ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
-                   open_price, close_price",
+             price_sum = {table}.price_sum + EXCLUDED.price_sum,
+             sample_count = {table}.sample_count + EXCLUDED.sample_count,
+             min_price = LEAST({table}.min_price, EXCLUDED.min_price),
+             max_price = GREATEST({table}.max_price, EXCLUDED.max_price),
+             open_price = CASE WHEN EXCLUDED.open_key < {table}.open_key
+                               THEN EXCLUDED.open_price ELSE {table}.open_price END,
+             open_key = CASE WHEN EXCLUDED.open_key < {table}.open_key
+                             THEN EXCLUDED.open_key ELSE {table}.open_key END,
+             close_price = CASE WHEN EXCLUDED.close_key > {table}.close_key
+                                THEN EXCLUDED.close_price ELSE {table}.close_price END,
+             close_key = CASE WHEN EXCLUDED.close_key > {table}.close_key
+                              THEN EXCLUDED.close_key ELSE {table}.close_key END,
+             updated_at = now()"
     )
-    .bind(&columns.tickers)
-    .bind(&columns.starts)
-    .bind(&columns.ends)
-    .bind(&columns.sums)
-    .bind(&columns.counts)
-    .bind(&columns.mins)
-    .bind(&columns.maxs)
-    .bind(&columns.open.timestamps)
-    .bind(&columns.open.partitions)
-    .bind(&columns.open.offsets)
-    .bind(&columns.open.prices)
-    .bind(&columns.close.timestamps)
-    .bind(&columns.close.partitions)
-    .bind(&columns.close.offsets)
-    .bind(&columns.close.prices)
-    .fetch_all(&mut **tx)
-    .await
 }
 
 /// Moves each ticker's entry in `latest_windows` forward to its newest written window.
@@ -225,6 +291,8 @@ async fn advance_latest(
         "INSERT INTO latest_windows (ticker, window_start)
          SELECT ticker, max(window_start) FROM UNNEST($1::text[], $2::timestamptz[]) AS t(ticker, window_start)
          GROUP BY ticker
+         -- Rows are locked in this order: the same in every commit, so none deadlock.
+         ORDER BY ticker
          ON CONFLICT (ticker) DO UPDATE SET window_start = GREATEST(latest_windows.window_start, EXCLUDED.window_start)",
     )
     .bind(&columns.tickers)

@@ -102,8 +102,10 @@ pub fn samples(windows: &Windows) -> i64 {
 }
 
 /// The windows `window_prices` holds. An error if a row's average is not its sum over its count,
-/// or a row lacks its open or close (the aggregator writes both with every window).
+/// a row lacks its open or close (the aggregator writes both with every window), or a stored bar
+/// of a rollup is not the fold of its windows ([`check_rollups`]).
 pub async fn stored(pool: &PgPool) -> Result<Windows, sqlx::Error> {
+    check_rollups(pool).await?;
     let rows = sqlx::query(
         "SELECT ticker, (extract(epoch FROM window_start) * 1000)::bigint AS start_ms,
                 price_sum, sample_count, min_price, max_price, average_price, open_price, close_price
@@ -136,6 +138,43 @@ pub async fn stored(pool: &PgPool) -> Result<Windows, sqlx::Error> {
         windows.insert(id, totals);
     }
     Ok(windows)
+}
+
+/// Every bar of every kept rollup equals the fold of the windows it covers, and every window is
+/// in its bars: the stored bars compared, in one snapshot each, with the migration's batch fold
+/// (`tickpipe_fold_windows`) of the windows still kept. An error names the first bar that differs.
+pub async fn check_rollups(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let Some(window_secs) = tickpipe_store::shape::window_secs(pool).await? else {
+        return Ok(());
+    };
+    for rollup in tickpipe_store::history::rollups_for(window_secs) {
+        let table = rollup.table;
+        let differing: Option<String> = sqlx::query_scalar(&format!(
+            "WITH since AS (
+                 SELECT COALESCE((SELECT dropped_before FROM history_tables WHERE table_name = 'window_prices'),
+                                 '-infinity') AS at
+             ), stored AS (
+                 SELECT ticker, window_start, window_end, price_sum, sample_count, min_price, max_price,
+                        open_key, open_price, close_key, close_price
+                 FROM {table} WHERE window_start >= (SELECT at FROM since)
+             ), folded AS (
+                 SELECT * FROM tickpipe_fold_windows('{table}', (SELECT at FROM since), 'infinity')
+             )
+             SELECT side || ': ' || row::text FROM (
+                 (SELECT 'stored, not folded' AS side, s AS row FROM (SELECT * FROM stored EXCEPT ALL SELECT * FROM folded) s)
+                 UNION ALL
+                 (SELECT 'folded, not stored', f FROM (SELECT * FROM folded EXCEPT ALL SELECT * FROM stored) f)
+             ) d LIMIT 1"
+        ))
+        .fetch_optional(pool)
+        .await?;
+        if let Some(row) = differing {
+            return Err(sqlx::Error::Protocol(format!(
+                "{table} is not the fold of window_prices: {row}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn broken(what: String) -> sqlx::Error {

@@ -284,13 +284,31 @@ pub struct LegacyWindow {
 /// schema, then migrated to the end, which leaves their open and close NULL. Seed newer rows on
 /// it through [`write`] or a [`Partition`].
 pub async fn legacy_database(legacy: &[LegacyWindow]) -> TestDatabase {
+    assert!(
+        tickpipe_store::schema::MIGRATOR
+            .iter()
+            .any(|m| m.version == OPEN_CLOSE_MIGRATION && m.description.contains("open close")),
+        "migration {OPEN_CLOSE_MIGRATION} is no longer the one adding open and close"
+    );
+    let db = database_before(OPEN_CLOSE_MIGRATION).await;
+    write_legacy(&db.pool, legacy).await;
+    tickpipe_store::schema::MIGRATOR
+        .run(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("migrate {} to the end: {e}", db.name));
+    db
+}
+
+/// A fresh database migrated up to, not including, migration `version`: the schema an older
+/// release left, for upgrade tests. Run `tickpipe_store::schema::MIGRATOR` on it to upgrade.
+pub async fn database_before(version: i64) -> TestDatabase {
     let db = unmigrated_database().await;
     let before = Migrator {
         migrations: Cow::Owned(
             tickpipe_store::schema::MIGRATOR
                 .migrations
                 .iter()
-                .filter(|m| m.version < OPEN_CLOSE_MIGRATION)
+                .filter(|m| m.version < version)
                 .cloned()
                 .collect(),
         ),
@@ -298,21 +316,10 @@ pub async fn legacy_database(legacy: &[LegacyWindow]) -> TestDatabase {
         locking: true,
         no_tx: false,
     };
-    assert!(
-        tickpipe_store::schema::MIGRATOR
-            .iter()
-            .any(|m| m.version == OPEN_CLOSE_MIGRATION && m.description.contains("open close")),
-        "migration {OPEN_CLOSE_MIGRATION} is no longer the one adding open and close"
-    );
     before
         .run(&db.pool)
         .await
-        .unwrap_or_else(|e| panic!("migrate {} before open/close: {e}", db.name));
-    write_legacy(&db.pool, legacy).await;
-    tickpipe_store::schema::MIGRATOR
-        .run(&db.pool)
-        .await
-        .unwrap_or_else(|e| panic!("migrate {} to the end: {e}", db.name));
+        .unwrap_or_else(|e| panic!("migrate {} before {version}: {e}", db.name));
     db
 }
 
