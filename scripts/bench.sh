@@ -7,6 +7,8 @@
 #   BENCH_PACING_SECS=10 BENCH_MESSAGES=200000 BENCH_RECORDS=200000 BENCH_SIZES=10000 scripts/bench.sh
 #   BENCH_STREAM_SUBSCRIBERS=200 BENCH_STREAM_SECS=5 scripts/bench.sh   # a smaller stream section
 #   BENCH_SECTIONS=api BENCH_SIZES=1000000 scripts/bench.sh    # only the API against pgbench
+#   BENCH_SECTIONS=history scripts/bench.sh   # bar queries at 10 thousand and 10 million windows
+#   BENCH_HISTORY_WINDOWS=10,2880 BENCH_SECTIONS=history scripts/bench.sh   # a smaller large size
 # Each API query prints requests/s (wrk), pgbench tps on the same SQL in the same run, their ratio,
 # the API's CPU per request and, from pg_stat_statements, what PostgreSQL did per request.
 set -euo pipefail
@@ -21,7 +23,7 @@ echo "== building release binaries and benchmarks"
 cargo build --release --locked -q --bins --examples
 
 results=$(mktemp)
-sections="${BENCH_SECTIONS:-generator,aggregator,api,stream}"
+sections="${BENCH_SECTIONS:-generator,aggregator,api,stream,history}"
 run() { # title example section
     [[ ",$sections," == *",$3,"* ]] || return 0
     echo "== $1"
@@ -33,6 +35,10 @@ export TICKPIPE_PG_LOG="${TICKPIPE_STATE_DIR:-${TMPDIR:-/tmp}/tickpipe-services}
 run "generator: pacing and throughput" bench_generator generator
 run "aggregator: backfill throughput and memory" bench_aggregator aggregator
 run "api: latency under load, against pgbench on the same SQL" bench_api api
+# History: BENCH_HISTORY_TICKERS (1000) tickers over BENCH_HISTORY_WINDOWS (10 and 10080 windows:
+# 10 thousand and 10 million windows), each ingested by the aggregator binary from a pre-filled
+# topic; then the aggregator's memory and commit time at 10 and 10,000 tickers.
+BENCH_MODE=history run "history: bar queries at 10 thousand and 10 million windows" bench_api history
 # Live stream: BENCH_STREAM_SUBSCRIBERS (1000) subscribers while changes are committed at
 # BENCH_STREAM_RATE (10) commits/s for BENCH_STREAM_SECS (20); one socket each, so raise the limit.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

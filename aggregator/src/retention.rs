@@ -2,7 +2,8 @@
 //! the width of its rows — `TICKPIPE_RETENTION_30S` for the default 30-second windows, then
 //! `TICKPIPE_RETENTION_1M`, `_5M`, `_1H` and `_1D` for the rollups (`tickpipe_store::history`).
 //!
-//! A value is a whole number of `s`, `m`, `h`, `d`, `w` or `y` (365 days), or `forever`. Wider
+//! `TICKPIPE_RETENTION_WINDOWS` names the windows' table whatever its width (one of the two names, not
+//! both). A value is a whole number of `s`, `m`, `h`, `d`, `w` or `y` (365 days), or `forever`. Wider
 //! tables must keep at least as long as narrower ones: a bar is read from the widest table that
 //! divides it, so a wide table that forgot sooner would answer "gone" for history a narrower one
 //! still holds.
@@ -29,13 +30,18 @@ pub(crate) fn load(layers: &Layers, window_secs: u32) -> Result<Vec<Retention>, 
             keep: default_keep(source.table),
         })
         .collect();
+    let mut given = vec![false; sources.len()];
     for (key, value) in layers.with_prefix(PREFIX)? {
         let variable = key.to_uppercase();
         let name = &key[PREFIX.len()..];
-        let Some(index) = sources
-            .iter()
-            .position(|s| history::width_name(s.width_secs) == name)
-        else {
+        let index = if name == "windows" {
+            Some(0)
+        } else {
+            sources
+                .iter()
+                .position(|s| history::width_name(s.width_secs) == name)
+        };
+        let Some(index) = index else {
             let names: Vec<String> = sources
                 .iter()
                 .map(|s| {
@@ -49,11 +55,18 @@ pub(crate) fn load(layers: &Layers, window_secs: u32) -> Result<Vec<Retention>, 
                 &variable,
                 format!(
                     "no stored table has rows of that width (wider bars are folded from narrower \
-                     ones at query time); the retention settings are {}",
+                     ones at query time); the retention settings are {} (the first also as \
+                     TICKPIPE_RETENTION_WINDOWS)",
                     names.join(", ")
                 ),
             ));
         };
+        if std::mem::replace(&mut given[index], true) {
+            return Err(ConfigError::new(
+                &variable,
+                "the windows' retention is given twice (by width and as TICKPIPE_RETENTION_WINDOWS); give one",
+            ));
+        }
         policy[index].keep = parse_keep(&value).map_err(|m| ConfigError::new(&variable, m))?;
     }
     for pair in policy.windows(2) {
@@ -192,6 +205,9 @@ mod tests {
             ("window_prices", days(3))
         );
         assert_eq!(policy.len(), 4);
+        // The windows' variable whatever their width.
+        let policy = load_with(&[("TICKPIPE_RETENTION_WINDOWS", "12h")], 5).expect("valid");
+        assert_eq!(policy[0].keep, Some(Duration::from_secs(43_200)));
     }
 
     #[test]

@@ -697,6 +697,7 @@ impl Child {
         let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_aggregator"))
             .env_clear()
             .envs(env_vars(topic, db))
+            .envs(keep_everything(extra))
             .env("RUST_LOG", "warn")
             .env("LOG_FORMAT", "json")
             .envs(extra.iter().copied())

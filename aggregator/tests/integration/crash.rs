@@ -22,6 +22,7 @@ fn spawn_aggregator(topic: &str, db: &TestDatabase) -> Aggregator {
     let child = Command::new(env!("CARGO_BIN_EXE_aggregator"))
         .env_clear()
         .envs(env_vars(topic, db))
+        .envs(keep_everything(&[]))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -41,6 +41,7 @@ pub fn value(ticks: &[(&str, i64)]) -> Vec<u8> {
 /// Aggregator settings for a test topic and database, from the same layers the binary reads.
 pub fn settings(topic: &str, db: &TestDatabase, extra: &[(&str, &str)]) -> Settings {
     let mut vars = env_vars(topic, db);
+    vars.extend(keep_everything(extra));
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::load(&Layers::from_vars(vars).expect("layers")).expect("settings")
 }
@@ -55,13 +56,26 @@ pub fn env_vars(topic: &str, db: &TestDatabase) -> Vec<(String, String)> {
         ("AGGREGATOR_DLQ_TOPIC".into(), format!("{topic}.dlq")),
         ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
         ("RUST_LOG".into(), "info".into()),
-        // The tests write windows at fixed instants such as `T0`, older than the default retention
-        // of the windows (7 days) as the calendar moves on: keep everything.
-        ("TICKPIPE_RETENTION_30S".into(), "forever".into()),
-        ("TICKPIPE_RETENTION_1M".into(), "forever".into()),
-        ("TICKPIPE_RETENTION_5M".into(), "forever".into()),
-        ("TICKPIPE_RETENTION_1H".into(), "forever".into()),
     ]
+}
+
+/// Retention variables keeping every table forever, for an aggregator started with the `extra`
+/// variables (whose `AGGREGATOR_WINDOW_SECS` names the tables). The tests write windows at fixed
+/// instants such as `T0`, older than the default retention of the windows (7 days) as the
+/// calendar moves on.
+pub fn keep_everything(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let window_secs = extra
+        .iter()
+        .find(|(name, _)| *name == "AGGREGATOR_WINDOW_SECS")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(30);
+    tickpipe_store::history::sources(window_secs)
+        .into_iter()
+        .map(|source| {
+            let name = tickpipe_store::history::width_name(source.width_secs).to_uppercase();
+            (format!("TICKPIPE_RETENTION_{name}"), "forever".to_owned())
+        })
+        .collect()
 }
 
 /// An aggregator running in this process. Dropping it (also when a test panics) stops it, so a

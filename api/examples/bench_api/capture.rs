@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tickpipe_testkit::TestDatabase;
 
-use super::{env, queries, start_api, stop, wait_until_ready};
+use super::{env, start_api, stop, wait_until_ready};
 
 /// What the API sent to PostgreSQL for one request: the SQL text and its parameters as text.
 #[derive(Debug)]
@@ -52,7 +52,10 @@ pub(crate) fn statement_in_log(excerpt: &str) -> anyhow::Result<Captured> {
         let Some((_, sql)) = line[at + 9..].split_once(": ") else {
             continue;
         };
-        if !(sql.contains("window_prices") || sql.contains("latest_windows")) {
+        if !["window_prices", "latest_windows", "bars_"]
+            .iter()
+            .any(|table| sql.contains(table))
+        {
             continue;
         }
         // PostgreSQL 15 writes `parameters:`, earlier versions `Parameters:`. (Missing them made
@@ -74,9 +77,10 @@ pub(crate) fn statement_in_log(excerpt: &str) -> anyhow::Result<Captured> {
 
 /// Answers each query once through a capture API on a database that logs every statement, and
 /// returns the SQL and parameters the API ran for each. Logging is off again when it returns.
+/// `queries` are the (name, URL) pairs to answer, their URLs on `port`.
 pub(crate) async fn capture(
     db: &TestDatabase,
-    per_ticker: i64,
+    queries: &[(&str, String)],
     port: u16,
 ) -> anyhow::Result<Vec<Captured>> {
     let log_path = env(
@@ -91,11 +95,10 @@ pub(crate) async fn capture(
     };
     sqlx::query(&set("0")).execute(&db.pool).await?;
     let mut api = start_api(&db.url, port)?;
-    let base = format!("http://127.0.0.1:{port}");
     let captured = async {
         wait_until_ready(port).await;
         let mut captured = Vec::new();
-        for (name, url) in &queries(&base, per_ticker) {
+        for (name, url) in queries {
             // Without parameters the answer may come from memory: the database's SQL for it is
             // that of the same query spelled out.
             let url = if *name == "no parameters" {

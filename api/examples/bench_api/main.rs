@@ -15,11 +15,14 @@
 //! PostgreSQL executed per API request and their mean execution and planning time, next to the same
 //! figures under pgbench: where the time of each request goes.
 //!
+//! With `BENCH_MODE=history`, the history benchmark instead ([`history`]).
+//!
 //! Environment: DATABASE_URL (from `scripts/services.sh env`), API_BIN (default
 //! target/release/api), BENCH_SECS per query (default 10), BENCH_SIZES (default 10000,1000000),
 //! TICKPIPE_PG_LOG (PostgreSQL's log file; default /tmp/tickpipe-services/logs/postgres.log).
 
 mod capture;
+mod history;
 mod measure;
 
 use std::process::{Child, Command, Stdio};
@@ -189,7 +192,9 @@ async fn bench_size(rows: i64, secs: u64) -> anyhow::Result<f64> {
             .local_addr()?
             .port())
     };
-    let captured = capture(&db, per_ticker, free_port()?).await?;
+    let capture_port = free_port()?;
+    let capture_queries = queries(&format!("http://127.0.0.1:{capture_port}"), per_ticker);
+    let captured = capture(&db, &capture_queries, capture_port).await?;
     let port = free_port()?;
     let mut api = start_api(&db.url, port)?;
     let result = load(
@@ -256,6 +261,9 @@ async fn load(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let secs: u64 = env("BENCH_SECS", "10").parse()?;
+    if env("BENCH_MODE", "api") == "history" {
+        return history::run(secs).await;
+    }
     let sizes: Vec<i64> = env("BENCH_SIZES", "10000,1000000")
         .split(',')
         .map(str::parse)

@@ -28,8 +28,20 @@ pub(crate) fn to_ms(text: &str) -> Option<f64> {
 }
 
 pub(crate) fn wrk(url: &str, secs: u64) -> anyhow::Result<Load> {
+    wrk_with(url, secs, 64)
+}
+
+/// wrk with `connections` connections (two threads, or one for a single connection).
+pub(crate) fn wrk_with(url: &str, secs: u64, connections: u32) -> anyhow::Result<Load> {
+    let threads = connections.clamp(1, 2);
     let output = Command::new("wrk")
-        .args(["-t2", "-c64", &format!("-d{secs}s"), "--latency", url])
+        .args([
+            &format!("-t{threads}"),
+            &format!("-c{connections}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            url,
+        ])
         .output()?;
     let text = String::from_utf8_lossy(&output.stdout);
     let find = |prefix: &str| {
@@ -142,11 +154,11 @@ pub(crate) async fn reset_statements(db: &TestDatabase) -> anyhow::Result<()> {
 
 pub(crate) async fn statements(db: &TestDatabase) -> anyhow::Result<DbWork> {
     let (calls, all_calls, exec_ms, plan_ms, plans): (f64, f64, f64, f64, f64) = sqlx::query_as(
-        "SELECT COALESCE(sum(calls) FILTER (WHERE query ~ '(window_prices|latest_windows)'), 0)::float8,
+        "SELECT COALESCE(sum(calls) FILTER (WHERE query ~ '(window_prices|latest_windows|bars_)'), 0)::float8,
                 COALESCE(sum(calls) FILTER (WHERE query !~ 'pg_stat_statements'), 0)::float8,
-                COALESCE(sum(total_exec_time) FILTER (WHERE query ~ '(window_prices|latest_windows)'), 0)::float8,
-                COALESCE(sum(total_plan_time) FILTER (WHERE query ~ '(window_prices|latest_windows)'), 0)::float8,
-                COALESCE(sum(plans) FILTER (WHERE query ~ '(window_prices|latest_windows)'), 0)::float8
+                COALESCE(sum(total_exec_time) FILTER (WHERE query ~ '(window_prices|latest_windows|bars_)'), 0)::float8,
+                COALESCE(sum(total_plan_time) FILTER (WHERE query ~ '(window_prices|latest_windows|bars_)'), 0)::float8,
+                COALESCE(sum(plans) FILTER (WHERE query ~ '(window_prices|latest_windows|bars_)'), 0)::float8
          FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     .fetch_one(&db.pool)
