@@ -201,6 +201,14 @@ fn print_load(name: &str, size: &str, clients: u32, load: &Load) {
     }
 }
 
+/// How many entries one answer to `url` holds: what the query's cost should follow.
+fn entries(url: &str) -> anyhow::Result<usize> {
+    let output = Command::new("curl").args(["-sf", url]).output()?;
+    anyhow::ensure!(output.status.success(), "{url} failed");
+    let body: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok(body["prices"].as_array().map_or(0, Vec::len))
+}
+
 /// Loads each query on `filled` with 1 and 64 connections and pgbench; returns the 64-client p50s.
 async fn measure(filled: &Filled, size: &str, secs: u64) -> anyhow::Result<Vec<f64>> {
     let free_port = || -> anyhow::Result<u16> {
@@ -222,6 +230,7 @@ async fn measure(filled: &Filled, size: &str, secs: u64) -> anyhow::Result<Vec<f
         wait_until_ready(port).await;
         let mut p50s = Vec::new();
         for ((name, url), sql) in loads.iter().zip(&captured) {
+            println!("bench|history {name}, {size}: entries in the answer|{}|entries|||", entries(url)?);
             wrk_with(url, 2, 1)?; // warm-up
             let single = wrk_with(url, secs, 1)?;
             print_load(name, size, 1, &single);
