@@ -116,6 +116,12 @@ export class TickerChart {
     if (this.onChange) this.onChange(data);
   }
 
+  /** Frees the chart's canvases and listeners (its card is being removed). */
+  remove() {
+    this.onChange = null;
+    this.chart.remove();
+  }
+
   /** The bars as the chart's series holds them (not this object's copy). */
   drawn() {
     return this.series.data().map((bar) => ({

@@ -1,5 +1,9 @@
 // The page's state and what moves it: one load from /v1/get-prices, then the live stream.
 //
+// The load follows `nextCursor` through every page of latest entries (1,000 a page), so each of
+// 10,000 tickers is in the table; the charts load only the charted tickers' bars (grid.js says
+// which), with `ticker=` once there are more tickers than charts.
+//
 // The stream is opened first and the prices loaded after it is open, as the API's documentation
 // says: an event for an entry the load already shows carries the same or a newer state of the
 // whole entry, so applying it again is harmless. Events that arrive during a load wait for it.
@@ -10,8 +14,10 @@
 // `watermark` event marks complete every bar and window that ends at or before its boundary.
 
 import { getPrices, seconds } from './api.js';
-import { TickerChart, isComplete } from './chart.js';
+import { isComplete } from './chart.js';
 import * as format from './format.js';
+import { ChartGrid, MAX_CHARTS, picksFromHash } from './grid.js';
+import { TickerPicker } from './picker.js';
 import { PriceStream } from './stream.js';
 import { LatestTable } from './table.js';
 
@@ -26,13 +32,23 @@ export class Dashboard {
     const byId = (id) => doc.getElementById(id);
     this.doc = doc;
     this.el = {
-      charts: byId('charts'),
       badge: byId('badge'),
       intervals: byId('intervals'),
       subtitle: byId('subtitle'),
       notice: byId('notice'),
     };
-    this.table = new LatestTable(byId('latest-rows'));
+    this.grid = new ChartGrid(doc, byId('charts'), {
+      onRemove: (ticker) => this.unpick(ticker),
+      onDrawn: () => this.markFirstChart(),
+    });
+    this.grid.picked = picksFromHash(doc.location.hash);
+    this.table = new LatestTable(doc, {
+      isCharted: (ticker) => this.grid.get(ticker) !== undefined,
+      toggle: (ticker) => (this.grid.get(ticker) ? this.unpick(ticker) : this.pick(ticker)),
+    });
+    this.picker = new TickerPicker(doc, this.table.tickers, (ticker) => this.pick(ticker));
+    /** Whether there are more tickers than charts (the picker and the remove buttons show). */
+    this.pickable = false;
     /** The aggregator's window in seconds, learnt from the first entry. */
     this.window = null;
     /** The selected bar width in seconds, and the start of the charts' hour. */
@@ -43,11 +59,9 @@ export class Dashboard {
     /** End (s) of the newest complete window seen: what the freshness badge measures. */
     this.newestComplete = null;
     this.streamState = 'connecting';
-    /** ticker -> TickerChart */
-    this.charts = new Map();
     /** While a full load runs, events wait here (null otherwise). */
     this.queued = [];
-    /** While only the charts load (another interval), price events wait here. */
+    /** While only the charts load (another interval or pick), price events wait here. */
     this.chartPending = null;
     /** Counts chart loads: the answer of a superseded one is dropped. */
     this.generation = 0;
@@ -144,10 +158,35 @@ export class Dashboard {
   }
 
   acceptLatest(entry) {
-    this.ensureTicker(entry.ticker);
     this.table.offer(entry, this.completeBefore);
+    this.grid.offer(entry.ticker);
+    this.updatePickable();
     if (isComplete(entry, this.completeBefore)) this.sawComplete(seconds(entry.windowEnd));
     this.renderBadge();
+  }
+
+  /** The picker and the remove buttons show once there are more tickers than charts. */
+  updatePickable() {
+    const pickable = this.table.size > MAX_CHARTS;
+    if (pickable === this.pickable) return;
+    this.pickable = pickable;
+    this.picker.setVisible(pickable);
+    this.grid.setPickable(pickable);
+    this.table.setPickable(pickable);
+  }
+
+  /** Charts `ticker` (loading the charts again); false if it was charted already. */
+  pick(ticker) {
+    if (!this.grid.pick(ticker)) return false;
+    this.table.render();
+    this.switchInterval(this.interval, true);
+    return true;
+  }
+
+  unpick(ticker) {
+    this.grid.unpick(ticker);
+    this.table.render();
+    this.writeHash();
   }
 
   sawComplete(end) {
@@ -161,44 +200,8 @@ export class Dashboard {
     for (const entry of this.table.entries()) {
       if (isComplete(entry, completeBefore)) this.sawComplete(seconds(entry.windowEnd));
     }
-    for (const chart of this.charts.values()) chart.markComplete(completeBefore);
+    for (const chart of this.grid.charts.values()) chart.markComplete(completeBefore);
     this.renderBadge();
-  }
-
-  /** The card and chart of a ticker, made on its first entry. */
-  ensureTicker(ticker) {
-    if (this.charts.has(ticker)) return this.charts.get(ticker);
-    const card = this.doc.createElement('article');
-    card.className = 'card';
-    card.dataset.ticker = ticker;
-    const header = this.doc.createElement('header');
-    const title = this.doc.createElement('h3');
-    title.textContent = ticker;
-    const last = this.doc.createElement('span');
-    last.className = 'last';
-    const change = this.doc.createElement('span');
-    change.className = 'change';
-    change.title = 'change over the charted hour';
-    header.append(title, last, change);
-    const container = this.doc.createElement('div');
-    container.className = 'chart';
-    container.dataset.ticker = ticker;
-    card.append(header, container);
-    const before = [...this.el.charts.children].find((other) => other.dataset.ticker > ticker);
-    this.el.charts.insertBefore(card, before ?? null);
-    const chart = new TickerChart(container, ticker);
-    chart.onChange = (data) => {
-      if (data.length === 0) return;
-      const first = data[0].open;
-      const close = data[data.length - 1].close;
-      last.textContent = format.price(close);
-      const percent = ((close - first) / first) * 100;
-      change.textContent = `${percent >= 0 ? '+' : ''}${percent.toFixed(2)}%`;
-      change.className = `change ${percent > 0 ? 'up' : percent < 0 ? 'down' : ''}`;
-      this.markFirstChart();
-    };
-    this.charts.set(ticker, chart);
-    return chart;
   }
 
   /** The `interval` parameter for a width: none for the window itself (the API's default). */
@@ -214,16 +217,31 @@ export class Dashboard {
     this.chartPending = [];
     const interval = this.interval;
     const start = Math.floor((Date.now() / 1000 - HOUR) / interval) * interval;
-    const entries = await getPrices({ interval: this.intervalParam(interval), startTime: start, limit: 10000 });
+    // Every ticker is charted while they fit: then one query for all, which also brings tickers
+    // that appeared since the latest load; otherwise only the charted ones'.
+    const all = this.grid.picked === null && this.table.size <= MAX_CHARTS;
+    const charted = this.grid.tickers();
+    const entries = all || charted.length > 0
+      ? await getPrices({
+        interval: this.intervalParam(interval),
+        ticker: all ? null : charted.join(','),
+        startTime: start,
+        limit: 10000,
+      })
+      : [];
     if (generation !== this.generation) return;
-    const byTicker = new Map([...this.charts.keys()].map((ticker) => [ticker, []]));
+    const byTicker = new Map(this.grid.tickers().map((ticker) => [ticker, []]));
     for (const entry of entries) {
-      if (!byTicker.has(entry.ticker)) byTicker.set(entry.ticker, []);
+      if (!byTicker.has(entry.ticker)) {
+        this.grid.offer(entry.ticker);
+        if (!this.grid.get(entry.ticker)) continue;
+        byTicker.set(entry.ticker, []);
+      }
       byTicker.get(entry.ticker).push(entry);
     }
     this.chartStart = start;
     for (const [ticker, bars] of byTicker) {
-      this.ensureTicker(ticker).setBars(bars, this.completeBefore, interval < 60);
+      this.grid.get(ticker)?.setBars(bars, this.completeBefore, interval < 60);
     }
     const pending = this.chartPending;
     this.chartPending = null;
@@ -234,7 +252,7 @@ export class Dashboard {
     if (secs === this.interval && !force) return;
     this.interval = secs;
     this.renderInterval();
-    this.doc.defaultView.history.replaceState(null, '', `#interval=${format.intervalName(secs)}`);
+    this.writeHash();
     try {
       await this.loadCharts();
       this.showNotice(null);
@@ -251,7 +269,8 @@ export class Dashboard {
       return;
     }
     if (this.chartStart === null || seconds(entry.windowStart) < this.chartStart) return;
-    const chart = this.ensureTicker(entry.ticker);
+    const chart = this.grid.get(entry.ticker);
+    if (!chart) return;
     if (this.interval === this.window) {
       chart.upsert(entry, this.completeBefore);
       return;
@@ -286,7 +305,7 @@ export class Dashboard {
       if (generation !== this.generation || sequence < pending.applied) return;
       pending.applied = sequence;
       const bar = entries.find((entry) => entry.ticker === ticker);
-      if (bar) this.charts.get(ticker)?.upsert(bar, this.completeBefore);
+      if (bar) this.grid.get(ticker)?.upsert(bar, this.completeBefore);
       this.forgetOldRefetches(barStart);
     }, REFETCH_DELAY_MS);
   }
@@ -296,6 +315,13 @@ export class Dashboard {
       const start = Number(key.split('@')[1]);
       if (pending.timer === null && start < newest - 2 * this.interval) this.refetches.delete(key);
     }
+  }
+
+  /** Keeps the interval and the picks in the URL (`#interval=1m&charts=MSFT,AAPL`). */
+  writeHash() {
+    const parts = [`interval=${format.intervalName(this.interval)}`];
+    if (this.grid.picked !== null) parts.push(`charts=${this.grid.picked.join(',')}`);
+    this.doc.defaultView.history.replaceState(null, '', `#${parts.join('&')}`);
   }
 
   markFirstChart() {
@@ -347,7 +373,8 @@ export class Dashboard {
       intervalName: () => format.intervalName(this.interval),
       chartStart: () => this.chartStart,
       stream: () => ({ state: this.streamState, lastEventId: this.stream.lastEventId }),
-      charts: () => Object.fromEntries([...this.charts].map(([ticker, chart]) => [ticker, chart.drawn()])),
+      charts: () => Object.fromEntries([...this.grid.charts].map(([ticker, chart]) => [ticker, chart.drawn()])),
+      charted: () => this.grid.tickers(),
       latest: () => this.table.entries(),
       badge: () => ({ state: this.el.badge.dataset.state, text: this.el.badge.textContent }),
       loading: () => this.queued !== null || this.chartPending !== null,

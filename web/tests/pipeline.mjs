@@ -1,6 +1,7 @@
 // The real pipeline for the browser test: an hour of history in a fresh topic, then the aggregator,
 // the generator and the API as child processes, on free ports, with a fresh database. The API can
-// be stopped and started again on the same port.
+// be stopped and started again on the same port. The 10,000-ticker test seeds its database itself
+// and starts only the API (`serve`).
 //
 // Everything comes from the environment scripts/browser-test.sh sets: BIN_DIR (the binaries),
 // KAFKA_BROKERS, KAFKA_TOPIC, DATABASE_URL (the fresh database), AGGREGATOR_WINDOW_SECS,
@@ -49,18 +50,18 @@ export class Pipeline {
     this.children = new Map();
   }
 
-  /** Runs `program` to completion (the history filler). */
-  async run(name, program, extra = {}) {
-    const child = this.spawn(name, program, extra);
+  /** Runs `program` to completion (the history filler, the 10,000-ticker seeder). */
+  async run(name, program, extra = {}, args = []) {
+    const child = this.spawn(name, program, extra, args);
     child.stopping = true; // its exit is expected
     const code = await new Promise((resolve) => child.once('exit', resolve));
     this.children.delete(name);
     if (code !== 0) throw new Error(`${name} exited with ${code}; see ${this.logs}/${name}.log`);
   }
 
-  spawn(name, program, extra = {}) {
+  spawn(name, program, extra = {}, args = []) {
     const log = createWriteStream(join(this.logs, `${name}.log`), { flags: 'a' });
-    const child = spawn(program, [], { env: { ...this.base, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(program, args, { env: { ...this.base, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout.pipe(log);
     child.stderr.pipe(log);
     child.once('exit', (code, signal) => {
@@ -85,6 +86,13 @@ export class Pipeline {
       AGGREGATOR_DLQ_TOPIC: `${this.base.KAFKA_TOPIC}.dlq`,
     });
     this.spawn('generator', join(this.bin, 'generator'), { GENERATOR_RATE: '20' });
+    await this.startApi();
+  }
+
+  /** Only the API, on a free port, over whatever the database holds. */
+  async serve() {
+    this.apiPort = await freePort();
+    this.url = `http://127.0.0.1:${this.apiPort}`;
     await this.startApi();
   }
 
