@@ -69,6 +69,15 @@ pub(crate) fn load(layers: &Layers, window_secs: u32) -> Result<Vec<Retention>, 
         }
         policy[index].keep = parse_keep(&value).map_err(|m| ConfigError::new(&variable, m))?;
     }
+    check_longer_when_wider(&policy, &sources)?;
+    Ok(policy)
+}
+
+/// Each table keeps its rows at least as long as the narrower one before it.
+fn check_longer_when_wider(
+    policy: &[Retention],
+    sources: &[history::Source],
+) -> Result<(), ConfigError> {
     for pair in policy.windows(2) {
         let longer = match (pair[0].keep, pair[1].keep) {
             (_, None) => true,
@@ -76,7 +85,7 @@ pub(crate) fn load(layers: &Layers, window_secs: u32) -> Result<Vec<Retention>, 
             (Some(narrow), Some(wide)) => wide >= narrow,
         };
         if !longer {
-            let name = |r: &Retention| variable_of(&sources, r.table);
+            let name = |r: &Retention| variable_of(sources, r.table);
             return Err(ConfigError::new(
                 &name(&pair[1]),
                 format!(
@@ -88,7 +97,7 @@ pub(crate) fn load(layers: &Layers, window_secs: u32) -> Result<Vec<Retention>, 
             ));
         }
     }
-    Ok(policy)
+    Ok(())
 }
 
 fn variable_of(sources: &[history::Source], table: &str) -> String {
