@@ -337,7 +337,8 @@ fn history_gone(query: &PriceQuery, gone_before: DateTime<Utc>) -> String {
         None => "windows".to_owned(),
     };
     format!(
-        "{what} starting before {} are no longer kept (retention dropped them, and the range asks          for some); ask for startTime at or after {}, or for a wider interval, which is kept longer",
+        "{what} starting before {} are no longer kept (retention dropped them, and the range asks \
+         for some); ask for startTime at or after {}, or for a wider interval, which is kept longer",
         gone_before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         gone_before.timestamp(),
     )

@@ -30,7 +30,9 @@ async fn a_range_older_than_the_retention_of_its_interval_is_a_410_saying_so() {
     history::apply_retention(&db.pool, &policy)
         .await
         .expect("retention");
-    let gone_before = today - 7 * DAY;
+    // Retention drops whole days: the one holding the old window goes, and history is gone up to
+    // its end (the days after it held nothing).
+    let gone_before = today - 9 * DAY;
 
     // Windows from before the boundary: refused, naming the boundary.
     let old = today - 10 * DAY;
@@ -41,6 +43,7 @@ async fn a_range_older_than_the_retention_of_its_interval_is_a_410_saying_so() {
     let detail = body["detail"].as_str().expect("detail");
     assert!(detail.contains(&gone_before.to_string()), "{detail}");
     assert!(detail.contains("windows starting before"), "{detail}");
+    assert!(detail.contains("the range asks for some"), "{detail}");
     // Wholly before it without a start: refused too.
     let (status, _, _) = get(&db.pool, &format!("/v1/get-prices?endTime={}", gone_before)).await;
     assert_eq!(status, StatusCode::GONE);
