@@ -34,18 +34,34 @@ pub(crate) async fn run(pool: PgPool, policy: Vec<Retention>, shutdown: Cancella
 
 async fn upkeep(pool: &PgPool, policy: &[Retention]) {
     match history::create_ahead(pool).await {
-        Ok(0) => {}
-        Ok(created) => tracing::info!(created, "created partitions ahead of the clock"),
+        Ok(pass) => {
+            for (table, created) in pass.done {
+                tracing::info!(table, created, "created partitions ahead of the clock");
+            }
+            report_deferred(&pass.deferred, "creating its next partition");
+        }
         Err(error) => {
             tracing::warn!(%error, "could not create partitions ahead (commits create their own)")
         }
     }
     match history::apply_retention(pool, policy).await {
-        Ok(dropped) => {
-            for (table, partitions) in dropped {
+        Ok(pass) => {
+            for (table, partitions) in pass.done {
                 tracing::info!(table, partitions, "dropped partitions past their retention");
             }
+            report_deferred(&pass.deferred, "dropping partitions past their retention");
         }
         Err(error) => tracing::warn!(%error, "retention failed; retrying at the next upkeep"),
+    }
+}
+
+/// A table whose lock a long query held: its DDL waits for the next upkeep rather than stall
+/// every query queued behind it.
+fn report_deferred(tables: &[String], what: &str) {
+    for table in tables {
+        tracing::info!(
+            table,
+            "a long query holds the table: {what} waits for the next upkeep"
+        );
     }
 }

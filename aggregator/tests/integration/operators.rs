@@ -30,7 +30,11 @@ async fn group_grace_and_idle_lag_changed_between_restarts_keep_counting_exactly
     let _shared = SERVICES.read().await;
     let topic = create_topic("operators", 2).await;
     let db = TestDatabase::create().await;
-    let records = generated_records(400, 2, 250, 21);
+    // An hour ago: inside the 10-day idle lag of the first run, whatever the calendar says, and
+    // past the default idle lag of the second.
+    let an_hour_ago =
+        (chrono::Utc::now().timestamp_millis() - 3_600_000).div_euclid(30_000) * 30_000;
+    let records = generated_records_from(an_hour_ago, 400, 2, 250, 21);
     let (first, second) = records.split_at(200);
     let mut offsets = produce(&topic, first).await;
 

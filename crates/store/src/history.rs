@@ -131,27 +131,72 @@ pub(crate) fn fold(rows: &[WindowRow], rollup: Rollup) -> Vec<WindowRow> {
         .collect()
 }
 
+/// How long the upkeep's partition DDL waits for its table's lock. Creating or dropping a partition
+/// takes an ACCESS EXCLUSIVE lock on the parent table, and while that request waits behind a long
+/// read every later query of the table (commits and API reads) queues behind it: a slow report
+/// would stall the pipeline. Giving up quickly and trying again at the next upkeep bounds that
+/// stall; commits create any partition they lack themselves, so nothing depends on the upkeep.
+const DDL_LOCK_TIMEOUT: &str = "250ms";
+
+/// Runs `statement` (one row, one integer) in a transaction of its own under
+/// [`DDL_LOCK_TIMEOUT`]: `Ok(None)` when the lock was not granted in time (nothing changed).
+async fn under_lock_timeout(
+    pool: &PgPool,
+    statement: sqlx::query::QueryScalar<'_, sqlx::Postgres, i32, sqlx::postgres::PgArguments>,
+) -> Result<Option<i32>, sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query(&format!("SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
+        .execute(&mut *transaction)
+        .await?;
+    match statement.fetch_one(&mut *transaction).await {
+        Ok(value) => {
+            transaction.commit().await?;
+            Ok(Some(value))
+        }
+        Err(error) if is_lock_timeout(&error) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// `lock_not_available` (55P03): the lock timeout expired.
+fn is_lock_timeout(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|error| error.code())
+        .is_some_and(|code| code == "55P03")
+}
+
+/// What a pass of partition DDL did: the count per table that changed, and the tables whose lock
+/// was held by a long query (left for the next pass).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UpkeepPass {
+    pub done: Vec<(String, i32)>,
+    pub deferred: Vec<String>,
+}
+
 /// Creates, for every table, the partition holding `now` and the next one if missing, so that
-/// live writes find their partition made. Returns how many were created.
-pub async fn create_ahead(pool: &PgPool) -> Result<i64, sqlx::Error> {
+/// live writes find their partition made.
+pub async fn create_ahead(pool: &PgPool) -> Result<UpkeepPass, sqlx::Error> {
     let tables: Vec<String> =
         sqlx::query_scalar("SELECT table_name FROM history_tables ORDER BY table_name")
             .fetch_all(pool)
             .await?;
-    let mut created = 0;
-    // A statement (a transaction) per table: creating a partition locks its table until commit,
-    // and holding one table's lock while waiting for another's could deadlock with a commit.
+    let mut pass = UpkeepPass::default();
+    // A transaction per table: creating a partition locks its table until commit, and holding one
+    // table's lock while waiting for another's could deadlock with a commit.
     for table in tables {
-        let made: i32 = sqlx::query_scalar(
+        let statement = sqlx::query_scalar(
             "SELECT tickpipe_ensure_partitions(table_name, now(), now() + partition_secs * INTERVAL '1 second')
              FROM history_tables WHERE table_name = $1",
         )
-        .bind(&table)
-        .fetch_one(pool)
-        .await?;
-        created += i64::from(made);
+        .bind(table.clone());
+        match under_lock_timeout(pool, statement).await? {
+            Some(0) => {}
+            Some(created) => pass.done.push((table, created)),
+            None => pass.deferred.push(table),
+        }
     }
-    Ok(created)
+    Ok(pass)
 }
 
 /// Creates the partitions of `tables` holding windows that start at `starts` (milliseconds),
@@ -189,27 +234,27 @@ pub struct Retention {
     pub keep: Option<Duration>,
 }
 
-/// Drops every partition of each table that ends more than its retention ago. Returns the number
-/// dropped per table (only tables that dropped some).
+/// Drops every partition of each table that ends more than its retention ago: the number dropped
+/// per table (only tables that dropped some), and the tables a long query kept locked.
 pub async fn apply_retention(
     pool: &PgPool,
     policy: &[Retention],
-) -> Result<Vec<(&'static str, i32)>, sqlx::Error> {
-    let mut dropped = Vec::new();
+) -> Result<UpkeepPass, sqlx::Error> {
+    let mut pass = UpkeepPass::default();
     for retention in policy {
         let Some(keep) = retention.keep else { continue };
-        let count: i32 = sqlx::query_scalar(
+        let statement = sqlx::query_scalar(
             "SELECT tickpipe_drop_partitions($1, now() - $2 * INTERVAL '1 millisecond')",
         )
         .bind(retention.table)
-        .bind(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
-        .fetch_one(pool)
-        .await?;
-        if count > 0 {
-            dropped.push((retention.table, count));
+        .bind(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+        match under_lock_timeout(pool, statement).await? {
+            Some(0) => {}
+            Some(dropped) => pass.done.push((retention.table.to_owned(), dropped)),
+            None => pass.deferred.push(retention.table.to_owned()),
         }
     }
-    Ok(dropped)
+    Ok(pass)
 }
 
 /// For each table retention has dropped from, the instant before which its history is gone.

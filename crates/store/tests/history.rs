@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tickpipe_store::history::{self, Retention};
+use tickpipe_store::history::{self, Retention, UpkeepPass};
 use tickpipe_store::{claim, commit, Accumulator, Commit, Flush, PriceKey, WindowRow};
 use tickpipe_testkit::rng::Rng;
 use tickpipe_testkit::{referee, seed, TestDatabase};
@@ -266,7 +266,7 @@ async fn partitions_appear_for_any_write() {
     }
     assert_eq!(
         history::create_ahead(&db.pool).await.expect("again"),
-        0,
+        UpkeepPass::default(),
         "idempotent"
     );
     referee::check_rollups(&db.pool)
@@ -317,13 +317,14 @@ async fn retention_drops_exactly_the_partitions_past_their_age_while_commits_go_
             keep: None,
         },
     ];
-    let dropped = history::apply_retention(&db.pool, &policy)
+    let pass = history::apply_retention(&db.pool, &policy)
         .await
         .expect("retention");
     writer.await.expect("the live commits");
     // Partitions end at the next midnight: those of 10 and 8 days ago end before now - 7 days;
     // the one of 7 days ago ends 6 days ago, inside the retention.
-    assert_eq!(dropped, vec![("window_prices", 2)]);
+    assert_eq!(pass.done, vec![("window_prices".to_owned(), 2)]);
+    assert!(pass.deferred.is_empty(), "{pass:?}");
     let names = partitions(&db.pool, "window_prices").await;
     for d in [10, 8] {
         assert!(
@@ -353,10 +354,60 @@ async fn retention_drops_exactly_the_partitions_past_their_age_while_commits_go_
         .await
         .expect("bars fold their kept windows");
     // Dropping again drops nothing.
-    assert!(history::apply_retention(&db.pool, &policy)
+    assert_eq!(
+        history::apply_retention(&db.pool, &policy)
+            .await
+            .expect("again"),
+        UpkeepPass::default()
+    );
+}
+
+#[tokio::test]
+async fn retention_defers_a_table_a_long_read_holds_and_drops_it_later() {
+    let db = database().await;
+    let today = (now_ms() / DAY_MS) * DAY_MS;
+    let old = today - 10 * DAY_MS + 3_600_000;
+    let key = PriceKey {
+        timestamp_ms: old,
+        partition: 0,
+        offset: 0,
+    };
+    let rows = vec![window("AMZN", old, Accumulator::new(100, key))];
+    assert_eq!(commit_rows(&db.pool, 0, rows).await, Commit::Written);
+    let policy = [Retention {
+        table: "window_prices",
+        keep: Some(Duration::from_secs(7 * 86_400)),
+    }];
+    // A long read: its transaction holds the table's ACCESS SHARE lock until it ends.
+    let mut reader = db.pool.begin().await.expect("reader");
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM window_prices")
+        .fetch_one(&mut *reader)
         .await
-        .expect("again")
-        .is_empty());
+        .expect("read");
+    assert_eq!(seen, 1);
+    let pass = history::apply_retention(&db.pool, &policy)
+        .await
+        .expect("retention gives up, not fails");
+    assert_eq!(pass.done, vec![]);
+    assert_eq!(pass.deferred, vec!["window_prices".to_owned()]);
+    // The pass gave up rather than wait for the read (which would queue every later query of the
+    // table behind its lock request), and dropped nothing.
+    let others: i64 = sqlx::query_scalar("SELECT count(*) FROM window_prices")
+        .fetch_one(&db.pool)
+        .await
+        .expect("another session reads");
+    assert_eq!(others, 1, "nothing dropped while the read held the table");
+    reader.rollback().await.expect("the read ends");
+    let pass = history::apply_retention(&db.pool, &policy)
+        .await
+        .expect("retention");
+    assert_eq!(pass.done, vec![("window_prices".to_owned(), 1)]);
+    assert!(pass.deferred.is_empty(), "{pass:?}");
+    let names = partitions(&db.pool, "window_prices").await;
+    assert!(
+        !names.contains(&partition_name("window_prices", DAY_MS, old)),
+        "{names:?}"
+    );
 }
 
 #[tokio::test]
@@ -486,4 +537,25 @@ async fn the_unpartitioned_schema_is_upgraded_with_every_window_and_bar() {
     referee::check_rollups(&db.pool)
         .await
         .expect("after a new commit");
+}
+
+/// `history::ROLLUPS` (what commits write and the API reads) and the migration's `history_tables`
+/// (what partitions and retention act on) name the same tables with the same widths.
+#[tokio::test]
+async fn the_rollups_in_code_are_the_rollups_in_the_schema() {
+    let db = database().await;
+    let in_schema: Vec<(String, Option<i32>)> = sqlx::query_as(
+        "SELECT table_name, width_secs FROM history_tables ORDER BY width_secs NULLS FIRST",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("history tables");
+    let in_code: Vec<(String, Option<i32>)> =
+        std::iter::once((history::WINDOWS_TABLE.to_owned(), None))
+            .chain(history::ROLLUPS.iter().map(|rollup| {
+                let width = i32::try_from(rollup.width_secs).expect("small");
+                (rollup.table.to_owned(), Some(width))
+            }))
+            .collect();
+    assert_eq!(in_schema, in_code);
 }
