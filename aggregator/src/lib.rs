@@ -21,6 +21,7 @@
 mod cancellable;
 mod consumer;
 pub mod dead_letters;
+mod group_commit;
 mod housekeeping;
 pub mod metrics;
 mod ownership;

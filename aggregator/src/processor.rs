@@ -2,8 +2,9 @@
 //!
 //! [`Processor`] owns the assigned partitions' in-memory state. For each record it validates
 //! ([`record::decode`]), adds valid prices to the partition's open window ([`PartitionState`]) or
-//! sends an invalid record to the [`DeadLetters`], then writes any window that became final,
-//! together with the partition's progress, in one transaction ([`tickpipe_store::commit`]).
+//! sends an invalid record to the [`DeadLetters`], then writes the windows that became final,
+//! together with the partition's progress, in one transaction ([`tickpipe_store::commit`]), at most
+//! four times a second per partition ([`crate::group_commit`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cancellable::block_on_unless_cancelled;
 use crate::dead_letters::DeadLetters;
+use crate::group_commit::WriteSchedule;
 use crate::metrics::{AggregatorMetrics, ErrorLabel, PartitionLabel, ReasonLabel};
 use crate::ownership::{AggregatorConsumer, Rebalanced};
 use crate::partition::{Outcome, PartitionState, Timing};
@@ -44,6 +46,8 @@ pub(crate) struct Processor {
     timing: Timing,
     /// Keyed by partition number: a handful of entries, looked up once per record.
     partitions: HashMap<i32, PartitionState>,
+    /// Holds a partition's closed windows while it wrote less than a quarter second ago.
+    writes: WriteSchedule,
     dead_letters: DeadLetters,
     metrics: AggregatorMetrics,
     shutdown: CancellationToken,
@@ -81,6 +85,7 @@ impl Processor {
             topic: settings.kafka.topic.clone(),
             timing: settings.aggregator.timing(),
             partitions: HashMap::new(),
+            writes: WriteSchedule::default(),
             dead_letters,
             metrics,
             shutdown,
@@ -111,6 +116,7 @@ impl Processor {
                 // Nothing to save: open windows are rebuilt by whoever resumes from the stored offset.
                 for partition in partitions {
                     self.partitions.remove(&partition);
+                    self.writes.forget(partition);
                     self.metrics
                         .consumer_lag
                         .remove(&PartitionLabel { partition });
@@ -222,10 +228,14 @@ impl Processor {
         }
     }
 
-    /// Writes the partition's final windows with its progress, retrying until it is done, the
-    /// partition is fenced, or the service shuts down. Consumption waits meanwhile: that is the
-    /// back-pressure of a database outage.
+    /// Writes the partition's final windows with its progress, if it is due to write (see
+    /// [`crate::group_commit`]), retrying until it is done, the partition is fenced, or the
+    /// service shuts down. Consumption waits meanwhile: that is the back-pressure of a database
+    /// outage.
     fn flush(&mut self, consumer: &AggregatorConsumer, partition: i32) {
+        if !self.writes.due(partition, self.now_ms) {
+            return;
+        }
         let Some(flush) = self
             .partitions
             .get_mut(&partition)
@@ -242,11 +252,13 @@ impl Processor {
         };
         match commit {
             Commit::Written => {
+                self.writes.wrote(partition, self.now_ms);
                 self.metrics.windows_written.inc_by(flush.rows.len() as u64);
                 self.commit_informational_offset(consumer, partition, flush.progress.resume_offset);
             }
             Commit::Fenced => {
                 self.metrics.fenced.inc();
+                self.writes.forget(partition);
                 tracing::warn!(
                     partition,
                     "partition now owned by another instance; dropping its state"
