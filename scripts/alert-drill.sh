@@ -12,8 +12,9 @@
 #
 #   scripts/alert-drill.sh          (scripts/test.sh runs it)
 #
-# Environment: ALERT_DRILL_WINDOW_SECS (10), KEEP_DRILL_DIR=1 keeps the temporary directory (the
-# services' logs, Prometheus's config and data) also after a success.
+# Environment: ALERT_DRILL_WINDOW_SECS (10); ALERT_DRILL_BIN, a directory of prebuilt generator,
+# aggregator and api binaries (default: build them, debug profile); KEEP_DRILL_DIR=1 keeps the
+# temporary directory (the services' logs, Prometheus's config and data) also after a success.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,9 +33,13 @@ grep -q 'alert: TickpipePipelineStale' "$RULES" || { echo "alert drill: no Tickp
 
 bash scripts/services.sh up >/dev/null
 eval "$(bash scripts/services.sh env)"
-echo "== alert drill: building the services (debug profile, shared with the tests)"
-cargo build --locked -q -p tickpipe-generator -p tickpipe-aggregator -p tickpipe-api --bins
-bin="${CARGO_TARGET_DIR:-target}/debug"
+if [[ -n ${ALERT_DRILL_BIN:-} ]]; then
+    bin=$ALERT_DRILL_BIN
+else
+    echo "== alert drill: building the services (debug profile, shared with the tests)"
+    cargo build --locked -q -p tickpipe-generator -p tickpipe-aggregator -p tickpipe-api --bins
+    bin="${CARGO_TARGET_DIR:-target}/debug"
+fi
 
 run_id="alertdrill_$(date +%s)_$$"
 work=$(mktemp -d "/tmp/tickpipe-$run_id.XXXX")
@@ -155,10 +160,10 @@ done
 echo "  TickpipePipelineStale inactive throughout"
 
 echo "== alert drill: stopping the aggregator (SIGTERM)"
+stopped=$SECONDS
 kill -TERM "${pid[aggregator]}"
 wait "${pid[aggregator]}" || true
 unset 'pid[aggregator]'
-stopped=$SECONDS
 deadline=$((stopped + THRESHOLD_SECS + FOR_SECS + SLACK_SECS))
 pending_at="" firing_at="" down_at=""
 while [[ -z $firing_at || -z $down_at ]]; do
