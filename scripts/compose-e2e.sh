@@ -370,7 +370,7 @@ check_prometheus() {
         sleep 5
     done
     echo "targets up: $status"
-    read -r -a alerts < <(sed -n 's/^ *- alert: *//p' deploy/prometheus/rules/tickpipe.yml | tr '\n' ' ')
+    mapfile -t alerts < <(sed -n 's/^ *- alert: *//p' deploy/prometheus/rules/tickpipe.yml)
     ((${#alerts[@]})) || die "no alerts found in deploy/prometheus/rules/tickpipe.yml"
     body=$(curl -fsS --max-time 5 "$PROMETHEUS_URL/api/v1/rules") || die "GET /api/v1/rules failed"
     python3 -c "$RULES_CHECK" "${alerts[@]}" <<<"$body" || die "the alert rules are not all loaded"
