@@ -95,7 +95,8 @@ start() { # name VAR=value...
     pid[$name]=$!
 }
 
-echo "== alert drill: $WINDOW_SECS s windows, grace $GRACE_MS ms (threshold $THRESHOLD_SECS s), Prometheus on 127.0.0.1:$prom_port"
+echo "== alert drill: $WINDOW_SECS s windows, grace $GRACE_MS ms (threshold 2 x $WINDOW_SECS s + $GRACE_MS ms)," \
+    "Prometheus on 127.0.0.1:$prom_port"
 start generator METRICS_ADDR="127.0.0.1:$generator_port" GENERATOR_PARTITIONS=3 "$bin/generator"
 sleep 3 # the generator creates the topic; the aggregator subscribes to an existing one
 start aggregator METRICS_ADDR="127.0.0.1:$aggregator_port" DATABASE_URL="$db_url" AGGREGATOR_GRACE_MS="$GRACE_MS" \
