@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end check of the compose file: lint the Dockerfile, build the three images, start
-# kafka + postgres + generator + aggregator + api, and wait until GET /v1/get-prices on :8080
-# returns an average for every ticker the generator sends (AMZN, MSFT, AAPL). Then the same for the
+# kafka + postgres + generator + aggregator + api + prometheus, and wait until GET /v1/get-prices on
+# :8080 returns an average for every ticker the generator sends (AMZN, MSFT, AAPL), and until
+# Prometheus on :9090 has every service's target up (every replica: two aggregators in the cluster
+# variant) and every alert of deploy/prometheus/rules/tickpipe.yml loaded. Then the same for the
 # cluster variant (docker-compose.yml + docker-compose.cluster.yml: three Kafka nodes, replication
 # factor 3, two aggregators), which additionally stops the Kafka node that leads the most partitions
 # of "stocks" and waits until every ticker has a price from a window that began after the stop.
@@ -27,6 +29,8 @@
 #   E2E_PRICES_TIMEOUT    seconds, after `up` returns, for all three averages  (default: 240)
 #   E2E_FAILOVER_TIMEOUT  seconds, after a Kafka node is stopped, for prices of a window that began
 #                         after the stop (default: 240)
+#   E2E_PROMETHEUS_TIMEOUT seconds, after prices appear, for every Prometheus target to be up
+#                         (default: 120)
 #   COMPOSE_FILE          honoured by every `docker compose` call, e.g. to add a local override (the
 #                         cluster variant adds docker-compose.cluster.yml to it)
 set -euo pipefail
@@ -42,10 +46,13 @@ read -r -a VARIANTS <<<"${E2E_VARIANTS:-default cluster secure}"
 WAIT_TIMEOUT=${E2E_WAIT_TIMEOUT:-900}
 PRICES_TIMEOUT=${E2E_PRICES_TIMEOUT:-240}
 FAILOVER_TIMEOUT=${E2E_FAILOVER_TIMEOUT:-240}
+PROMETHEUS_TIMEOUT=${E2E_PROMETHEUS_TIMEOUT:-120}
 API_URL=http://localhost:8080
+PROMETHEUS_URL=http://127.0.0.1:9090
 TICKERS=(AMZN MSFT AAPL)
-SERVICES=(kafka postgres generator aggregator api)   # of the variant being checked (use_variant)
+SERVICES=(kafka postgres generator aggregator api prometheus)   # of the variant being checked (use_variant)
 KAFKA_NODES=(kafka)                                  # Kafka services, node N at index N-1
+AGGREGATORS=1                                        # aggregator replicas: Prometheus targets
 VARIANT=""
 
 STACK_CREATED=0   # set once `up` may have created something that `down` must remove
@@ -166,30 +173,37 @@ use_variant() {
     case $VARIANT in
     default)
         export COMPOSE_FILE=$BASE_COMPOSE_FILE COMPOSE_PROJECT_NAME=$BASE_PROJECT
-        SERVICES=(kafka postgres generator aggregator api)
+        SERVICES=(kafka postgres generator aggregator api prometheus)
         KAFKA_NODES=(kafka)
+        AGGREGATORS=1
         ;;
     cluster)
         export COMPOSE_FILE=$BASE_COMPOSE_FILE:docker-compose.cluster.yml COMPOSE_PROJECT_NAME=$BASE_PROJECT-cluster
-        SERVICES=(kafka kafka-2 kafka-3 postgres generator aggregator api)
+        SERVICES=(kafka kafka-2 kafka-3 postgres generator aggregator api prometheus)
         KAFKA_NODES=(kafka kafka-2 kafka-3)
+        AGGREGATORS=2
         ;;
     secure)
         export COMPOSE_FILE=$BASE_COMPOSE_FILE:docker-compose.secure.yml COMPOSE_PROJECT_NAME=$BASE_PROJECT-secure
-        SERVICES=(kafka postgres generator aggregator api)
+        SERVICES=(kafka postgres generator aggregator api prometheus)
         KAFKA_NODES=(kafka)
+        AGGREGATORS=1
         ;;
     *) die "unknown variant '$VARIANT' in E2E_VARIANTS (default, cluster, secure)" ;;
     esac
 }
 
 # A leftover of an interrupted run (containers, or the pg-data volume that would skip the
-# PostgreSQL init scripts) is removed first; a foreign listener on 8080 would answer our curls.
+# PostgreSQL init scripts) is removed first; a foreign listener on 8080 or 9090 would answer our
+# curls.
 prepare() {
     docker compose down -v -t 10 --remove-orphans >/dev/null 2>&1 || true
-    if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
-        die "something already listens on localhost:8080; stop it first (the api publishes 8080)"
-    fi
+    local port
+    for port in 8080 9090; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            die "something already listens on localhost:$port; stop it first (the stack publishes 8080 and 9090)"
+        fi
+    done
 }
 
 # Prints "container (restarted N times)" and succeeds if a container of the project has been
@@ -303,6 +317,63 @@ check_endpoints() {
         echo "  $url -> $code"
         [[ $code == "$expected" ]] || die "$url answered $code, expected $expected"
     done
+}
+
+# Reads Prometheus's /api/v1/targets on stdin; exits 0 when every active target is "up" and the
+# jobs given as job=count arguments have that many targets each, else prints what is wrong.
+TARGETS_CHECK=$(
+    cat <<'PY'
+import collections, json, sys
+targets = json.load(sys.stdin)["data"]["activeTargets"]
+jobs = collections.Counter(t["labels"]["job"] for t in targets)
+problems = [f'{t["labels"]["job"]} {t["scrapeUrl"]} is {t["health"]} ({t.get("lastError") or "not scraped yet"})'
+            for t in targets if t["health"] != "up"]
+for expected in sys.argv[1:]:
+    job, count = expected.split("=")
+    if jobs[job] != int(count):
+        problems.append(f"{jobs[job]} {job} target(s), expected {count}")
+print("; ".join(problems) or "  ".join(f"{t['labels']['job']}={t['scrapeUrl']}" for t in targets))
+sys.exit(1 if problems else 0)
+PY
+)
+
+# Reads Prometheus's /api/v1/rules on stdin; exits 0 when the group "tickpipe" holds every alert
+# named as an argument and none of its rules failed to evaluate.
+RULES_CHECK=$(
+    cat <<'PY'
+import json, sys
+groups = json.load(sys.stdin)["data"]["groups"]
+rules = [r for g in groups if g["name"] == "tickpipe" for r in g["rules"]]
+loaded = {r["name"] for r in rules if r["type"] == "alerting"}
+missing = [a for a in sys.argv[1:] if a not in loaded]
+broken = [f'{r["name"]}: {r.get("lastError")}' for r in rules if r.get("health") == "err"]
+if missing or broken:
+    print("missing: " + ", ".join(missing) + "  failing: " + "; ".join(broken))
+    sys.exit(1)
+print(f"{len(loaded)} alerts loaded in group tickpipe: " + ", ".join(sorted(loaded)))
+PY
+)
+
+# Prometheus on :9090: every target of every service up (each aggregator replica is a target of
+# its own), then every alert of the rules file loaded and none failing to evaluate.
+check_prometheus() {
+    log "Prometheus $PROMETHEUS_URL: every target up (up to $PROMETHEUS_TIMEOUT s), every alert loaded"
+    local deadline=$((SECONDS + PROMETHEUS_TIMEOUT)) body status alerts
+    while :; do
+        if body=$(curl -fsS --max-time 5 "$PROMETHEUS_URL/api/v1/targets" 2>&1); then
+            status=$(python3 -c "$TARGETS_CHECK" generator=1 "aggregator=$AGGREGATORS" api=1 <<<"$body") && break
+        else
+            status="request failed: $body"
+        fi
+        ((SECONDS < deadline)) || die "Prometheus targets not all up within $PROMETHEUS_TIMEOUT s: $status"
+        echo "  $((deadline - SECONDS)) s left: $status"
+        sleep 5
+    done
+    echo "targets up: $status"
+    mapfile -t alerts < <(sed -n 's/^ *- alert: *//p' deploy/prometheus/rules/tickpipe.yml)
+    ((${#alerts[@]})) || die "no alerts found in deploy/prometheus/rules/tickpipe.yml"
+    body=$(curl -fsS --max-time 5 "$PROMETHEUS_URL/api/v1/rules") || die "GET /api/v1/rules failed"
+    python3 -c "$RULES_CHECK" "${alerts[@]}" <<<"$body" || die "the alert rules are not all loaded"
 }
 
 main() {
@@ -431,6 +502,7 @@ check_variant() {
     timed "$VARIANT: until prices appear" wait_for_prices
     check_services
     check_endpoints
+    timed "$VARIANT: Prometheus targets up" check_prometheus
     if [[ $VARIANT == cluster ]]; then
         timed "$VARIANT: Kafka node stopped" kafka_failover
     fi

@@ -33,6 +33,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== size limits (scripts/check-size.py: files <= 400 lines, functions <= 60, test code excepted)"
 python3 scripts/check-size.py
 
+# Alerting (issue 24): the Prometheus config, the alert rules and their unit tests, in seconds.
+echo "== promtool (scripts/promtool.sh)"
+bash scripts/promtool.sh
+
 echo "== cargo test"
 cargo test --workspace --locked -- --nocapture 2>&1 | tee "${TICKPIPE_STATE_DIR:-/tmp}/cargo-test.log"
 
@@ -52,6 +56,12 @@ echo "== fuzz: scripts/fuzz.sh (FUZZ_SECS=${FUZZ_SECS:-60})"
 bash scripts/fuzz.sh
 # --- end fuzzing ---
 
+
+# --- alert drill (issue 24): the staleness alert once for real: a real Prometheus scraping the
+# native services, the aggregator stopped; about 2 minutes ---
+echo "== alert drill (scripts/alert-drill.sh)"
+bash scripts/alert-drill.sh
+# --- end of the alert drill ---
 
 echo "== fault drill, small scale (scripts/drill.sh; DRILL_SECS=300 for the full one)"
 DRILL_SECS="${DRILL_SECS:-60}" bash scripts/drill.sh

@@ -84,6 +84,10 @@ async fn aggregate(
     endpoint: Option<(SocketAddr, Registry)>,
     shutdown: CancellationToken,
 ) -> Result<(), AggregatorError> {
+    metrics.record_settings(
+        settings.aggregator.window_secs,
+        settings.aggregator.grace_ms,
+    );
     // Sessions of their own: the migrations' advisory lock, and commits whose prepared statements
     // a transaction pooler would lose. Behind one, DATABASE_URL serves only the API.
     let pool = tickpipe_common::db::lazy_pool(&settings.database)?;

@@ -1,5 +1,7 @@
 //! The aggregator's Prometheus metrics.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -38,6 +40,11 @@ pub struct AggregatorMetrics {
     pub(crate) consumer_lag: Family<PartitionLabel, Gauge>,
     pub dead_letters: DeadLetterMetrics,
     pub(crate) consumer_errors: Family<ErrorLabel, Counter>,
+    /// `AGGREGATOR_WINDOW_SECS`, so that alert rules can express "two windows" without a copy
+    /// of the setting.
+    pub(crate) window_seconds: Gauge,
+    /// `AGGREGATOR_GRACE_MS` in seconds, for the same reason (the staleness alert's threshold).
+    pub(crate) grace_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl AggregatorMetrics {
@@ -54,11 +61,36 @@ impl AggregatorMetrics {
             consumer_lag: Family::default(),
             dead_letters: DeadLetterMetrics::default(),
             consumer_errors: Family::default(),
+            window_seconds: Gauge::default(),
+            grace_seconds: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("aggregator");
         metrics.register_records(r);
         metrics.register_writes(r);
+        metrics.register_settings(r);
         metrics
+    }
+
+    /// Records the settings that alert thresholds are derived from (see `register_settings`).
+    pub(crate) fn record_settings(&self, window_secs: u32, grace_ms: u32) {
+        self.window_seconds.set(i64::from(window_secs));
+        self.grace_seconds.set(f64::from(grace_ms) / 1000.0);
+    }
+
+    /// The window width and grace as gauges: the staleness alert
+    /// (`deploy/prometheus/rules/tickpipe.yml`) waits two windows plus the grace, and reads both
+    /// here rather than from a copy in the rules that could drift from the running setting.
+    fn register_settings(&self, r: &mut Registry) {
+        r.register(
+            "window_seconds",
+            "Width of the tumbling windows (AGGREGATOR_WINDOW_SECS)",
+            self.window_seconds.clone(),
+        );
+        r.register(
+            "grace_seconds",
+            "Lateness allowed behind the newest timestamp (AGGREGATOR_GRACE_MS), in seconds",
+            self.grace_seconds.clone(),
+        );
     }
 
     /// What became of the records read.

@@ -23,7 +23,8 @@
 //!   that follows it, and the latest prices kept in memory.
 //! - `problem`: the error type, rendered as `application/problem+json`.
 //! - `database`: the fail-fast gate in front of PostgreSQL.
-//! - `metrics`, `trace`: request metrics and request logs.
+//! - `metrics`, `trace`: request metrics and request logs; `freshness`: the `complete` boundary
+//!   and the window width as gauges, for the staleness alert.
 //! - `web`: the dashboard at `/`.
 //! - `server`, `write_timeout`: the HTTP server and its slow-client protection.
 //! - `settings`: configuration; `testing`: what the integration tests reach into.
@@ -31,6 +32,7 @@
 mod app;
 mod changes;
 mod database;
+mod freshness;
 mod metrics;
 mod model;
 mod params;
@@ -124,10 +126,17 @@ pub async fn serve(
     let pool = tickpipe_common::db::read_only_pool(database)?;
     let width_watch = check_width(&settings, &shutdown).await?;
     let mut registry = Registry::default();
+    let query_timeout = Duration::from_millis(settings.api.query_timeout_ms);
+    freshness::spawn(
+        &mut registry,
+        database::Database::new(pool.clone(), query_timeout, database.behind_pooler()),
+        settings.api.window_secs,
+        shutdown.clone(),
+    );
     let app = app::router(
         pool,
         AppOptions {
-            query_timeout: Duration::from_millis(settings.api.query_timeout_ms),
+            query_timeout,
             max_body_bytes: settings.api.max_body_bytes,
             window: settings.api.window()?,
             stream: settings.api.stream_options(shutdown.clone())?,

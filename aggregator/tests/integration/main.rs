@@ -4,6 +4,7 @@
 mod adversarial;
 mod changes;
 mod crash;
+mod exported;
 mod helpers;
 mod operators;
 mod shape;

@@ -282,3 +282,55 @@ async fn metrics_are_served_on_metrics_addr_and_not_on_the_api_port() {
     )
     .await;
 }
+
+/// The gauges the staleness alert reads (`deploy/prometheus/rules/tickpipe.yml`): the window
+/// width, and the `complete` boundary, 0 while nothing is complete, then following the database
+/// without any request to the API.
+#[tokio::test]
+async fn the_complete_boundary_and_the_window_are_exported_for_the_staleness_alert() {
+    let server = start().await;
+    let scrape = || async {
+        let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        exchange(server.metrics_addr, request).await
+    };
+    // The value of the line `name value`, if the response has one.
+    let value = |body: &str, name: &str| -> Option<f64> {
+        body.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    // The metrics endpoint starts beside the API, in a task of its own.
+    tickpipe_testkit::eventually("the metrics listener", Duration::from_secs(10), || async {
+        TcpStream::connect(server.metrics_addr).await.ok()
+    })
+    .await;
+    let body = scrape().await;
+    assert_eq!(value(&body, "api_window_seconds"), Some(30.0), "{body}");
+    assert_eq!(
+        value(&body, "api_complete_boundary_timestamp_seconds"),
+        Some(0.0),
+        "nothing is complete in an empty database: {body}"
+    );
+
+    // 2026-11-27T10:00:30Z, with milliseconds, as a partition's progress.
+    let closed_before_ms = 1_795_773_630_250;
+    tickpipe_testkit::seed::close_before(&server.db.pool, 0, closed_before_ms).await;
+    let stored = tickpipe_store::boundary::complete_before(&server.db.pool)
+        .await
+        .expect("boundary");
+    assert_eq!(
+        stored.map(|at| at.timestamp_millis()),
+        Some(closed_before_ms)
+    );
+    tickpipe_testkit::eventually(
+        "the exported boundary to follow the database",
+        Duration::from_secs(10),
+        || async {
+            let body = scrape().await;
+            (value(&body, "api_complete_boundary_timestamp_seconds") == Some(1_795_773_630.25))
+                .then_some(())
+        },
+    )
+    .await;
+    server.shutdown.cancel();
+    server.task.await.expect("join").expect("serve");
+}
