@@ -9,6 +9,7 @@
 #   BENCH_SECTIONS=api BENCH_SIZES=1000000 scripts/bench.sh    # only the API against pgbench
 #   BENCH_SECTIONS=history scripts/bench.sh   # bar queries at 10 thousand and 10 million windows
 #   BENCH_HISTORY_WINDOWS=10,2880 BENCH_SECTIONS=history scripts/bench.sh   # a smaller large size
+#   BENCH_SECTIONS=rollups scripts/bench.sh   # this aggregator against the one before the rollups
 # Each API query prints requests/s (wrk), pgbench tps on the same SQL in the same run, their ratio,
 # the API's CPU per request and, from pg_stat_statements, what PostgreSQL did per request.
 set -euo pipefail
@@ -23,17 +24,35 @@ echo "== building release binaries and benchmarks"
 cargo build --release --locked -q --bins --examples
 
 results=$(mktemp)
-sections="${BENCH_SECTIONS:-generator,aggregator,api,stream,history}"
+sections="${BENCH_SECTIONS:-generator,aggregator,rollups,api,stream,history}"
+target="${CARGO_TARGET_DIR:-target}"
 run() { # title example section
     [[ ",$sections," == *",$3,"* ]] || return 0
     echo "== $1"
-    "target/release/examples/$2" | tee -a "$results"
+    "$target/release/examples/$2" | tee -a "$results"
 }
-AGGREGATOR_BIN=target/release/aggregator API_BIN=target/release/api export AGGREGATOR_BIN API_BIN
+AGGREGATOR_BIN=$target/release/aggregator API_BIN=$target/release/api export AGGREGATOR_BIN API_BIN
 # bench_api reads the SQL the API sends from PostgreSQL's log, to run pgbench on exactly that.
 export TICKPIPE_PG_LOG="${TICKPIPE_STATE_DIR:-${TMPDIR:-/tmp}/tickpipe-services}/logs/postgres.log"
 run "generator: pacing and throughput" bench_generator generator
 run "aggregator: backfill throughput and memory" bench_aggregator aggregator
+# Rollups and group commit (issue 20): this aggregator against the one before the rollups existed
+# (BENCH_BASELINE_REV, built in target/baseline from a worktree in target/baseline-src), both on
+# the same pre-filled topic in the same run: the generator's three stocks, then BENCH_ROLLUPS_TICKERS
+# (1000) tickers, whose windows hold many rows and so many bar upserts.
+if [[ ",$sections," == *",rollups,"* ]]; then
+    baseline_rev="${BENCH_BASELINE_REV:-c306999}"
+    [[ -d target/baseline-src ]] || git worktree add -q --detach -f target/baseline-src "$baseline_rev"
+    git -C target/baseline-src checkout -q --detach "$baseline_rev"
+    echo "== building the baseline aggregator ($baseline_rev)"
+    CARGO_TARGET_DIR="$PWD/target/baseline" cargo build --release --locked -q \
+        --manifest-path target/baseline-src/Cargo.toml -p tickpipe-aggregator --bin aggregator
+    export BENCH_BASELINE_BIN=target/baseline/release/aggregator
+    for tickers in 0 "${BENCH_ROLLUPS_TICKERS:-1000}"; do
+        BENCH_TICKERS=$tickers run "rollups: against $baseline_rev, BENCH_TICKERS=$tickers" bench_aggregator rollups
+    done
+    unset BENCH_BASELINE_BIN
+fi
 run "api: latency under load, against pgbench on the same SQL" bench_api api
 # History: BENCH_HISTORY_TICKERS (1000) tickers over BENCH_HISTORY_WINDOWS (10 and 10080 windows:
 # 10 thousand and 10 million windows), each ingested by the aggregator binary from a pre-filled

@@ -9,6 +9,9 @@
 //! sharing a consumer group, each with a fresh database and group, on the same pre-filled topic
 //! (one row each; no memory row; the reference is ConsumerPerformance's mean of a run before the
 //! aggregators, which also warms the topic, and one after).
+//! For the rollups section: BENCH_TICKERS (default 0: the generator's three stocks; otherwise that
+//! many tickers, three consecutive ones a message) and BENCH_BASELINE_BIN, another aggregator binary
+//! (an earlier revision) run on the same topic in the same run, with one more row: ours ÷ it.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 use tickpipe_common::kafka::send_when_queue_has_room;
+use tickpipe_common::message::{Tick, TickerMessage};
 use tickpipe_testkit::rng::Rng;
 use tickpipe_testkit::{env_or, TestDatabase};
 
@@ -23,7 +27,7 @@ use tickpipe_testkit::{env_or, TestDatabase};
 /// close as soon as the records are read), and returns the number of prices they hold.
 // rdkafka's `send` hands a refused record back in its error: large, and not ours to shrink.
 #[allow(clippy::result_large_err)]
-async fn prefill(brokers: &str, topic: &str, records: u64) -> anyhow::Result<i64> {
+async fn prefill(brokers: &str, topic: &str, records: u64, tickers: u64) -> anyhow::Result<i64> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
@@ -35,7 +39,10 @@ async fn prefill(brokers: &str, topic: &str, records: u64) -> anyhow::Result<i64
     let start_ms = tickpipe_common::clock::now_ms() - records as i64 - 3_600_000;
     let mut prices = 0i64;
     for i in 0..records {
-        let message = rng.sample_message();
+        let message = match tickers {
+            0 => rng.sample_message(),
+            n => many_tickers_message(&mut rng, i, n),
+        };
         prices += message.tickers.len() as i64;
         let payload = message.encode();
         let timestamp = start_ms + i as i64;
@@ -46,6 +53,18 @@ async fn prefill(brokers: &str, topic: &str, records: u64) -> anyhow::Result<i64
     }
     producer.flush(Duration::from_secs(120))?;
     Ok(prices)
+}
+
+/// The `i`th message over `tickers` names: three consecutive tickers (fewer if there are fewer), so
+/// every ticker is priced every `tickers / 3` records.
+fn many_tickers_message(rng: &mut Rng, i: u64, tickers: u64) -> TickerMessage<'static> {
+    let ticks = (0..tickers.min(3))
+        .map(|k| Tick {
+            name: format!("T{:05}", (i * 3 + k) % tickers).into(),
+            price: rng.between(100, 2000),
+        })
+        .collect();
+    TickerMessage { tickers: ticks }
 }
 
 fn consumer_performance(topic: &str, records: u64) -> anyhow::Result<f64> {
@@ -92,6 +111,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// Runs `instances` aggregators in one new consumer group, with a fresh database, until every price is
 /// written; returns the time from their start and the highest peak memory (KiB) of any of them.
 async fn run_aggregators(
+    bin: &str,
     brokers: &str,
     topic: &str,
     instances: usize,
@@ -103,7 +123,7 @@ async fn run_aggregators(
     let mut children = Vec::with_capacity(instances);
     for _ in 0..instances {
         children.push(
-            Command::new(env_or("AGGREGATOR_BIN", "target/release/aggregator"))
+            Command::new(bin)
                 .env_clear()
                 .env("KAFKA_BROKERS", brokers)
                 .env("KAFKA_TOPIC", topic)
@@ -151,6 +171,56 @@ async fn run_aggregators(
     Ok((elapsed, peak))
 }
 
+fn shape_of(tickers: u64) -> String {
+    match tickers {
+        0 => "3 tickers".to_owned(),
+        n => format!("{n} tickers"),
+    }
+}
+
+/// One measurement of `instances` aggregators: (instances, records/s, peak memory in KiB).
+async fn run_instances(
+    bin: &str,
+    brokers: &str,
+    topic: &str,
+    instances: usize,
+    prices: i64,
+    records: u64,
+) -> anyhow::Result<(usize, f64, u64)> {
+    let (elapsed, peak) = run_aggregators(bin, brokers, topic, instances, prices).await?;
+    eprintln!("{instances} aggregator instance(s): {elapsed:?}");
+    Ok((instances, records as f64 / elapsed.as_secs_f64(), peak))
+}
+
+/// One row per measurement, against ConsumerPerformance; `topology` for scale-out runs.
+fn print_runs(
+    runs: &[(usize, f64, u64)],
+    reference: f64,
+    records: u64,
+    shape: &str,
+    scaling: Option<(i32, i32)>,
+) {
+    for &(n, ours, _) in runs {
+        let label = match scaling {
+            Some((partitions, replication)) => format!("aggregator throughput, {n} instance(s), {partitions} partitions (replication {replication}), {records} records, start to last window"),
+            None => format!("aggregator throughput, {records} records, {shape}, start to last window"),
+        };
+        println!(
+            "bench|{label}|{ours:.0}|records/s|ConsumerPerformance|{reference:.0}|{:.3}",
+            ours / reference
+        );
+    }
+}
+
+/// The row comparing this aggregator with the baseline binary on the same topic.
+fn print_against_baseline(records: u64, shape: &str, ours: f64, baseline: Duration) {
+    let theirs = records as f64 / baseline.as_secs_f64();
+    println!(
+        "bench|aggregator throughput, {records} records, {shape}, against the baseline binary|{ours:.0}|records/s|BENCH_BASELINE_BIN, same topic|{theirs:.0}|{:.3}",
+        ours / theirs
+    );
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092");
@@ -165,7 +235,9 @@ async fn main() -> anyhow::Result<()> {
     let topic = tickpipe_testkit::unique_name("bench_agg");
     tickpipe_common::kafka::ensure_topic(&brokers, &topic, partitions, replication, &[]).await?;
     let fill_started = Instant::now();
-    let prices = prefill(&brokers, &topic, records).await?;
+    let tickers: u64 = env_or("BENCH_TICKERS", "0").parse()?;
+    let shape = shape_of(tickers);
+    let prices = prefill(&brokers, &topic, records, tickers).await?;
     eprintln!(
         "pre-filled {records} records ({prices} prices) in {:?}",
         fill_started.elapsed()
@@ -174,32 +246,31 @@ async fn main() -> anyhow::Result<()> {
     // Scale-out runs compare several measurements: ConsumerPerformance reads the topic first too, so
     // that the first of them does not also pay for replication settling and a cold page cache, and
     // the reference is the mean of its runs before and after.
-    let before = if scaling {
-        Some(consumer_performance(&topic, records)?)
-    } else {
-        None
+    let before = scaling
+        .then(|| consumer_performance(&topic, records))
+        .transpose()?;
+    let bin = env_or("AGGREGATOR_BIN", "target/release/aggregator");
+    let baseline = match std::env::var("BENCH_BASELINE_BIN") {
+        Ok(baseline) => Some(
+            run_aggregators(&baseline, &brokers, &topic, 1, prices)
+                .await?
+                .0,
+        ),
+        Err(_) => None,
     };
     let mut runs = Vec::with_capacity(instances.len());
     for &n in &instances {
-        let (elapsed, peak) = run_aggregators(&brokers, &topic, n, prices).await?;
-        eprintln!("{n} aggregator instance(s): {elapsed:?}");
-        runs.push((n, records as f64 / elapsed.as_secs_f64(), peak));
+        runs.push(run_instances(&bin, &brokers, &topic, n, prices, records).await?);
     }
     let mut reference = consumer_performance(&topic, records)?;
     if let Some(before) = before {
         eprintln!("ConsumerPerformance: {before:.0} records/s before, {reference:.0} after");
         reference = (before + reference) / 2.0;
     }
-    for &(n, ours, _) in &runs {
-        let label = if scaling {
-            format!("aggregator throughput, {n} instance(s), {partitions} partitions (replication {replication}), {records} records, start to last window")
-        } else {
-            format!("aggregator throughput, {records} records, start to last window")
-        };
-        println!(
-            "bench|{label}|{ours:.0}|records/s|ConsumerPerformance|{reference:.0}|{:.3}",
-            ours / reference
-        );
+    let topology = scaling.then_some((partitions, replication));
+    print_runs(&runs, reference, records, &shape, topology);
+    if let (Some(baseline), Some(&(_, ours, _))) = (baseline, runs.first()) {
+        print_against_baseline(records, &shape, ours, baseline);
     }
     if !scaling {
         let peak = runs.iter().map(|r| r.2).max().unwrap_or(0);
