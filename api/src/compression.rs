@@ -13,7 +13,7 @@
 //! - **Nor the dashboard**: its files are gzipped at build time and served with their own tags
 //!   (`crate::web`).
 
-use axum::http::{header, Response};
+use axum::http::Response;
 use tower_http::compression::predicate::{And, NotForContentType, Predicate, SizeAbove};
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 
@@ -33,16 +33,7 @@ impl Predicate for Json {
     where
         B: axum::body::HttpBody,
     {
-        response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(';').next())
-            .is_some_and(|essence| {
-                let essence = essence.trim();
-                essence.eq_ignore_ascii_case("application/json")
-                    || essence.eq_ignore_ascii_case("application/problem+json")
-            })
+        crate::http_cache::is_json(response.headers())
     }
 }
 

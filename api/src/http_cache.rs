@@ -104,7 +104,7 @@ fn same_content(opaque: &str, base: &str) -> bool {
 }
 
 /// Whether `headers` describe a JSON document (the API's answers and its problems).
-fn is_json(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
