@@ -6,9 +6,13 @@
 #     windows, 1 s grace, so windows come often);
 #   - web/tests/dashboard-10k.spec.mjs with 10,000 tickers: a fresh database that the test seeds
 #     (api/examples/dashboard_tickers.rs, 60 s windows) and the API over it (about 20 s);
+#   - web/tests/cors.spec.mjs from two other origins (static sites on 127.0.0.1): a fresh database
+#     that the test seeds (dashboard_tickers again, 3 tickers) and the API over it with
+#     API_CORS_ORIGINS naming one of them;
 # and removes the databases afterwards. The screenshots land in target/browser-test/.
 #
-#   scripts/browser-test.sh      # needs the services (scripts/services.sh up; started if down)
+#   scripts/browser-test.sh             # all three; needs the services (started if down)
+#   scripts/browser-test.sh cors        # only those named: dashboard, 10k, cors
 #
 # Installs Debian's chromium and chromium-driver when /usr/bin/chromium is missing (as root, like
 # CI). Environment: BROWSER_TEST_OUT (target/browser-test), CHROMIUM (/usr/bin/chromium),
@@ -26,6 +30,8 @@ if [[ ! -x $CHROMIUM ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 fi
 
+selected=" ${*:-dashboard 10k cors} "
+run() { [[ $selected == *" $1 "* ]]; }
 run_id="browser_$(date +%s)_$$"
 export BROWSER_TEST_OUT=${BROWSER_TEST_OUT:-$PWD/target/browser-test}
 export LOG_DIR="$BROWSER_TEST_OUT/logs/$run_id"
@@ -56,6 +62,7 @@ psql -q "$admin_url" -c "CREATE DATABASE $run_id"
 cleanup() {
     psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $run_id WITH (FORCE)" || true
     psql -q "$admin_url" -c "DROP DATABASE IF EXISTS ${run_id}_10k WITH (FORCE)" || true
+    psql -q "$admin_url" -c "DROP DATABASE IF EXISTS ${run_id}_cors WITH (FORCE)" || true
     rm -rf "$BIN_DIR"
 }
 trap cleanup EXIT
@@ -64,13 +71,25 @@ export KAFKA_BROKERS KAFKA_TOPIC="$run_id" DATABASE_URL="${DATABASE_URL%/*}/$run
 export AGGREGATOR_WINDOW_SECS=5 AGGREGATOR_GRACE_MS=1000
 export API_WEB_DIR="$PWD/web/dist"
 echo "== browser test: topic and database $run_id, logs in $LOG_DIR"
-# Both run even if the first fails: each prints its own "browser: N passed, M failed".
+# Each runs even if another fails: each prints its own "browser: N passed, M failed".
 status=0
-node web/tests/dashboard.spec.mjs || status=1
+if run dashboard; then
+    node web/tests/dashboard.spec.mjs || status=1
+fi
 
-echo "== browser test, 10,000 tickers: database ${run_id}_10k, logs in $LOG_DIR/10k"
-psql -q "$admin_url" -c "CREATE DATABASE ${run_id}_10k"
-mkdir -p "$LOG_DIR/10k"
-DATABASE_URL="${DATABASE_URL%/*}/${run_id}_10k" AGGREGATOR_WINDOW_SECS=60 LOG_DIR="$LOG_DIR/10k" \
-    node web/tests/dashboard-10k.spec.mjs || status=1
+if run 10k; then
+    echo "== browser test, 10,000 tickers: database ${run_id}_10k, logs in $LOG_DIR/10k"
+    psql -q "$admin_url" -c "CREATE DATABASE ${run_id}_10k"
+    mkdir -p "$LOG_DIR/10k"
+    DATABASE_URL="${DATABASE_URL%/*}/${run_id}_10k" AGGREGATOR_WINDOW_SECS=60 LOG_DIR="$LOG_DIR/10k" \
+        node web/tests/dashboard-10k.spec.mjs || status=1
+fi
+
+if run cors; then
+    echo "== browser test, CORS: database ${run_id}_cors, logs in $LOG_DIR/cors"
+    psql -q "$admin_url" -c "CREATE DATABASE ${run_id}_cors"
+    mkdir -p "$LOG_DIR/cors"
+    DATABASE_URL="${DATABASE_URL%/*}/${run_id}_cors" AGGREGATOR_WINDOW_SECS=60 LOG_DIR="$LOG_DIR/cors" \
+        node web/tests/cors.spec.mjs || status=1
+fi
 exit $status

@@ -18,6 +18,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::cors::Origins;
 use crate::database::Database;
 use crate::metrics::{HttpMetrics, StreamMetrics};
 use crate::params::interval::Window;
@@ -25,7 +26,7 @@ use crate::problem::{ApiError, Problem};
 use crate::state::{AppState, OpenApiJson};
 use crate::stream::{StreamOptions, Streams};
 use crate::web::Dashboard;
-use crate::{metrics, prices, stream, trace, web};
+use crate::{compression, http_cache, metrics, prices, stream, trace, web};
 
 /// The application's limits (the README's configuration table has their defaults).
 #[derive(Debug, Clone)]
@@ -44,6 +45,10 @@ pub(crate) struct AppOptions {
     pub(crate) pooled: bool,
     /// How the stream's `LISTEN` connects (a session of its own); `None`: as the pool does.
     pub(crate) listen: Option<PgConnectOptions>,
+    /// `API_COMPRESSION_LEVEL`: 0 is off.
+    pub(crate) compression_level: u32,
+    /// `API_CORS_ORIGINS`.
+    pub(crate) cors: Origins,
 }
 
 #[derive(OpenApi)]
@@ -58,7 +63,23 @@ pub(crate) struct AppOptions {
             method other than GET and HEAD answers 405 with `Allow: GET, HEAD` (`MethodNotAllowed`); \
             both are in `components.responses`. A request that declares a body larger than the limit \
             answers 413. The dashboard (`/` and its files under `/assets/`) is a page, not JSON \
-            API, and is left out of this document."
+            API, and is left out of this document.\n\n\
+            **Compression.** JSON answers of 1 KiB or more are compressed with gzip, br or zstd as \
+            `Accept-Encoding` prefers (`Content-Encoding`, `Vary: accept-encoding`); the event \
+            stream never is.\n\n\
+            **Caching.** Every successful JSON answer has a strong `ETag` (suffixed with the content \
+            coding inside the quotes when compressed) and answers `If-None-Match` with a 304 \
+            (weak comparison, as RFC 9110 prescribes). `Cache-Control` is \
+            `public, max-age=86400, immutable` on a prices page that can never change (see \
+            `GET /v1/get-prices`), `no-cache` on the other successful answers, and `no-store` on \
+            errors, which have no `ETag`.\n\n\
+            **CORS.** Off unless `API_CORS_ORIGINS` is set (a list of origins, or `*`): then an \
+            allowed origin gets `Access-Control-Allow-Origin`, a preflight (`OPTIONS` with \
+            `Access-Control-Request-Method`) is answered with methods GET, HEAD and OPTIONS and \
+            request headers `If-None-Match`, `Last-Event-ID` and `X-Request-Id`, and `ETag`, \
+            `Retry-After` and `X-Request-Id` are exposed to scripts; an `EventSource` on an allowed \
+            origin can open the stream. No credentials. While CORS is off, `OPTIONS` is a 405 like \
+            any method but GET and HEAD."
     ),
     components(schemas(Problem))
 )]
@@ -164,12 +185,28 @@ pub(crate) fn router(pool: PgPool, options: AppOptions, registry: &mut Registry)
             options.max_body_bytes,
             limit_body,
         ))
-        .layer(DefaultBodyLimit::max(options.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            http_metrics,
-            metrics::record,
-        ));
+        .layer(DefaultBodyLimit::max(options.max_body_bytes));
+    let routes = http_layers(routes, options.compression_level, &options.cors).layer(
+        axum::middleware::from_fn_with_state(http_metrics, metrics::record),
+    );
     trace::layer(routes).with_state(state)
+}
+
+/// Caching, compression and CORS around the routes, inside the metrics and the request logs (which
+/// so record a `304` or a preflight as such). From the inside out: the tag and `304` on the
+/// uncompressed answer, the compression, the tag's coding suffix, then CORS, outermost so that a
+/// preflight is answered before any route sees it and every answer, errors too, carries its headers.
+fn http_layers(routes: Router<AppState>, level: u32, cors: &Origins) -> Router<AppState> {
+    let mut routes = routes.layer(axum::middleware::from_fn(http_cache::revalidate));
+    if let Some(compression) = compression::layer(level) {
+        routes = routes
+            .layer(compression)
+            .layer(axum::middleware::from_fn(http_cache::tag_encoding));
+    }
+    match cors.layer() {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    }
 }
 
 /// The routes and the OpenAPI document generated from their definitions, with the problem

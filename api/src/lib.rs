@@ -25,14 +25,19 @@
 //! - `database`: the fail-fast gate in front of PostgreSQL.
 //! - `metrics`, `trace`: request metrics and request logs; `freshness`: the `complete` boundary
 //!   and the window width as gauges, for the staleness alert.
+//! - `http_cache`, `compression`, `cors`: `ETag`/`304`/`Cache-Control`, gzip/br/zstd, and
+//!   cross-origin requests, as layers around every route.
 //! - `web`: the dashboard at `/`.
 //! - `server`, `write_timeout`: the HTTP server and its slow-client protection.
 //! - `settings`: configuration; `testing`: what the integration tests reach into.
 
 mod app;
 mod changes;
+mod compression;
+mod cors;
 mod database;
 mod freshness;
+mod http_cache;
 mod metrics;
 mod model;
 mod params;
@@ -143,6 +148,8 @@ pub async fn serve(
             dashboard: web::Dashboard::load(&settings.api.web_dir),
             pooled: database.behind_pooler(),
             listen: Some(tickpipe_common::db::session_options(database)?),
+            compression_level: settings.api.compression_level,
+            cors: settings.api.cors()?,
         },
         &mut registry,
     );

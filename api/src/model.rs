@@ -2,6 +2,8 @@
 //! what a `price` event of `GET /v1/stream-prices` carries, and [`page`] turns the rows of one
 //! query into a [`PricesPage`] with its `nextCursor`.
 //!
+//! [`never_changes`] says whether a page is final, for the caching headers.
+//!
 //! Its own module because the change feed builds the same rows from the change log and renders the
 //! same page from memory: the JSON must be byte for byte what the database path returns.
 
@@ -11,6 +13,7 @@ use sqlx::FromRow;
 use utoipa::ToSchema;
 
 use crate::params::cursor::Cursor;
+use crate::params::interval::Window;
 use crate::query::{Form, PriceQuery};
 
 /// The prices of one ticker over one window, or over one bar of several windows (`interval`).
@@ -90,6 +93,40 @@ pub(crate) fn page(query: &PriceQuery, mut rows: Vec<WindowPrice>) -> PricesPage
         prices: rows,
         next_cursor,
     }
+}
+
+/// Whether the answer to `query` can never change, so that caches may keep it
+/// ([`crate::http_cache`]): a range with both bounds, every window (bar) of which ends at or
+/// before the `complete` boundary read before its rows (`boundary`, Unix milliseconds) — so every
+/// partition had closed all of it and no entry can be added or change — and every entry
+/// `complete`. (The last check follows from the first; it is kept so that a page is never marked
+/// final while it shows an entry that is not.) A range without a start is not: it is answered
+/// from the oldest kept entry on, which moves when retention drops history.
+pub(crate) fn never_changes(
+    query: &PriceQuery,
+    window: Window,
+    boundary: Option<i64>,
+    rows: &[WindowPrice],
+) -> bool {
+    let (
+        Form::Range {
+            start: Some(_),
+            end: Some(end),
+        },
+        Some(boundary),
+    ) = (query.form, boundary)
+    else {
+        return false;
+    };
+    // Entries start before `end`, aligned to their width, so the last one ends at `end` rounded up.
+    let width = i64::from(query.bars.unwrap_or(window.interval()).secs()) * 1000;
+    let last_end = end.timestamp_millis().div_euclid(width) * width
+        + if end.timestamp_millis().rem_euclid(width) == 0 {
+            0
+        } else {
+            width
+        };
+    last_end <= boundary && rows.iter().all(|row| row.complete)
 }
 
 #[cfg(test)]

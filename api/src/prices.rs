@@ -16,6 +16,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tickpipe_common::message::MAX_TICKER_LEN;
+use tickpipe_store::boundary::BOUNDARY_MS_SQL;
 use tracing::field::Empty;
 use tracing::Span;
 use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
@@ -27,7 +28,8 @@ use utoipa::IntoParams;
 
 use crate::changes::feed::Feed;
 use crate::database::Database;
-use crate::model::{page, PricesPage, WindowPrice};
+use crate::http_cache::Immutable;
+use crate::model::{never_changes, page, PricesPage, WindowPrice};
 use crate::params::cursor::{self, Cursor};
 use crate::params::interval::Window;
 use crate::params::query_pairs;
@@ -237,9 +239,21 @@ where
 #[utoipa::path(
     get,
     path = "/v1/get-prices",
-    params(PricesParams),
+    params(
+        PricesParams,
+        ("If-None-Match" = Option<String>, Header, description = "Entity tags of pages the client holds (`\"…\"`, `W/\"…\"`, a comma-separated list, or `*`), compared weakly (RFC 9110): if one matches the answer, it is a 304 without a body"),
+    ),
     responses(
-        (status = 200, description = "A page of window or bar prices", body = PricesPage),
+        (status = 200, description = "A page of window or bar prices", body = PricesPage, headers(
+            ("ETag" = String, description = "Strong tag of this answer: the first 128 bits of the SHA-256 of the uncompressed body, hex, quoted; with a content coding, suffixed with it inside the quotes (`\"…-gzip\"`, `-br`, `-zstd`), since a strong tag names exact bytes. Send it back in `If-None-Match`"),
+            ("Cache-Control" = String, description = "`public, max-age=86400, immutable` for a page that can never change: a range with `endTime` whose every window (bar) ends at or before the `complete` boundary, every entry `complete`. `no-cache` (store, but revalidate with the `ETag`) for every other page"),
+            ("Content-Encoding" = String, description = "`gzip`, `br` or `zstd` as `Accept-Encoding` prefers, on answers of 1 KiB or more (unless `API_COMPRESSION_LEVEL` is 0); absent otherwise"),
+            ("Vary" = String, description = "`accept-encoding` (and `origin` when CORS is on with a list of origins)"),
+        )),
+        (status = 304, description = "Not modified: `If-None-Match` matches the answer's tag (a tag suffixed with a content coding matches too). No body; `ETag` is the matching tag the request sent (`*`: the answer's own), with the `Cache-Control` and `Vary` of the 200", headers(
+            ("ETag" = String, description = "The request's matching tag, in strong form"),
+            ("Cache-Control" = String, description = "As the 200 would have"),
+        )),
         (status = 400, description = "A parameter is invalid; `detail` names it and the form it accepts", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The range asks for history older than the retention of its interval keeps (`TICKPIPE_RETENTION_*`): `detail` says from when entries of that interval are kept; ask from then on, or for a wider interval, which is kept longer. A range without `startTime` is answered from the oldest kept entry on (410 only when all of it is older).", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The request has a body larger than the limit (no operation reads a body)", body = Problem, content_type = "application/problem+json"),
@@ -249,6 +263,7 @@ where
 pub(crate) async fn get_prices(
     State(db): State<Database>,
     State(feed): State<Feed>,
+    State(window): State<Window>,
     RawQuery(raw): RawQuery,
     query: PriceQuery,
 ) -> Result<Response, ApiError> {
@@ -259,8 +274,13 @@ pub(crate) async fn get_prices(
             return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
         }
     }
-    let rows = fetch_rows(&db, &query).await?;
-    Ok(Json(page(&query, rows)).into_response())
+    let (rows, boundary) = fetch_rows(&db, &query).await?;
+    let immutable = never_changes(&query, window, boundary, &rows);
+    let mut response = Json(page(&query, rows)).into_response();
+    if immutable {
+        response.extensions_mut().insert(Immutable);
+    }
+    Ok(response)
 }
 
 /// The rows of one page, plus one more if there is a next page.
@@ -275,31 +295,37 @@ pub(crate) async fn get_prices(
         rows = Empty,
     )
 )]
-async fn fetch_rows(db: &Database, query: &PriceQuery) -> Result<Vec<WindowPrice>, ApiError> {
+async fn fetch_rows(
+    db: &Database,
+    query: &PriceQuery,
+) -> Result<(Vec<WindowPrice>, Option<i64>), ApiError> {
     let mut sql = query.to_sql();
     let table = query.table;
     let range = match query.form {
         Form::Range { start, end } => Some((start, end)),
         Form::Latest => None,
     };
-    let (gone_before, rows) = db
+    let (gone_before, boundary, rows) = db
         .run("prices query", |mut connection| async move {
             // A range asks for history, which retention may have dropped: ask how far first (a
             // primary-key read of a five-row table), so that dropped history is refused, not
-            // answered with an empty page.
-            let gone_before: Option<DateTime<Utc>> = match range {
-                None => None,
-                Some(_) => sqlx::query_scalar(
-                    "SELECT dropped_before FROM history_tables WHERE table_name = $1",
-                )
-                .bind(table)
-                .fetch_optional(&mut *connection)
-                .await?
-                .flatten(),
+            // answered with an empty page. The `complete` boundary is read in the same statement,
+            // before the rows: a range ending before it is final already (see `never_changes`).
+            let (gone_before, boundary): (Option<DateTime<Utc>>, Option<i64>) = match range {
+                None => (None, None),
+                Some(_) => {
+                    sqlx::query_as(&format!(
+                    "SELECT (SELECT dropped_before FROM history_tables WHERE table_name = $1), \
+                     {BOUNDARY_MS_SQL}::int8"
+                ))
+                    .bind(table)
+                    .fetch_one(&mut *connection)
+                    .await?
+                }
             };
             if let (Some(gone_before), Some(range)) = (gone_before, range) {
                 if reaches_before(range, gone_before) {
-                    return Ok((Some(gone_before), Vec::new()));
+                    return Ok((Some(gone_before), None, Vec::new()));
                 }
             }
             // No JIT on these connections: see `tickpipe_common::db::read_only_pool`.
@@ -307,14 +333,14 @@ async fn fetch_rows(db: &Database, query: &PriceQuery) -> Result<Vec<WindowPrice
                 .build_query_as::<WindowPrice>()
                 .fetch_all(&mut *connection)
                 .await?;
-            Ok((None, rows))
+            Ok((None, boundary, rows))
         })
         .await?;
     if let Some(gone_before) = gone_before {
         return Err(ApiError::Gone(history_gone(query, gone_before)));
     }
     Span::current().record("rows", rows.len());
-    Ok(rows)
+    Ok((rows, boundary))
 }
 
 /// Whether a range `[start, end)` of window (bar) starts reaches before `gone_before`, where the

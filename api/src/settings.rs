@@ -7,6 +7,7 @@ use serde::Deserialize;
 use tickpipe_common::config::{ConfigError, DatabaseSettings, Layers, TelemetrySettings};
 use tickpipe_common::service::ServiceSettings;
 
+use crate::cors::Origins;
 use crate::params::interval::{Window, DEFAULT_WINDOW_SECS};
 use crate::stream::StreamOptions;
 
@@ -92,6 +93,18 @@ pub struct ApiSettings {
     /// that building the API never needs Node.js and the container image copies the build in.
     #[serde(rename = "api_web_dir", default = "default_web_dir")]
     pub web_dir: PathBuf,
+    /// `API_COMPRESSION_LEVEL`: the gzip, br and zstd level of JSON answers of a kilobyte or more,
+    /// 1 (the cheapest; see `crate::compression` for why) to 9; `0` turns compression off.
+    #[serde(
+        rename = "api_compression_level",
+        default = "default_compression_level"
+    )]
+    pub compression_level: u32,
+    /// `API_CORS_ORIGINS`: the origins whose pages may call the API from a browser, comma-separated
+    /// (`https://app.example.com,http://localhost:5173`), or `*` for any; empty (the default): no
+    /// CORS headers at all.
+    #[serde(rename = "api_cors_origins", default)]
+    pub cors_origins: String,
 }
 
 impl ApiSettings {
@@ -122,6 +135,13 @@ impl ApiSettings {
                 "expected a positive number of milliseconds",
             ));
         }
+        if self.compression_level > crate::compression::MAX_LEVEL {
+            return Err(ConfigError::new(
+                "API_COMPRESSION_LEVEL",
+                "expected a level from 0 (off) to 9",
+            ));
+        }
+        self.cors()?;
         if self.stream_queue == 0 {
             return Err(ConfigError::new(
                 "API_STREAM_QUEUE",
@@ -129,6 +149,11 @@ impl ApiSettings {
             ));
         }
         Ok(())
+    }
+
+    /// The origins `API_CORS_ORIGINS` allows.
+    pub(crate) fn cors(&self) -> Result<Origins, ConfigError> {
+        Origins::parse(&self.cors_origins).map_err(|why| ConfigError::new("API_CORS_ORIGINS", why))
     }
 
     /// The window, if `AGGREGATOR_WINDOW_SECS` divides a day (as the aggregator requires).
@@ -180,6 +205,10 @@ fn default_stream_heartbeat_ms() -> u64 {
 
 fn default_stream_queue() -> usize {
     crate::stream::DEFAULT_QUEUE
+}
+
+fn default_compression_level() -> u32 {
+    crate::compression::DEFAULT_LEVEL
 }
 
 fn default_web_dir() -> PathBuf {
@@ -246,9 +275,23 @@ mod tests {
             ("API_STREAM_QUEUE", "0"),
             ("API_WRITE_TIMEOUT_MS", "0"),
             ("API_MAX_STREAMS", "-1"),
+            ("API_COMPRESSION_LEVEL", "10"),
+            ("API_COMPRESSION_LEVEL", "-1"),
+            ("API_CORS_ORIGINS", "https://app.example.com/"),
+            ("API_CORS_ORIGINS", "app.example.com"),
         ] {
             let error = load(&[(name, bad)]).expect_err(name).to_string();
             assert!(error.contains(name), "{name}={bad}: {error}");
         }
+    }
+
+    #[test]
+    fn compression_and_cors_have_defaults() {
+        let defaults = load(&[]).expect("defaults");
+        assert_eq!(defaults.api.compression_level, 1);
+        assert_eq!(defaults.api.cors().ok(), Some(Origins::Off));
+        let set = load(&[("API_COMPRESSION_LEVEL", "0"), ("API_CORS_ORIGINS", "*")]).expect("set");
+        assert_eq!(set.api.compression_level, 0);
+        assert_eq!(set.api.cors().ok(), Some(Origins::Any));
     }
 }

@@ -41,6 +41,8 @@ pub fn app_with_metrics(pool: PgPool, query_timeout: Duration, registry: &mut Re
             dashboard: Dashboard::missing(),
             pooled: false,
             listen: None,
+            compression_level: crate::compression::DEFAULT_LEVEL,
+            cors: Default::default(),
         },
         registry,
     )
@@ -64,6 +66,8 @@ pub fn app_with_settings(pool: PgPool, settings: &ApiSettings) -> Result<Router,
             dashboard: Dashboard::load(&settings.web_dir),
             pooled: false,
             listen: None,
+            compression_level: settings.compression_level,
+            cors: settings.cors().map_err(|error| error.to_string())?,
         },
         &mut Registry::default(),
     ))

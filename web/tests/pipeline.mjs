@@ -89,20 +89,21 @@ export class Pipeline {
     await this.startApi();
   }
 
-  /** Only the API, on a free port, over whatever the database holds. */
-  async serve() {
+  /** Only the API, on a free port, over whatever the database holds; `extra`: more of its settings. */
+  async serve(extra = {}) {
     this.apiPort = await freePort();
     this.url = `http://127.0.0.1:${this.apiPort}`;
-    await this.startApi();
+    await this.startApi(extra);
   }
 
-  async startApi() {
+  async startApi(extra = {}) {
     this.spawn('api', join(this.bin, 'api'), {
       API_BIND: `127.0.0.1:${this.apiPort}`,
       API_WEB_DIR: env('API_WEB_DIR'),
       // A shared 2-core machine under load can take longer than the default 2 s for a query; a
       // 503 then would be the machine's doing, not the page's.
       API_QUERY_TIMEOUT_MS: '15000',
+      ...extra,
     });
     await this.until('the API answers /healthz', async () => (await fetch(`${this.url}/healthz`)).ok, 30_000);
   }

@@ -2,8 +2,10 @@
 //! through the real router or over real sockets.
 
 mod bars;
+mod cors;
 mod helpers;
 mod history;
+mod http_cache;
 mod latest;
 mod logs;
 mod prices;

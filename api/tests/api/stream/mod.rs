@@ -4,6 +4,7 @@
 //! restart.
 
 mod client;
+mod encoding;
 mod support;
 
 use std::collections::BTreeSet;
