@@ -353,7 +353,7 @@ async fn write_legacy(pool: &PgPool, rows: &[LegacyWindow]) {
 }
 
 /// A fresh database without any migration (what [`TestDatabase::create`] makes before migrating).
-async fn unmigrated_database() -> TestDatabase {
+pub async fn unmigrated_database() -> TestDatabase {
     let admin_url = crate::admin_database_url();
     let mut admin = PgConnection::connect(&admin_url)
         .await
