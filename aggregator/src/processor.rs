@@ -233,7 +233,7 @@ impl Processor {
     /// service shuts down. Consumption waits meanwhile: that is the back-pressure of a database
     /// outage.
     fn flush(&mut self, consumer: &AggregatorConsumer, partition: i32) {
-        if !self.writes.due(partition, self.now_ms) {
+        if !self.write_due(partition) {
             return;
         }
         let Some(flush) = self
@@ -266,6 +266,24 @@ impl Processor {
                 self.partitions.remove(&partition);
             }
         }
+    }
+
+    /// Whether `partition` has closed windows and may write them now. The coarse clock is refreshed
+    /// every few hundred polls, which on a slow stream can be seconds: before holding windows back
+    /// on its word, the real clock is read (only while windows are held, never per record otherwise).
+    fn write_due(&mut self, partition: i32) -> bool {
+        if !self
+            .partitions
+            .get(&partition)
+            .is_some_and(PartitionState::has_closed)
+        {
+            return false;
+        }
+        if self.writes.due(partition, self.now_ms) {
+            return true;
+        }
+        self.now_ms = tickpipe_common::clock::now_ms();
+        self.writes.due(partition, self.now_ms)
     }
 
     /// Stores `flush`, retrying while it fails. `None` once the service shuts down.

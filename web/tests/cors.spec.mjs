@@ -24,7 +24,7 @@ import { join } from 'node:path';
 
 import { chromium } from 'playwright-core';
 
-import { Pipeline, freePort, sleep } from './pipeline.mjs';
+import { Pipeline, freePort, sleep, stepper } from './pipeline.mjs';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const TICKERS = 3;
@@ -67,23 +67,7 @@ function watch(page) {
   });
 }
 
-async function step(title, body) {
-  const started = Date.now();
-  try {
-    let timer;
-    const hung = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`the step hung: still running after ${STEP_LIMIT_MS} ms`)), STEP_LIMIT_MS);
-    });
-    const note = await Promise.race([body(), hung]).finally(() => clearTimeout(timer));
-    if (problems.length) throw new Error(problems.splice(0).join('\n     '));
-    steps.push({ title, ok: true });
-    console.log(`ok   ${title} (${((Date.now() - started) / 1000).toFixed(1)} s)${note ? `\n     ${note}` : ''}`);
-  } catch (error) {
-    steps.push({ title, ok: false });
-    console.log(`FAIL ${title}\n     ${error.stack ?? error}`);
-    throw error;
-  }
-}
+const step = stepper(problems, steps, STEP_LIMIT_MS);
 
 async function pageOn(origin) {
   const context = await browser.newContext();

@@ -32,6 +32,32 @@ export function freePort() {
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * A step runner for a spec: `step(title, body)` runs `body`, fails it if it runs longer than
+ * `limitMs` (a hung page otherwise holds the whole run until CI's own limit) or if the page
+ * reported `problems` meanwhile, records the outcome in `steps`, and prints one `ok`/`FAIL` line
+ * with the note `body` returns.
+ */
+export function stepper(problems, steps, limitMs) {
+  return async function step(title, body) {
+    const started = Date.now();
+    try {
+      let timer;
+      const hung = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`the step hung: still running after ${limitMs} ms`)), limitMs);
+      });
+      const note = await Promise.race([body(), hung]).finally(() => clearTimeout(timer));
+      if (problems.length) throw new Error(problems.splice(0).join('\n     '));
+      steps.push({ title, ok: true });
+      console.log(`ok   ${title} (${((Date.now() - started) / 1000).toFixed(1)} s)${note ? `\n     ${note}` : ''}`);
+    } catch (error) {
+      steps.push({ title, ok: false });
+      console.log(`FAIL ${title}\n     ${error.stack ?? error}`);
+      throw error;
+    }
+  };
+}
+
 export class Pipeline {
   constructor() {
     this.bin = env('BIN_DIR');
