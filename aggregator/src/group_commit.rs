@@ -14,8 +14,10 @@ use std::collections::HashMap;
 /// The shortest time between two writes of one partition, in milliseconds.
 pub(crate) const MIN_INTERVAL_MS: i64 = 250;
 
-/// When each partition last wrote, on the processor's coarse clock (Unix ms, refreshed every few
-/// hundred records: reading the clock per record cost more than handling it).
+/// When each partition last wrote, in Unix ms. The processor asks with its coarse clock first
+/// (refreshed every few hundred polls: reading the clock per record cost more than handling it) and
+/// reads the real one before holding windows back, since on a slow stream the coarse one can be
+/// seconds old.
 #[derive(Debug, Default)]
 pub(crate) struct WriteSchedule {
     last_write_ms: HashMap<i32, i64>,
