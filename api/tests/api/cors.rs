@@ -2,15 +2,13 @@
 //! allowed origin, a refused one, `*`, and the preflight. (The stream from an allowed origin is in
 //! `stream/encoding.rs`; a real browser on a second origin in `web/tests/cors.spec.mjs`.)
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Router;
 use sqlx::PgPool;
 use tickpipe_common::config::Layers;
 use tickpipe_common::service::ServiceSettings;
-use tower::ServiceExt;
 
-use crate::helpers::{database, logs};
+use crate::helpers::{database, fetch, header, logs};
 
 const ALLOWED: &str = "http://127.0.0.1:5001";
 const OTHER: &str = "http://127.0.0.1:5002";
@@ -29,20 +27,8 @@ async fn send(
     uri: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, HeaderMap) {
-    let mut request = Request::builder().method(method).uri(uri);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).expect("request"))
-        .await
-        .expect("response");
-    (response.status(), response.headers().clone())
-}
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|value| value.to_str().ok())
+    let answer = fetch(app, method, uri, headers).await;
+    (answer.status, answer.headers)
 }
 
 /// Every value of `name`, comma lists split, lower-cased.

@@ -175,3 +175,46 @@ pub async fn request(pool: &PgPool, method: &str, uri: &str) -> (StatusCode, Str
     let answer = call(&app(pool), method, uri).await;
     (answer.status, answer.content_type, answer.body)
 }
+
+/// A response read whole, body as bytes.
+#[derive(Debug)]
+pub struct Raw {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Raw {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+}
+
+/// Sends `method uri` with `headers` through the router and reads the answer whole.
+pub async fn fetch(app: &Router, method: &str, uri: &str, headers: &[(&str, &str)]) -> Raw {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body")
+        .to_vec();
+    Raw {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A header's value as text, if present and visible ASCII.
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}

@@ -3,16 +3,14 @@
 
 use std::io::Read;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::StatusCode;
 use axum::Router;
 use sqlx::PgPool;
 use tickpipe_common::config::Layers;
 use tickpipe_common::service::ServiceSettings;
 use tickpipe_testkit::seed::{self, Totals};
-use tower::ServiceExt;
 
-use crate::helpers::{app, database, logs};
+use crate::helpers::{app, database, fetch, logs};
 
 /// 2026-11-27T10:00:00Z.
 const T0: i64 = 1_795_773_600;
@@ -34,43 +32,6 @@ async fn seed(pool: &PgPool) -> seed::Partition {
         (0..WINDOWS).map(move |w| row(ticker, T0 + w * 30, w + 100 * t as i64))
     });
     seed::write(pool, 0, BOUNDARY * 1000, rows).await
-}
-
-/// A response read whole, body as bytes.
-#[derive(Debug)]
-struct Raw {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Raw {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|value| value.to_str().ok())
-    }
-}
-
-async fn fetch(app: &Router, method: &str, uri: &str, headers: &[(&str, &str)]) -> Raw {
-    let mut request = Request::builder().method(method).uri(uri);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).expect("request"))
-        .await
-        .expect("response");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body")
-        .to_vec();
-    Raw {
-        status,
-        headers,
-        body,
-    }
 }
 
 /// The application as the binary builds it with `vars` set.
