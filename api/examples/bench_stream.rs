@@ -1,12 +1,14 @@
 //! Live stream benchmark: starts the API binary, opens N subscribers to `GET /v1/stream-prices`
 //! (default 1000), measures the API's memory per idle subscriber, then commits changes at a steady
 //! rate through the aggregator's own write path (`tickpipe_store`: windows and the change log, its
-//! advisory lock, ids from the sequence, NOTIFY on commit) and measures, for every event every subscriber receives, the time from the change's
-//! `committed_at` to its receipt. Prints figures; asserts nothing about time.
+//! advisory lock, ids from the sequence, NOTIFY on commit) and measures, for every event every
+//! subscriber receives, the time from the change's `committed_at` to its receipt. Prints figures;
+//! asserts nothing about time.
 //!
 //! Environment: DATABASE_URL (from `scripts/services.sh env`), API_BIN (default
 //! target/release/api), BENCH_STREAM_SUBSCRIBERS (default 1000), BENCH_STREAM_RATE commits per second
-//! (default 10, three entries each), BENCH_STREAM_SECS (default 20).
+//! (default 10, three entries each), BENCH_STREAM_SECS (default 20), BENCH_API_LOG (a file for the
+//! API's log; default: discarded).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -50,7 +52,10 @@ fn start_api(database_url: &str, port: u16, subscribers: usize) -> anyhow::Resul
         .env("METRICS_ADDR", "127.0.0.1:0")
         .env("API_MAX_STREAMS", (subscribers + 10).to_string())
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(match std::env::var_os("BENCH_API_LOG") {
+            Some(path) => Stdio::from(std::fs::File::create(path)?),
+            None => Stdio::null(),
+        })
         .spawn()?)
 }
 
@@ -58,9 +63,33 @@ fn start_api(database_url: &str, port: u16, subscribers: usize) -> anyhow::Resul
 /// Unix microseconds) for every event until `expected` have arrived or the connection ends.
 async fn subscribe(
     port: u16,
-    opened: Arc<AtomicUsize>,
+    opening: Arc<Opening>,
     expected: Arc<AtomicUsize>,
 ) -> anyhow::Result<Vec<(i64, i64)>> {
+    let result = receive(port, &opening, expected).await;
+    if result.is_err() {
+        opening.failed.fetch_add(1, Ordering::AcqRel);
+    }
+    result
+}
+
+/// How the subscribers open their streams: at most [`OPENING_AT_ONCE`] at a time (as clients
+/// arriving over a few seconds would, rather than 10,000 SYNs in the same millisecond, which
+/// overflow the listen backlog and leave connections to the kernel's retransmission back-off).
+struct Opening {
+    gate: tokio::sync::Semaphore,
+    opened: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+const OPENING_AT_ONCE: usize = 256;
+
+async fn receive(
+    port: u16,
+    opening: &Opening,
+    expected: Arc<AtomicUsize>,
+) -> anyhow::Result<Vec<(i64, i64)>> {
+    let mut permit = Some(opening.gate.acquire().await?);
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
     stream
         // `Connection: close`: a stream the server ends (a subscriber dropped for falling behind)
@@ -78,6 +107,10 @@ async fn subscribe(
         }
         let n = stream.read(&mut buf).await?;
         if n == 0 {
+            anyhow::ensure!(
+                open,
+                "the server closed the connection before the stream opened"
+            );
             return Ok(received);
         }
         let at = now_micros();
@@ -92,7 +125,8 @@ async fn subscribe(
                     received.push((id, at));
                 } else {
                     open = true;
-                    opened.fetch_add(1, Ordering::AcqRel);
+                    permit.take();
+                    opening.opened.fetch_add(1, Ordering::AcqRel);
                 }
             }
             start += end + 1;
@@ -155,24 +189,50 @@ struct Subscribers {
 /// Opens `subscribers` streams, measuring the API's memory before and after.
 async fn open(port: u16, pid: u32, subscribers: usize) -> anyhow::Result<Subscribers> {
     // One stream first, so that the feed (and its listening connection) is up in the baseline.
-    let opened = Arc::new(AtomicUsize::new(0));
+    let opening = Arc::new(Opening {
+        gate: tokio::sync::Semaphore::new(OPENING_AT_ONCE),
+        opened: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+    });
     let expected = Arc::new(AtomicUsize::new(0));
-    let spawn = || tokio::spawn(subscribe(port, Arc::clone(&opened), Arc::clone(&expected)));
+    let spawn = || tokio::spawn(subscribe(port, Arc::clone(&opening), Arc::clone(&expected)));
+    let all_open = |count: usize| {
+        let opening = Arc::clone(&opening);
+        move || {
+            let opening = Arc::clone(&opening);
+            async move {
+                let failed = opening.failed.load(Ordering::Acquire);
+                let done = opening.opened.load(Ordering::Acquire) == count;
+                (done || failed > 0).then_some(failed)
+            }
+        }
+    };
     let mut clients = vec![spawn()];
-    tickpipe_testkit::eventually(
+    let failed = tickpipe_testkit::eventually(
         "the first stream opens",
         Duration::from_secs(20),
-        || async { (opened.load(Ordering::Acquire) == 1).then_some(()) },
+        all_open(1),
     )
     .await;
+    anyhow::ensure!(failed == 0, "the first stream failed to open");
     // Not a synchronization: a pause for the allocator to settle before the baseline reading.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline = memory_kib(pid, "VmRSS:")?;
     clients.extend((1..subscribers).map(|_| spawn()));
-    tickpipe_testkit::eventually("every stream opens", Duration::from_secs(60), || async {
-        (opened.load(Ordering::Acquire) == subscribers).then_some(())
-    })
+    let failed = tickpipe_testkit::eventually(
+        "every stream opens",
+        Duration::from_secs(120),
+        all_open(subscribers),
+    )
     .await;
+    if failed > 0 {
+        for client in clients.into_iter().filter(|client| client.is_finished()) {
+            if let Err(error) = client.await? {
+                anyhow::bail!("{failed} subscribers failed to open their stream, e.g.: {error:#}");
+            }
+        }
+        anyhow::bail!("{failed} subscribers failed to open their stream");
+    }
     // Likewise a settling pause before the idle reading, not a wait for a state.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = memory_kib(pid, "VmRSS:")?;
@@ -263,6 +323,19 @@ async fn run(db: &TestDatabase, port: u16, pid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The API process, stopped (SIGTERM) when dropped: also when the benchmark fails or panics, so
+/// that no API is left behind holding the terminal's output open.
+struct Api(Child);
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let subscribers: usize = env_or("BENCH_STREAM_SUBSCRIBERS", "1000").parse()?;
@@ -270,12 +343,6 @@ async fn main() -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut api = start_api(&db.url, port, subscribers)?;
-    let result = run(&db, port, api.id()).await;
-    // Stopped whatever happened, so that a failed run leaves no API behind.
-    let _ = Command::new("kill")
-        .args(["-TERM", &api.id().to_string()])
-        .status();
-    let _ = api.wait();
-    result
+    let api = Api(start_api(&db.url, port, subscribers)?);
+    run(&db, port, api.0.id()).await
 }

@@ -177,48 +177,73 @@ pub(crate) fn router(pool: PgPool, options: AppOptions, registry: &mut Registry)
         window: options.window,
         openapi: OpenApiJson(Arc::new(openapi)),
     };
-    let routes = routes
+    let answers = routes
+        .answers
         .merge(web::routes(options.dashboard))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            options.max_body_bytes,
-            limit_body,
-        ))
-        .layer(DefaultBodyLimit::max(options.max_body_bytes));
-    let routes = http_layers(routes, options.compression_level, &options.cors).layer(
-        axum::middleware::from_fn_with_state(http_metrics, metrics::record),
+        .fallback(not_found);
+    let answers = compressed(
+        inner_layers(answers, options.max_body_bytes),
+        options.compression_level,
     );
+    let routes = answers.merge(inner_layers(routes.stream, options.max_body_bytes));
+    let routes = match options.cors.layer() {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
+    let routes = routes.layer(axum::middleware::from_fn_with_state(
+        http_metrics,
+        metrics::record,
+    ));
     trace::layer(routes).with_state(state)
 }
 
-/// Caching, compression and CORS around the routes, inside the metrics and the request logs (which
-/// so record a `304` or a preflight as such). From the inside out: the tag and `304` on the
-/// uncompressed answer, the compression, the tag's coding suffix, then CORS, outermost so that a
-/// preflight is answered before any route sees it and every answer, errors too, carries its headers.
-fn http_layers(routes: Router<AppState>, level: u32, cors: &Origins) -> Router<AppState> {
-    let mut routes = routes.layer(axum::middleware::from_fn(http_cache::revalidate));
-    if let Some(compression) = compression::layer(level) {
-        routes = routes
+/// What every route has innermost: the `405` fallback, the body limits, and the tag and `304` on
+/// the uncompressed answer. Around it, from the inside out: the compression (not for the stream),
+/// then CORS, then the metrics and the request logs (which so record a `304` or a preflight as
+/// such); CORS is outermost of the HTTP layers so that a preflight is answered before any route
+/// sees it and every answer, errors too, carries its headers.
+fn inner_layers(routes: Router<AppState>, max_body_bytes: usize) -> Router<AppState> {
+    routes
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            max_body_bytes,
+            limit_body,
+        ))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(http_cache::revalidate))
+}
+
+/// The compression and the tag's coding suffix around `routes`. Not around the stream: its events
+/// are never compressed, and the layer's body would cost every open stream several kilobytes (it
+/// holds room for each encoder's state) for nothing.
+fn compressed(routes: Router<AppState>, level: u32) -> Router<AppState> {
+    match compression::layer(level) {
+        Some(compression) => routes
             .layer(compression)
-            .layer(axum::middleware::from_fn(http_cache::tag_encoding));
-    }
-    match cors.layer() {
-        Some(cors) => routes.layer(cors),
+            .layer(axum::middleware::from_fn(http_cache::tag_encoding)),
         None => routes,
     }
 }
 
+/// The documented routes: the answers, which may be compressed, and the stream, which is not.
+struct Routes {
+    answers: Router<AppState>,
+    stream: Router<AppState>,
+}
+
 /// The routes and the OpenAPI document generated from their definitions, with the problem
 /// responses every path shares (404, 405) in `components.responses`.
-fn documented_routes() -> (Router<AppState>, Document) {
-    let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+fn documented_routes() -> (Routes, Document) {
+    let (answers, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(prices::get_prices))
-        .routes(routes!(stream::stream_prices))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi_json))
         .split_for_parts();
+    let (stream, stream_document) = OpenApiRouter::new()
+        .routes(routes!(stream::stream_prices))
+        .split_for_parts();
+    document.merge(stream_document);
     let components = document.components.get_or_insert_with(Default::default);
     components.responses.insert(
         "NotFound".to_owned(),
@@ -230,7 +255,7 @@ fn documented_routes() -> (Router<AppState>, Document) {
             "Every resource answers only GET and HEAD; other methods get this, with `Allow: GET, HEAD`",
         ),
     );
-    (router, document)
+    (Routes { answers, stream }, document)
 }
 
 /// A response that is a problem document, for `components.responses`.

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use axum::body::Bytes;
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -31,6 +32,7 @@ use crate::database::Database;
 use crate::metrics::StreamMetrics;
 use crate::problem::ApiError;
 
+use super::frame;
 use super::latest::{self, Latest};
 use super::listen;
 use super::log::{self, Change, CHUNK};
@@ -43,6 +45,21 @@ pub(crate) struct Batch {
     pub(crate) after: i64,
     pub(crate) upto: i64,
     pub(crate) changes: Vec<Arc<Change>>,
+    /// Every change's frame, in order, as one buffer: what a subscriber that takes the whole batch
+    /// writes, shared by all of them.
+    pub(crate) frames: Bytes,
+}
+
+impl Batch {
+    fn new(after: i64, upto: i64, changes: Vec<Arc<Change>>) -> Self {
+        let frames = frame::concat(changes.iter().map(|change| &change.frame));
+        Self {
+            after,
+            upto,
+            changes,
+            frames,
+        }
+    }
 }
 
 /// The feed of one application. Cheap to clone; its task starts with the first subscriber and
@@ -219,11 +236,7 @@ impl Shared {
             let Some(after) = self.published() else {
                 let (newest, loaded) = latest::load(&self.db).await?;
                 self.state().latest = Some(loaded);
-                self.publish(Batch {
-                    after: newest,
-                    upto: newest,
-                    changes: Vec::new(),
-                });
+                self.publish(Batch::new(newest, newest, Vec::new()));
                 return Ok(());
             };
             let read = log::read(&self.db, after, i64::MAX, None).await?;
@@ -240,11 +253,7 @@ impl Shared {
             let Some(upto) = read.last_row else {
                 return Ok(());
             };
-            self.publish(Batch {
-                after,
-                upto,
-                changes: read.changes,
-            });
+            self.publish(Batch::new(after, upto, read.changes));
             if read.rows < CHUNK as usize {
                 return Ok(());
             }

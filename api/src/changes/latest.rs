@@ -145,7 +145,6 @@ pub(crate) async fn load(db: &Database) -> Result<(i64, Latest), ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use axum::response::sse::Event;
     use chrono::TimeZone;
 
     use super::*;
@@ -174,7 +173,7 @@ mod tests {
             id,
             committed_at: at(0),
             ticker: price.as_ref().map(|p| p.ticker.clone()),
-            event: Event::default(),
+            frame: axum::body::Bytes::new(),
             price,
             complete_before: boundary.map(at),
         })

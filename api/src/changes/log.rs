@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use axum::response::sse::Event;
+use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, Postgres, QueryBuilder};
@@ -18,6 +18,8 @@ use utoipa::ToSchema;
 use crate::database::Database;
 use crate::model::WindowPrice;
 use crate::problem::ApiError;
+
+use super::frame;
 
 /// Most entries one read returns, and the widest id range a subscriber reads at once.
 pub(crate) const CHUNK: i64 = 1000;
@@ -38,7 +40,8 @@ pub(crate) struct Change {
     pub(crate) committed_at: DateTime<Utc>,
     /// `None` for a watermark entry, which every subscriber receives.
     pub(crate) ticker: Option<String>,
-    pub(crate) event: Event,
+    /// The event as it goes on the wire, rendered once (see [`super::frame`]).
+    pub(crate) frame: Bytes,
     /// A price entry's row as `GET /v1/get-prices` returns it after this commit (for the latest
     /// prices in memory); `None` for a watermark.
     pub(crate) price: Option<WindowPrice>,
@@ -178,7 +181,7 @@ impl LogRow {
             id,
             committed_at,
             ticker: self.ticker.clone(),
-            event: Event::default().event(kind).id(id.to_string()).data(data),
+            frame: frame::event(kind, id, &data),
             price,
             complete_before: self.complete_before,
         }))

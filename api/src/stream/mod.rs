@@ -11,6 +11,7 @@
 //! events as the document states them, and this module the endpoint, its limits and the streams'
 //! shared state (the feed, the permits, the heartbeat).
 
+mod fd_limit;
 mod openapi;
 mod request;
 mod subscriber;
@@ -18,9 +19,9 @@ mod subscriber;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue};
-use axum::response::sse::{KeepAlive, Sse};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::Semaphore;
@@ -79,7 +80,6 @@ struct Inner {
     context: Context,
     permits: Arc<Semaphore>,
     max_streams: usize,
-    heartbeat: Duration,
     _stop_feed: DropGuard,
 }
 
@@ -100,6 +100,7 @@ impl Streams {
             stop.clone(),
         );
         let max_streams = options.max_streams.min(Semaphore::MAX_PERMITS);
+        fd_limit::warn_if_too_low(max_streams);
         Self {
             inner: Arc::new(Inner {
                 context: Context {
@@ -107,10 +108,10 @@ impl Streams {
                     feed,
                     metrics,
                     shutdown: options.shutdown,
+                    heartbeat: options.heartbeat,
                 },
                 permits: Arc::new(Semaphore::new(max_streams)),
                 max_streams,
-                heartbeat: options.heartbeat,
                 _stop_feed: stop.drop_guard(),
             }),
         }
@@ -187,13 +188,19 @@ pub(crate) async fn stream_prices(
         start,
         newest,
     );
-    let mut response = Sse::new(subscriber.into_stream())
-        .keep_alive(KeepAlive::new().interval(inner.heartbeat).text("heartbeat"))
-        .into_response();
-    // Proxies that buffer responses (nginx) would hold events back.
-    response.headers_mut().insert(
-        HeaderName::from_static("x-accel-buffering"),
-        HeaderValue::from_static("no"),
-    );
-    Ok(response)
+    // The body is the subscriber's frames as they are (rendered once per event, shared by every
+    // stream), not axum's `Sse`, which serializes and copies each event for each stream.
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        // Proxies that buffer responses (nginx) would hold events back.
+        (
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        ),
+    ];
+    Ok((headers, Body::from_stream(subscriber.into_stream())).into_response())
 }

@@ -12,10 +12,12 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::response::sse::Event;
+use axum::body::Bytes;
 use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
@@ -23,6 +25,7 @@ use crate::database::Database;
 use crate::metrics::StreamMetrics;
 
 use crate::changes::feed::{Batch, Feed, Subscription};
+use crate::changes::frame;
 use crate::changes::log::{self, Change, CHUNK};
 
 /// Counts the stream as open for as long as it lives.
@@ -45,6 +48,8 @@ pub(crate) struct Context {
     pub(crate) feed: Feed,
     pub(crate) metrics: StreamMetrics,
     pub(crate) shutdown: CancellationToken,
+    /// A comment is written after this long without a frame.
+    pub(crate) heartbeat: Duration,
 }
 
 #[derive(Debug)]
@@ -56,13 +61,18 @@ pub(crate) struct Subscriber {
     cursor: i64,
     /// Read the database up to this id before anything else.
     target: i64,
-    /// The event that sets the client's last event id to the starting point, sent first.
-    opening: Option<Event>,
+    /// The frame that sets the client's last event id to the starting point, written first.
+    opening: Option<Bytes>,
+    /// Changes to write, each from its own frame (read from the database, or a batch in part).
     pending: VecDeque<Arc<Change>>,
+    /// A batch this subscriber takes whole: its shared frames are written as they are, uncopied.
+    whole: Option<Arc<Batch>>,
     /// A batch that starts beyond the cursor, applied once the gap before it is read.
     deferred: Option<Arc<Batch>>,
     subscription: Option<Subscription>,
     span: Span,
+    /// When the last frame was written; a heartbeat follows after [`Context::heartbeat`] without.
+    last_write: Instant,
     _open: Open,
 }
 
@@ -86,41 +96,47 @@ impl Subscriber {
             tickers,
             cursor: start,
             target: newest.max(start),
-            // An event without data is not dispatched, but it sets the client's last event id: a
-            // client that reconnects before any change still resumes from here.
-            opening: Some(Event::default().id(start.to_string())),
+            opening: Some(frame::last_event_id(start)),
             pending: VecDeque::new(),
+            whole: None,
             deferred: None,
             subscription: None,
             span: Span::current(),
+            last_write: Instant::now(),
             _open: open,
         }
     }
 
-    /// The subscriber as the body of an SSE response.
-    pub(crate) fn into_stream(self) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
+    /// The subscriber as the body of an SSE response: its frames, each one write.
+    pub(crate) fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
         futures_util::stream::unfold(self, |mut subscriber| async move {
             let span = subscriber.span.clone();
-            let event = subscriber.next().instrument(span).await?;
-            Some((Ok(event), subscriber))
+            let frame = subscriber.next().instrument(span).await?;
+            subscriber.last_write = Instant::now();
+            Some((Ok(frame), subscriber))
         })
     }
 
-    /// The next event, or `None` when the stream ends: the server shuts down, the feed dropped this
-    /// subscriber for falling behind, or the database failed (the client resumes from its last id).
-    async fn next(&mut self) -> Option<Event> {
+    /// The next frame to write (every event ready, or a heartbeat), or `None` when the stream ends:
+    /// the server shuts down, the feed dropped this subscriber for falling behind, or the database
+    /// failed (the client resumes from its last id).
+    async fn next(&mut self) -> Option<Bytes> {
         loop {
             if let Some(opening) = self.opening.take() {
                 return Some(opening);
             }
-            if let Some(change) = self.pending.pop_front() {
-                self.context.metrics.events_sent.inc();
-                let lag = (Utc::now() - change.committed_at).num_microseconds();
-                self.context
-                    .metrics
-                    .delivery_lag
-                    .observe(lag.unwrap_or(i64::MAX).max(0) as f64 / 1e6);
-                return Some(change.event.clone());
+            if let Some(batch) = self.whole.take() {
+                self.count_sent(batch.changes.iter());
+                return Some(batch.frames.clone());
+            }
+            if !self.pending.is_empty() {
+                let frames = match self.pending.len() {
+                    1 => self.pending[0].frame.clone(),
+                    _ => frame::concat(self.pending.iter().map(|change| &change.frame)),
+                };
+                let pending = std::mem::take(&mut self.pending);
+                self.count_sent(pending.iter());
+                return Some(frames);
             }
             if self.context.shutdown.is_cancelled() {
                 return None;
@@ -138,8 +154,10 @@ impl Subscriber {
                 continue;
             };
             let shutdown = self.context.shutdown.clone();
+            let quiet_until = self.last_write + self.context.heartbeat;
             let batch = tokio::select! {
                 () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep_until(quiet_until) => return Some(frame::HEARTBEAT),
                 batch = subscription.receiver.recv() => batch,
             };
             let Some(batch) = batch else {
@@ -179,9 +197,17 @@ impl Subscriber {
     async fn read_chunk(&mut self) -> Option<()> {
         let upto = self.target.min(self.cursor.saturating_add(CHUNK));
         let shutdown = self.context.shutdown.clone();
+        // Boxed: the read's future is large, and inline it would be part of every stream's state
+        // for the stream's whole life, though a live stream is almost never reading.
+        let read = Box::pin(log::read(
+            &self.context.db,
+            self.cursor,
+            upto,
+            self.tickers.as_deref(),
+        ));
         let read = tokio::select! {
             () = shutdown.cancelled() => return None,
-            read = log::read(&self.context.db, self.cursor, upto, self.tickers.as_deref()) => read,
+            read = read => read,
         };
         let read = match read {
             Ok(read) => read,
@@ -204,8 +230,30 @@ impl Subscriber {
         Some(())
     }
 
-    /// Queues the entries of `batch` after the cursor that this subscriber wants.
-    fn apply(&mut self, batch: &Batch) {
+    /// Counts `changes` as written, with their lag from commit.
+    fn count_sent<'a>(&self, changes: impl ExactSizeIterator<Item = &'a Arc<Change>>) {
+        let metrics = &self.context.metrics;
+        metrics.events_sent.inc_by(changes.len() as u64);
+        let now = Utc::now();
+        for change in changes {
+            let lag = (now - change.committed_at).num_microseconds();
+            metrics
+                .delivery_lag
+                .observe(lag.unwrap_or(i64::MAX).max(0) as f64 / 1e6);
+        }
+    }
+
+    /// Queues the entries of `batch` after the cursor that this subscriber wants: the whole batch,
+    /// shared, when it wants every entry and the batch starts at its cursor (a stream without a
+    /// ticker filter that is live), else entry by entry.
+    fn apply(&mut self, batch: &Arc<Batch>) {
+        if self.tickers.is_none() && batch.after == self.cursor {
+            if !batch.changes.is_empty() {
+                self.whole = Some(Arc::clone(batch));
+            }
+            self.cursor = self.cursor.max(batch.upto);
+            return;
+        }
         for change in &batch.changes {
             if change.id > self.cursor && self.wants(change) {
                 self.pending.push_back(Arc::clone(change));
