@@ -58,10 +58,14 @@ run "api: latency under load, against pgbench on the same SQL" bench_api api
 # 10 thousand and 10 million windows), each ingested by the aggregator binary from a pre-filled
 # topic; then the aggregator's memory and commit time at 10 and 10,000 tickers.
 BENCH_MODE=history run "history: bar queries at 10 thousand and 10 million windows" bench_api history
-# Live stream: BENCH_STREAM_SUBSCRIBERS (1000) subscribers while changes are committed at
-# BENCH_STREAM_RATE (10) commits/s for BENCH_STREAM_SECS (20); one socket each, so raise the limit.
+# Live stream: BENCH_STREAM_SUBSCRIBERS (1000 and 10000, comma-separated) subscribers while changes
+# are committed at BENCH_STREAM_RATE (10) commits/s for BENCH_STREAM_SECS (20); one socket each on
+# both sides, so raise the limit (10,000 streams need more than the usual 1024).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-run "api: live stream fan-out" bench_stream stream
+IFS=, read -r -a stream_sizes <<< "${BENCH_STREAM_SUBSCRIBERS:-1000,10000}"
+for subscribers in "${stream_sizes[@]}"; do
+    BENCH_STREAM_SUBSCRIBERS=$subscribers run "api: live stream fan-out, $subscribers subscribers" bench_stream stream
+done
 
 kafka_version=$(bash scripts/services.sh versions | grep -i kafka | head -n 1)
 pg_version=$(bash scripts/services.sh versions | grep -i postgres | head -n 1)

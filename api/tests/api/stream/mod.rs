@@ -5,6 +5,7 @@
 
 mod client;
 mod encoding;
+mod fan_out;
 mod support;
 
 use std::collections::BTreeSet;
