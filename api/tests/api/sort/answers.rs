@@ -44,7 +44,7 @@ async fn a_bad_sort_or_a_cursor_of_the_other_order_is_a_400_saying_so() {
         (format!("{range}&sort="), invalid("")),
         (format!("{range}&sort=DESC"), invalid("DESC")),
         (
-            format!("/v1/get-prices?sort=descending"),
+            "/v1/get-prices?sort=descending".to_owned(),
             invalid("descending"),
         ),
         (

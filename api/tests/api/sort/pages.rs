@@ -111,6 +111,15 @@ async fn windows_with_ties_page_both_ways_exactly() {
     }
 }
 
+/// An interval's name and width, the page size, the tickers asked for and the range's end.
+type BarCase = (
+    &'static str,
+    i64,
+    usize,
+    &'static [&'static str],
+    Option<i64>,
+);
+
 #[tokio::test]
 async fn bars_of_every_interval_page_both_ways_exactly() {
     let rows = sample_rows();
@@ -119,8 +128,8 @@ async fn bars_of_every_interval_page_both_ways_exactly() {
     // From 2026-11-26T22:00:01Z: bars starting at or after it, that is from the next bar start.
     let from = DAY0 - 2 * 3600 + 1;
     let limits = [263, 151, 37, 13, 9, 5, 2, 1];
-    let every: &[&str] = &["AAPL", "MSFT", "OLD"];
-    let mut cases: Vec<(&str, i64, usize, &[&str], Option<i64>)> = INTERVALS
+    let every: &'static [&'static str] = &["AAPL", "MSFT", "OLD"];
+    let mut cases: Vec<BarCase> = INTERVALS
         .iter()
         .zip(limits)
         .map(|((name, width), limit)| (*name, *width, limit, every, None))
