@@ -104,7 +104,9 @@ pub(crate) fn page(query: &PriceQuery, mut rows: Vec<WindowPrice>) -> PricesPage
 /// partition had closed all of it and no entry can be added or change — and every entry
 /// `complete`. (The last check follows from the first; it is kept so that a page is never marked
 /// final while it shows an entry that is not.) A range without a start is not: it is answered
-/// from the oldest kept entry on, which moves when retention drops history.
+/// from the oldest kept entry on, which moves when retention drops history. The page's order
+/// (`sort`) plays no part: a page of a closed range is final whichever end it is read from, and its
+/// `ETag`, taken from the bytes, differs between the two orders.
 pub(crate) fn never_changes(
     query: &PriceQuery,
     window: Window,
