@@ -168,8 +168,9 @@ sys.exit(1)
 EOF
 say "API ready at $base (pid $API_PID)"
 
-# Two rules span parameters, which JSON Schema cannot state (the OpenAPI descriptions do): startTime
-# must be earlier than endTime, and a cursor continues only the kind of query that returned it.
+# Three rules span parameters, which JSON Schema cannot state (the OpenAPI descriptions do): startTime
+# must be earlier than endTime, a cursor continues only the kind of query that returned it, and a
+# `sort` given beside a cursor must be the cursor's order (one text per order).
 # Schemathesis generates each parameter on its own, so schema-valid data breaks them by chance; a
 # 400 naming exactly one of these rules, for a request that has the parameters it names, is not
 # counted as "valid data rejected". Any other failure, including any other 400 for valid data, is.
@@ -184,6 +185,8 @@ import schemathesis
 CROSS_PARAMETER_RULES = {
     "startTime must be earlier than endTime": ("startTime", "endTime"),
     "cursor belongs to a different kind of query; repeat the parameters of the request that returned it": ("cursor",),
+    "cursor continues a sort=asc query, not sort=desc; give sort=asc or leave sort out": ("cursor", "sort"),
+    "cursor continues a sort=desc query, not sort=asc; give sort=desc or leave sort out": ("cursor", "sort"),
 }
 
 

@@ -1,6 +1,6 @@
 //! The row model both endpoints serve: a [`WindowPrice`] is what `GET /v1/get-prices` lists and
 //! what a `price` event of `GET /v1/stream-prices` carries, and [`page`] turns the rows of one
-//! query into a [`PricesPage`] with its `nextCursor`.
+//! query into a [`PricesPage`] with its `nextCursor` (which carries the page's `sort`).
 //!
 //! [`never_changes`] says whether a page is final, for the caching headers.
 //!
@@ -61,7 +61,8 @@ fn rfc3339<S: serde::Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PricesPage {
     pub(crate) prices: Vec<WindowPrice>,
-    /// Pass as `cursor` to get the next page; `null` on the last page.
+    /// Pass as `cursor` to get the next page, in the same order (it carries `sort`); `null` on the
+    /// last page.
     pub(crate) next_cursor: Option<String>,
 }
 
@@ -72,13 +73,15 @@ pub(crate) fn page(query: &PriceQuery, mut rows: Vec<WindowPrice>) -> PricesPage
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
         rows.last().map(|last| {
-            let bar_secs = query.bars.map(|bars| bars.secs());
+            let (sort, bar_secs) = (query.sort, query.bars.map(|bars| bars.secs()));
             match query.form {
                 Form::Latest => Cursor::Latest {
+                    sort,
                     bar_secs,
                     ticker: last.ticker.clone(),
                 },
                 Form::Range { .. } => Cursor::Range {
+                    sort,
                     bar_secs,
                     window_start: last.window_start,
                     ticker: last.ticker.clone(),
@@ -101,7 +104,9 @@ pub(crate) fn page(query: &PriceQuery, mut rows: Vec<WindowPrice>) -> PricesPage
 /// partition had closed all of it and no entry can be added or change — and every entry
 /// `complete`. (The last check follows from the first; it is kept so that a page is never marked
 /// final while it shows an entry that is not.) A range without a start is not: it is answered
-/// from the oldest kept entry on, which moves when retention drops history.
+/// from the oldest kept entry on, which moves when retention drops history. The page's order
+/// (`sort`) plays no part: a page of a closed range is final whichever end it is read from, and its
+/// `ETag`, taken from the bytes, differs between the two orders.
 pub(crate) fn never_changes(
     query: &PriceQuery,
     window: Window,

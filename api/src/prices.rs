@@ -33,6 +33,7 @@ use crate::model::{never_changes, page, PricesPage, WindowPrice};
 use crate::params::cursor::{self, Cursor};
 use crate::params::interval::Window;
 use crate::params::query_pairs;
+use crate::params::sort::{self, Sort};
 use crate::params::tickers::{self, MAX_TICKERS};
 use crate::params::time::{self, MAX_TIME_SECS, MIN_TIME_SECS, TIME_RANGE_TEXT};
 use crate::problem::{ApiError, Problem};
@@ -77,6 +78,7 @@ impl IntoParams for PricesParams {
             limit_parameter(),
             cursor_parameter(),
             interval_parameter(Window::default()),
+            sort_parameter(),
         ]
         .into_iter()
         .map(parameter)
@@ -195,8 +197,29 @@ fn limit_parameter() -> ParameterParts {
     )
 }
 
+/// `sort`: the two orders, ascending the default.
+fn sort_parameter() -> ParameterParts {
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(sort::VALUES))
+        .default(Some(serde_json::json!(Sort::default().name())))
+        .examples(["desc"])
+        .build();
+    (
+        "sort",
+        "Order of the entries: `asc` (the default) by window (bar) start, oldest first, then \
+         ticker; `desc` the exact reverse, newest first, each start's tickers in reverse order, \
+         and the next page continues to older entries. Without `startTime`/`endTime`, the order of \
+         the tickers. `nextCursor` carries the order, so a page asked for with a `cursor` continues \
+         in it without `sort`; a `sort` given beside a `cursor` must be the cursor's."
+            .to_owned(),
+        Schema::Object(schema),
+    )
+}
+
 fn cursor_parameter() -> ParameterParts {
     let example = Cursor::Latest {
+        sort: Sort::Asc,
         bar_secs: None,
         ticker: "AMZN".to_owned(),
     }
@@ -211,7 +234,8 @@ fn cursor_parameter() -> ParameterParts {
         "The `nextCursor` of the previous page, unchanged. A cursor from a query with \
          `startTime` or `endTime` continues only such a query, and one from a query with \
          neither only such a query, each with the same `interval`; repeat the other parameters of \
-         that request."
+         that request. It continues in the order (`sort`) of the page that returned it; `sort`, \
+         if given too, must be that order."
             .to_owned(),
         Schema::Object(schema),
     )
@@ -235,7 +259,8 @@ where
 ///
 /// Without `startTime`/`endTime`: the latest written window of each ticker (with `interval`, the bar
 /// holding it), sorted by ticker. With either: every window (bar) whose start lies in
-/// [startTime, endTime), sorted by start, then ticker. Every entry says whether it is `complete`.
+/// [startTime, endTime), sorted by start, then ticker. `sort=desc` reverses the order (newest
+/// first). Every entry says whether it is `complete`.
 #[utoipa::path(
     get,
     path = "/v1/get-prices",

@@ -1,10 +1,14 @@
-//! The cursor codec: the sort key of a page's last row (and for bars their width) as the opaque
-//! `nextCursor` / `cursor` token, and the pattern the OpenAPI document publishes for it.
+//! The cursor codec: the sort key of a page's last row, the direction of the order (`sort`) and
+//! for bars their width, as the opaque `nextCursor` / `cursor` token, and the pattern the OpenAPI
+//! document publishes for it.
 //!
 //! Pagination is keyset: the cursor holds the sort key of the last row returned, never an offset,
-//! and for bars their width, so that it continues only a query with the same `interval`. Whether a
-//! decoded cursor fits the query it is given with is the query's rule (`crate::query`), not the
-//! codec's.
+//! and for bars their width, so that it continues only a query with the same `interval`. It also
+//! holds the direction, because the key alone cannot say on which side of it the next page lies:
+//! the token the response carries is all a client needs to go on in the same direction. A `desc`
+//! cursor is marked by a `D` after the letter; an `asc` one is written as before `sort` existed, so
+//! cursors handed out by an older version keep working. Whether a decoded cursor fits the query it
+//! is given with is the query's rule (`crate::query`), not the codec's.
 
 use std::sync::LazyLock;
 
@@ -13,30 +17,34 @@ use tickpipe_common::message::{validate_ticker_name, MAX_TICKER_LEN};
 
 use super::integer::{integer_range, parse_canonical, Hex};
 use super::interval::DAY_SECS;
+use super::sort::Sort;
 use super::time::{self, MAX_TIME_SECS, MIN_TIME_SECS};
 
 /// The hex of `L|TICKER` or `R|UNIX-MS|TICKER`, or for bars `L|SECONDS|TICKER` or
-/// `R|SECONDS|UNIX-MS|TICKER`, lower case, with the milliseconds a canonical integer inside the
-/// accepted time range and the bar width a canonical integer from 1 to 86400.
+/// `R|SECONDS|UNIX-MS|TICKER`, with `LD` and `RD` for `L` and `R` in descending order, lower case,
+/// with the milliseconds a canonical integer inside the accepted time range and the bar width a
+/// canonical integer from 1 to 86400.
 pub static PATTERN: LazyLock<String> = LazyLock::new(|| {
     // A-Z 41-5a, 0-9 30-39, '.' 2e, '-' 2d.
     let ticker_byte = "(?:4[1-9a-f]|5[0-9a]|3[0-9]|2[de])";
     let millis = integer_range::<Hex>(MIN_TIME_SECS * 1000, MAX_TIME_SECS * 1000 + 999);
     let width = integer_range::<Hex>(1, i64::from(DAY_SECS));
     format!(
-        "^(?:4c7c(?:{width}7c)?|527c(?:{width}7c)?{millis}7c){ticker_byte}{{1,{MAX_TICKER_LEN}}}$"
+        "^(?:4c(?:44)?7c(?:{width}7c)?|52(?:44)?7c(?:{width}7c)?{millis}7c){ticker_byte}{{1,{MAX_TICKER_LEN}}}$"
     )
 });
 
-/// The sort key of the last row of a page, and for bars their width in seconds (`bar_secs`,
-/// `None` for windows).
+/// The sort key of the last row of a page, the order it was sorted in, and for bars their width
+/// in seconds (`bar_secs`, `None` for windows).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Cursor {
     Latest {
+        sort: Sort,
         bar_secs: Option<u32>,
         ticker: String,
     },
     Range {
+        sort: Sort,
         bar_secs: Option<u32>,
         window_start: DateTime<Utc>,
         ticker: String,
@@ -54,17 +62,28 @@ pub(crate) enum CursorError {
 
 impl Cursor {
     /// Opaque to clients: hex of `L|ticker` or `R|unix-ms|ticker`, with the bar width in seconds
-    /// after the letter for bars (`L|3600|ticker`, `R|3600|unix-ms|ticker`).
+    /// after the letter for bars (`L|3600|ticker`, `R|3600|unix-ms|ticker`), and the letter
+    /// followed by `D` in descending order (`LD|ticker`, `RD|3600|unix-ms|ticker`).
     pub(crate) fn encode(&self) -> String {
         let width = |bar_secs: &Option<u32>| bar_secs.map(|s| format!("{s}|")).unwrap_or_default();
+        let order = |sort: &Sort| match sort {
+            Sort::Asc => "",
+            Sort::Desc => "D",
+        };
         let plain = match self {
-            Self::Latest { bar_secs, ticker } => format!("L|{}{ticker}", width(bar_secs)),
+            Self::Latest {
+                sort,
+                bar_secs,
+                ticker,
+            } => format!("L{}|{}{ticker}", order(sort), width(bar_secs)),
             Self::Range {
+                sort,
                 bar_secs,
                 window_start,
                 ticker,
             } => format!(
-                "R|{}{}|{ticker}",
+                "R{}|{}{}|{ticker}",
+                order(sort),
                 width(bar_secs),
                 window_start.timestamp_millis()
             ),
@@ -79,6 +98,13 @@ impl Cursor {
         }
     }
 
+    /// The order of the pages the cursor continues.
+    pub(crate) fn sort(&self) -> Sort {
+        match self {
+            Self::Latest { sort, .. } | Self::Range { sort, .. } => *sort,
+        }
+    }
+
     /// Reads what [`Cursor::encode`] wrote: exactly the texts [`PATTERN`] matches.
     pub(crate) fn decode(text: &str) -> Result<Self, CursorError> {
         let plain = unhex(text).ok_or(CursorError::Malformed)?;
@@ -90,25 +116,26 @@ impl Cursor {
                 .map(Some)
                 .ok_or(CursorError::Malformed)
         };
-        let range = |bar_secs: Option<u32>, ms: &str, ticker: &str| {
+        let range = |sort: Sort, bar_secs: Option<u32>, ms: &str, ticker: &str| {
             let ms = parse_canonical(ms).ok_or(CursorError::Malformed)?;
             Ok(Self::Range {
+                sort,
                 bar_secs,
                 window_start: time::from_millis(ms).ok_or(CursorError::OutOfRange)?,
                 ticker: ticker.to_owned(),
             })
         };
-        let cursor = match parts.as_slice() {
-            ["L", ticker] => Self::Latest {
-                bar_secs: None,
-                ticker: (*ticker).to_owned(),
-            },
-            ["L", secs, ticker] => Self::Latest {
-                bar_secs: width(secs)?,
-                ticker: (*ticker).to_owned(),
-            },
-            ["R", ms, ticker] => range(None, ms, ticker)?,
-            ["R", secs, ms, ticker] => range(width(secs)?, ms, ticker)?,
+        let latest = |sort: Sort, bar_secs: Option<u32>, ticker: &str| Self::Latest {
+            sort,
+            bar_secs,
+            ticker: ticker.to_owned(),
+        };
+        let (kind, fields) = parts.split_first().ok_or(CursorError::Malformed)?;
+        let cursor = match (*kind, fields) {
+            ("L" | "LD", [ticker]) => latest(order(kind), None, ticker),
+            ("L" | "LD", [secs, ticker]) => latest(order(kind), width(secs)?, ticker),
+            ("R" | "RD", [ms, ticker]) => range(order(kind), None, ms, ticker)?,
+            ("R" | "RD", [secs, ms, ticker]) => range(order(kind), width(secs)?, ms, ticker)?,
             _ => return Err(CursorError::Malformed),
         };
         let ticker = match &cursor {
@@ -116,6 +143,15 @@ impl Cursor {
         };
         validate_ticker_name(ticker).map_err(|_| CursorError::Malformed)?;
         Ok(cursor)
+    }
+}
+
+/// The order a cursor's first field (`L`, `LD`, `R` or `RD`) stands for.
+fn order(kind: &str) -> Sort {
+    if kind.ends_with('D') {
+        Sort::Desc
+    } else {
+        Sort::Asc
     }
 }
 

@@ -1,7 +1,7 @@
 //! The request parameters both endpoints read, one module per kind: `time` (instants and their
 //! range), `tickers` (the `ticker` list), `cursor` (the page token codec), `interval` (bar widths
-//! and their alignment) and `integer` (canonical integers: the one parser for them and the patterns
-//! of their ranges).
+//! and their alignment), `sort` (the direction of a page's order) and `integer` (canonical
+//! integers: the one parser for them and the patterns of their ranges).
 //!
 //! Kept free of I/O and of any endpoint, so every rule has a fast unit test and `GET /v1/get-prices`
 //! and `GET /v1/stream-prices` share each grammar instead of copying it. Each parameter's syntax is
@@ -13,6 +13,7 @@
 pub(crate) mod cursor;
 pub(crate) mod integer;
 pub(crate) mod interval;
+pub(crate) mod sort;
 pub(crate) mod tickers;
 pub(crate) mod time;
 

@@ -6,6 +6,10 @@
 //! - latest: no `startTime`/`endTime`, the latest written window of each ticker, sorted by ticker;
 //! - range: windows whose start lies in `[startTime, endTime)`, sorted by window start then ticker.
 //!
+//! `sort=desc` reverses either order as a whole (see [`crate::params::sort`]). A cursor carries the
+//! order it was written for, so a page asked for with a cursor alone continues in that order;
+//! `sort` given beside it must agree with it (a contradiction is a 400, never silently resolved).
+//!
 //! With an `interval` wider than the aggregator's window, each entry is a bar: the windows of one
 //! ticker inside one epoch-aligned interval. The range form then gives the bars starting in
 //! `[startTime, endTime)`, which are exactly the windows starting in `[ceil(startTime),
@@ -20,18 +24,20 @@ use tickpipe_store::history;
 
 use crate::params::cursor::{Cursor, CursorError};
 use crate::params::interval::{Interval, Window};
+use crate::params::sort::Sort;
 use crate::params::tickers;
 use crate::params::time::{self, TIME_RANGE_TEXT};
 
 pub(crate) const DEFAULT_LIMIT: i64 = 1000;
 pub(crate) const MAX_LIMIT: i64 = 10_000;
-pub const ACCEPTED_PARAMETERS: [&str; 6] = [
+pub const ACCEPTED_PARAMETERS: [&str; 7] = [
     "ticker",
     "startTime",
     "endTime",
     "limit",
     "cursor",
     "interval",
+    "sort",
 ];
 
 /// A validated request.
@@ -44,6 +50,8 @@ pub(crate) struct PriceQuery {
     /// the bars, a multiple of the window.
     pub(crate) bars: Option<Interval>,
     pub(crate) limit: i64,
+    /// The order of the page: `sort`, or the cursor's.
+    pub(crate) sort: Sort,
     pub(crate) after: Option<Cursor>,
     /// The table the entries are read from: the windows, or the widest rollup dividing the bars.
     pub(crate) table: &'static str,
@@ -85,12 +93,14 @@ impl PriceQuery {
             None => None,
             Some(text) => Some(parse_cursor(text, form, bars)?),
         };
+        let sort = page_order(given.sort, after.as_ref())?;
         let source = bars.map(|bars| history::source_for(window.interval().secs(), bars.secs()));
         Ok(Self {
             tickers: given.tickers,
             form,
             bars,
             limit: given.limit.unwrap_or(DEFAULT_LIMIT),
+            sort,
             after,
             table: source.map_or(history::WINDOWS_TABLE, |source| source.table),
             stored_bars: source
@@ -107,6 +117,7 @@ impl PriceQuery {
             form: Form::Latest,
             bars: None,
             limit: DEFAULT_LIMIT,
+            sort: Sort::Asc,
             after: None,
             table: history::WINDOWS_TABLE,
             stored_bars: false,
@@ -123,6 +134,7 @@ struct Given {
     interval: Option<Interval>,
     limit: Option<i64>,
     cursor: Option<String>,
+    sort: Option<Sort>,
 }
 
 impl Given {
@@ -140,6 +152,7 @@ impl Given {
                 "interval" => given.interval.replace(window.parse(value)?).is_some(),
                 "limit" => given.limit.replace(parse_limit(value)?).is_some(),
                 "cursor" => given.cursor.replace(value.clone()).is_some(),
+                "sort" => given.sort.replace(Sort::parse(value)?).is_some(),
                 other => {
                     return Err(format!(
                         "unknown query parameter {other:?}; accepted parameters are {}",
@@ -186,6 +199,30 @@ impl Given {
     }
 }
 
+/// The order of the page: the cursor's, which `sort` may repeat but not contradict; without a
+/// cursor, `sort`, by default ascending.
+fn page_order(given: Option<Sort>, after: Option<&Cursor>) -> Result<Sort, String> {
+    match (given, after.map(Cursor::sort)) {
+        (Some(given), Some(cursor)) if given != cursor => Err(sort_mismatch(cursor)),
+        (given, cursor) => Ok(cursor.or(given).unwrap_or_default()),
+    }
+}
+
+/// The 400 for a `sort` that contradicts the cursor's order: one text per order, both listed by
+/// `scripts/schemathesis.sh` among the rules that span parameters.
+fn sort_mismatch(cursor: Sort) -> String {
+    let other = match cursor {
+        Sort::Asc => Sort::Desc,
+        Sort::Desc => Sort::Asc,
+    };
+    format!(
+        "cursor continues a sort={} query, not sort={}; give sort={} or leave sort out",
+        cursor.name(),
+        other.name(),
+        cursor.name()
+    )
+}
+
 /// A cursor that [`Cursor::encode`] wrote for a query of the same form and interval. For bars its
 /// instant is taken as the bar holding it (an edited cursor still starts at a bar's start).
 fn parse_cursor(text: &str, form: Form, bars: Option<Interval>) -> Result<Cursor, String> {
@@ -207,12 +244,14 @@ fn parse_cursor(text: &str, form: Form, bars: Option<Interval>) -> Result<Cursor
     match (decoded, bars) {
         (
             Cursor::Range {
+                sort,
                 bar_secs,
                 window_start,
                 ticker,
             },
             Some(bars),
         ) => Ok(Cursor::Range {
+            sort,
             bar_secs,
             window_start: bars.floor(window_start).ok_or_else(|| {
                 format!("cursor holds a time outside the accepted range, {TIME_RANGE_TEXT}")

@@ -6,6 +6,11 @@
 //! the latest prices kept in memory (`changes::latest`), which must answer exactly as this query
 //! does. The range form reads through the (ticker, window_start) or (window_start, ticker) index.
 //!
+//! `sort=desc` reverses every order as a whole (each `ORDER BY` term descending, the keyset
+//! comparison `<` instead of `>`), so each statement is its ascending twin read from the other end:
+//! PostgreSQL scans the same btree indexes backwards (and a partitioned table's partitions in
+//! reverse), and a descending page is exactly the reverse of the ascending one.
+//!
 //! Every query reads one table: the windows, or for bars the widest stored rollup whose width
 //! divides the bar (`tickpipe_store::history::source_for`), so a bar costs at most a handful of rows
 //! however long the history. Bars stored at their own width are read like windows.
@@ -25,6 +30,7 @@ use sqlx::{Postgres, QueryBuilder};
 
 use crate::params::cursor::Cursor;
 use crate::params::interval::Interval;
+use crate::params::sort::Sort;
 
 use super::{Form, PriceQuery};
 
@@ -89,13 +95,19 @@ impl PriceQuery {
                     ..
                 }) = &self.after
                 {
-                    sql.push(" AND (w.window_start, w.ticker) > (")
-                        .push_bind(*window_start)
-                        .push(", ")
-                        .push_bind(ticker.clone())
-                        .push(")");
+                    sql.push(format!(
+                        " AND (w.window_start, w.ticker) {} (",
+                        self.sort.after()
+                    ))
+                    .push_bind(*window_start)
+                    .push(", ")
+                    .push_bind(ticker.clone())
+                    .push(")");
                 }
-                sql.push(" ORDER BY w.window_start, w.ticker");
+                let direction = self.sort.direction();
+                sql.push(format!(
+                    " ORDER BY w.window_start{direction}, w.ticker{direction}"
+                ));
             }
         }
         sql.push(" LIMIT ").push_bind(self.limit + 1);
@@ -104,13 +116,19 @@ impl PriceQuery {
 
     /// The latest form's keyset and order over `latest_windows` (alias `l`): after the cursor's
     /// ticker, by ticker, in byte order whatever the database's collation (the order of the latest
-    /// prices kept in memory, `changes::latest`).
+    /// prices kept in memory, `changes::latest`), reversed for `desc`.
     fn push_latest_order(&self, sql: &mut Sql) {
         if let Some(Cursor::Latest { ticker, .. }) = &self.after {
-            sql.push(" AND l.ticker COLLATE \"C\" > ")
-                .push_bind(ticker.clone());
+            sql.push(format!(
+                " AND l.ticker COLLATE \"C\" {} ",
+                self.sort.after()
+            ))
+            .push_bind(ticker.clone());
         }
-        sql.push(" ORDER BY l.ticker COLLATE \"C\"");
+        sql.push(format!(
+            " ORDER BY l.ticker COLLATE \"C\"{}",
+            self.sort.direction()
+        ));
     }
 
     /// The bar holding each ticker's latest window: per ticker of `latest_windows`, one aggregate
@@ -136,7 +154,8 @@ impl PriceQuery {
         sql
     }
 
-    /// Bars starting in `[start, end)` (already rounded up to the bar width), after the cursor.
+    /// Bars starting in `[start, end)` (already rounded up to the bar width), after the cursor in
+    /// the page's order.
     ///
     /// A plain `GROUP BY date_bin(...)` over the range would have to aggregate all of it before its
     /// `ORDER BY ... LIMIT` could pick a page (the planner cannot tell that `date_bin` follows the
@@ -145,7 +164,8 @@ impl PriceQuery {
     /// at or after the previous bar's end, so gaps cost nothing), counting their (bar, ticker)
     /// groups with an index-only scan, and stops once it has the page and one more group; each of
     /// those bars is then aggregated from its own windows. Every window read belongs to the page's
-    /// bars.
+    /// bars. Descending, the walk goes the other way: from the last non-empty bar
+    /// (`max(window_start)`), each step the last one before the previous bar's start.
     fn range_bars_sql(
         &self,
         bars: Interval,
@@ -153,16 +173,27 @@ impl PriceQuery {
         end: Option<DateTime<Utc>>,
     ) -> Sql {
         let width = bars.sql();
-        // The walk starts at the later of the range's start and the cursor's bar.
         let cursor_bar = match &self.after {
             Some(Cursor::Range { window_start, .. }) => Some(*window_start),
             _ => None,
         };
-        let first = match (start, cursor_bar) {
-            (Some(start), Some(bar)) => Some(start.max(bar)),
-            (start, bar) => start.or(bar),
+        let seek = match self.sort {
+            // Ascending, the walk starts at the later of the range's start and the cursor's bar.
+            Sort::Asc => Seek {
+                lower: match (start, cursor_bar) {
+                    (Some(start), Some(bar)) => Some(start.max(bar)),
+                    (start, bar) => start.or(bar),
+                },
+                upper: end,
+                before_end_of: None,
+            },
+            // Descending, at the earlier of the range's end and the cursor's bar's end.
+            Sort::Desc => Seek {
+                lower: start,
+                upper: end,
+                before_end_of: cursor_bar,
+            },
         };
-        let seek = Seek { first, end };
         let table = self.table;
         let mut sql =
             QueryBuilder::new("WITH RECURSIVE bars (bar_start, groups) AS (SELECT f.bar_start, ");
@@ -184,31 +215,42 @@ impl PriceQuery {
             complete(&format!("bars.bar_start + {width}")),
         ));
         self.push_row_filter(&mut sql, &width);
-        sql.push(" GROUP BY p.ticker) g ORDER BY bars.bar_start, g.ticker LIMIT ")
-            .push_bind(self.limit + 1);
+        let direction = self.sort.direction();
+        sql.push(format!(
+            " GROUP BY p.ticker) g ORDER BY bars.bar_start{direction}, g.ticker{direction} LIMIT "
+        ))
+        .push_bind(self.limit + 1);
         sql
     }
 
-    /// The walk's step: the start of the first non-empty bar at or after `from`'s end (`None`: at
-    /// or after the walk's first instant), before the range's end.
+    /// The walk's step: the start of the first non-empty bar in the page's order after the bar
+    /// starting at `from` (`None`: the first of the walk), inside the seek's bounds.
     fn push_seek(&self, sql: &mut Sql, width: &str, seek: &Seek, from: Option<&str>) {
         sql.push(format!(
-            "SELECT date_bin({width}, min(p.window_start), TIMESTAMPTZ 'epoch') AS bar_start \
+            "SELECT date_bin({width}, {}(p.window_start), TIMESTAMPTZ 'epoch') AS bar_start \
              FROM {} p WHERE TRUE",
+            self.sort.first(),
             self.table
         ));
-        match from {
-            Some(previous) => {
+        match (self.sort, from) {
+            (Sort::Asc, Some(previous)) => {
                 sql.push(format!(" AND p.window_start >= {previous} + {width}"));
             }
-            None => {
-                if let Some(first) = seek.first {
-                    sql.push(" AND p.window_start >= ").push_bind(first);
-                }
+            (Sort::Desc, Some(previous)) => {
+                sql.push(format!(" AND p.window_start < {previous}"));
             }
+            (_, None) => {}
         }
-        if let Some(end) = seek.end {
-            sql.push(" AND p.window_start < ").push_bind(end);
+        if let Some(lower) = seek.lower {
+            sql.push(" AND p.window_start >= ").push_bind(lower);
+        }
+        if let Some(upper) = seek.upper {
+            sql.push(" AND p.window_start < ").push_bind(upper);
+        }
+        if let Some(bar) = seek.before_end_of {
+            sql.push(" AND p.window_start < ")
+                .push_bind(bar)
+                .push(format!(" + {width}"));
         }
         self.push_row_filter(sql, width);
     }
@@ -225,7 +267,8 @@ impl PriceQuery {
     }
 
     /// The windows (alias `p`) a bar query may read: the tickers asked for, and after a cursor only
-    /// windows of a later bar or of a later ticker (the cursor's bar is where the walk starts).
+    /// windows of a later bar or of a later ticker (the cursor's bar is where the walk starts);
+    /// descending, of an earlier bar or an earlier ticker.
     fn push_row_filter(&self, sql: &mut Sql, width: &str) {
         self.push_ticker_filter(sql, "p.ticker");
         if let Some(Cursor::Range {
@@ -234,9 +277,16 @@ impl PriceQuery {
             ..
         }) = &self.after
         {
-            sql.push(" AND (p.window_start >= ")
+            let (other_bar, other_ticker) = match self.sort {
+                Sort::Asc => (
+                    " AND (p.window_start >= ",
+                    format!(" + {width} OR p.ticker > "),
+                ),
+                Sort::Desc => (" AND (p.window_start < ", " OR p.ticker < ".to_owned()),
+            };
+            sql.push(other_bar)
                 .push_bind(*window_start)
-                .push(format!(" + {width} OR p.ticker > "))
+                .push(other_ticker)
                 .push_bind(ticker.clone())
                 .push(")");
         }
@@ -258,12 +308,13 @@ impl PriceQuery {
     }
 }
 
-/// Where the range bars' walk may go: from the later of the range's start and the cursor's bar,
-/// to the range's end.
+/// Where the range bars' walk may go: windows starting in `[lower, upper)`, and before the end of
+/// the bar starting at `before_end_of` (descending after a cursor: where the walk starts).
 #[derive(Debug)]
 struct Seek {
-    first: Option<DateTime<Utc>>,
-    end: Option<DateTime<Utc>>,
+    lower: Option<DateTime<Utc>>,
+    upper: Option<DateTime<Utc>>,
+    before_end_of: Option<DateTime<Utc>>,
 }
 
 /// The open and close of a bar (alias `g`, from [`BAR_AGGREGATES`]) of `ticker`: the open of its

@@ -19,10 +19,10 @@ use tickpipe_testkit::seed::{self, LegacyWindow, Totals};
 use crate::helpers::{app, call, database, get, legacy_database, TestDb};
 
 /// 2026-11-27T00:00:00Z.
-const DAY0: i64 = 1_795_737_600;
+pub(crate) const DAY0: i64 = 1_795_737_600;
 const WINDOW: i64 = 30;
 /// Every interval the default window accepts, in seconds.
-const INTERVALS: [(&str, i64); 8] = [
+pub(crate) const INTERVALS: [(&str, i64); 8] = [
     ("30s", 30),
     ("1m", 60),
     ("5m", 300),
@@ -38,7 +38,7 @@ type Key = [i64; 3];
 
 /// One `window_prices` row: what the aggregator merged from every partition for one window.
 #[derive(Debug, Clone)]
-struct Row {
+pub(crate) struct Row {
     ticker: &'static str,
     /// Window start, Unix seconds.
     start: i64,
@@ -81,7 +81,7 @@ fn window_row(rng: &mut Rng, ticker: &'static str, start: i64, known: bool) -> R
 
 /// Two and a half days of sparse windows for three tickers: clusters of windows with gaps inside
 /// bars and whole empty bars. `OLD` has some windows from before open and close were recorded.
-fn sample_rows() -> Vec<Row> {
+pub(crate) fn sample_rows() -> Vec<Row> {
     let mut rng = Rng::new(0x0ba2_5eed_1234_5678);
     let mut rows = Vec::new();
     let first = DAY0 - 3 * 3600;
@@ -107,7 +107,7 @@ fn sample_rows() -> Vec<Row> {
 /// A database holding `rows` as the aggregator leaves them: the windows with unknown open and
 /// close written before migration 4 recorded them (in the schema of that time), the others through
 /// the store's write path by partition 0, which has closed nothing yet (nothing is complete).
-async fn seeded(rows: &[Row]) -> TestDb {
+pub(crate) async fn seeded(rows: &[Row]) -> TestDb {
     let legacy: Vec<LegacyWindow> = rows
         .iter()
         .filter(|r| r.open.is_none())
@@ -157,7 +157,7 @@ async fn close_before(pool: &PgPool, partition: i32, closed_before: i64) {
 
 /// One bar of the reference: the rows folded as the contract says.
 #[derive(Debug, Clone)]
-struct Bar {
+pub(crate) struct Bar {
     sum: i64,
     count: i64,
     min: i64,
@@ -173,7 +173,7 @@ fn bar_of(start: i64, width: i64) -> i64 {
 }
 
 /// Folds `rows` into bars of `width` seconds, keyed and sorted by (bar start, ticker).
-fn reference(rows: &[Row], width: i64) -> BTreeMap<(i64, &'static str), Bar> {
+pub(crate) fn reference(rows: &[Row], width: i64) -> BTreeMap<(i64, &'static str), Bar> {
     let mut bars: BTreeMap<(i64, &'static str), (Bar, bool, bool)> = BTreeMap::new();
     for row in rows {
         let entry = bars
@@ -221,7 +221,7 @@ fn reference(rows: &[Row], width: i64) -> BTreeMap<(i64, &'static str), Bar> {
         .collect()
 }
 
-fn iso(secs: i64) -> String {
+pub(crate) fn iso(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
         .expect("time")
         .format("%Y-%m-%dT%H:%M:%SZ")
@@ -229,7 +229,7 @@ fn iso(secs: i64) -> String {
 }
 
 /// The entry the API must return for a reference bar.
-fn entry(start: i64, width: i64, ticker: &str, bar: &Bar, complete: bool) -> Value {
+pub(crate) fn entry(start: i64, width: i64, ticker: &str, bar: &Bar, complete: bool) -> Value {
     json!({
         "ticker": ticker,
         "windowStart": iso(start),
@@ -245,7 +245,7 @@ fn entry(start: i64, width: i64, ticker: &str, bar: &Bar, complete: bool) -> Val
 }
 
 /// `GET uri` through `app`, which must answer 200: the page's entries and next cursor.
-async fn page(app: &Router, uri: &str) -> (Vec<Value>, Option<String>) {
+pub(crate) async fn page(app: &Router, uri: &str) -> (Vec<Value>, Option<String>) {
     let answer = call(app, "GET", uri).await;
     assert_eq!(answer.status, StatusCode::OK, "{uri}: {}", answer.body);
     let prices = answer.body["prices"].as_array().expect("prices").clone();

@@ -44,14 +44,22 @@ async fn a_range_older_than_the_retention_of_its_interval_is_a_410_saying_so() {
     assert!(detail.contains(&gone_before.to_string()), "{detail}");
     assert!(detail.contains("windows starting before"), "{detail}");
     assert!(detail.contains("the range asks for some"), "{detail}");
-    // Wholly before it without a start: refused too.
+    // Wholly before it without a start: refused too. Descending, the same.
     let (status, _, _) = get(&db.pool, &format!("/v1/get-prices?endTime={}", gone_before)).await;
     assert_eq!(status, StatusCode::GONE);
+    for uri in [
+        format!("/v1/get-prices?startTime={old}&sort=desc"),
+        format!("/v1/get-prices?endTime={gone_before}&sort=desc"),
+    ] {
+        let (status, _, body) = get(&db.pool, &uri).await;
+        assert_eq!(status, StatusCode::GONE, "{uri}: {body}");
+    }
 
     // From the boundary on, or open-ended, or ending after it: served, today's window only.
     for uri in [
         format!("/v1/get-prices?startTime={gone_before}"),
         format!("/v1/get-prices?endTime={}", today + DAY),
+        format!("/v1/get-prices?endTime={}&sort=desc", today + DAY),
     ] {
         let (status, _, body) = get(&db.pool, &uri).await;
         assert_eq!(status, StatusCode::OK, "{uri}: {body}");

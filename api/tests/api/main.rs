@@ -11,5 +11,6 @@ mod logs;
 mod prices;
 mod readiness;
 mod server;
+mod sort;
 mod stream;
 mod window_width;
