@@ -47,7 +47,16 @@ async fn commit_window(log: &mut Log, i: i64) -> Vec<Written> {
 #[tokio::test]
 async fn many_streams_of_every_kind_each_get_exactly_their_events() {
     let db = database().await;
-    let server = Server::start(&db.url, &[("API_MAX_STREAMS", "100")]).await;
+    // No heartbeat within the test: the client waits 20 s for each event, and a comment every
+    // 15 s would restart that wait, so that a missing event would hang the test, not fail it.
+    let server = Server::start(
+        &db.url,
+        &[
+            ("API_MAX_STREAMS", "100"),
+            ("API_STREAM_HEARTBEAT_MS", "600000"),
+        ],
+    )
+    .await;
     let (mut log, mut written) = Log::claim(&db.pool, 0).await;
     for i in 0..3 {
         written.extend(commit_window(&mut log, i).await);
