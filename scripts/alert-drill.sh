@@ -192,11 +192,13 @@ done
 echo "  TickpipePipelineStale inactive throughout"
 
 echo "== alert drill: every Grafana panel's query against this Prometheus (scripts/grafana-panels.py)"
+panels_started=$SECONDS
 requests
 sleep 2 # two scrapes of the API after the requests
 python3 scripts/grafana-panels.py "$prom" "${metrics_urls[@]}" || fail "a Grafana panel's query"
 python3 scripts/grafana-panels.py "$prom" "${metrics_urls[@]}" --controls deploy/grafana/check/broken-queries.json ||
     fail "a broken panel query was accepted"
+echo "  Grafana panel queries checked in $((SECONDS - panels_started)) s"
 
 echo "== alert drill: stopping the aggregator (SIGTERM)"
 stopped=$SECONDS
