@@ -10,6 +10,13 @@
 # TickpipeTargetDown for the aggregator within its `for:` + 15 s. Everything it started is stopped
 # on exit (its database dropped; the topic stays, as the fault drill's do). About 2 minutes.
 #
+# The Grafana dashboards' queries too, while the pipeline is healthy: the drill opens a stream
+# (GET /v1/stream-prices), sends requests (one answered 400, one 404) and one record that is not
+# JSON (Kafka's console producer), then scripts/grafana-panels.py runs every panel's PromQL of
+# deploy/grafana/dashboards against this Prometheus: each must parse and answer data, and use only
+# metric names the services' /metrics pages export ("grafana panels: N passed"); and the panels of
+# deploy/grafana/check/broken-queries.json must each fail ("grafana panel controls: N passed").
+#
 #   scripts/alert-drill.sh          (scripts/test.sh runs it)
 #
 # Environment: ALERT_DRILL_WINDOW_SECS (10); ALERT_DRILL_BIN, a directory of prebuilt generator,
@@ -26,7 +33,7 @@ SLACK_SECS=15
 # Two windows plus the grace, rounded up: the staleness threshold.
 THRESHOLD_SECS=$(((2 * WINDOW_SECS * 1000 + GRACE_MS + 999) / 1000))
 
-for tool in prometheus promtool curl python3 psql; do
+for tool in prometheus promtool curl python3 psql java; do
     command -v "$tool" >/dev/null || { echo "alert drill: $tool is not on PATH (Debian: apt-get install prometheus)" >&2; exit 1; }
 done
 grep -q 'alert: TickpipePipelineStale' "$RULES" || { echo "alert drill: no TickpipePipelineStale in $RULES" >&2; exit 1; }
@@ -135,6 +142,29 @@ PY
 ask() { python3 -c "$PROM_QUERY" "$prom" "$@" 2>/dev/null; }
 fail() { echo "alert drill: FAILED: $*" >&2; exit 1; }
 
+# What the Grafana panels need to have data beyond the pipeline's own records: a stream open (its
+# delivery lag), a record that is not JSON (dead letters by reason, sent with Kafka's console
+# producer in the background), and requests of the API, one answered 400 and one 404.
+api="http://127.0.0.1:$api_port"
+panel_traffic() {
+    curl -sN "$api/v1/stream-prices" >/dev/null 2>&1 &
+    pid[stream]=$!
+    printf 'not json\n' | java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp "$TICKPIPE_KAFKA_LIBS/*" \
+        org.apache.kafka.tools.ConsoleProducer --bootstrap-server "$KAFKA_BROKERS" --topic "$run_id" \
+        >"$work/producer.log" 2>&1 &
+    pid[producer]=$!
+    requests # a counter's first sample is its first request: rate() sees only the later ones
+}
+requests() {
+    local path
+    for path in /v1/get-prices '/v1/get-prices?ticker=AMZN' '/v1/get-prices?interval=1m' \
+        '/v1/get-prices?limit=0' /no-such-path; do
+        curl -s -o /dev/null "$api$path" || true
+    done
+}
+metrics_urls=("http://127.0.0.1:$generator_port/metrics" "http://127.0.0.1:$aggregator_port/metrics"
+    "http://127.0.0.1:$api_metrics_port/metrics")
+
 # wait_for DESCRIPTION SECONDS COMMAND...: runs COMMAND every second until it succeeds.
 wait_for() {
     local what=$1 deadline=$((SECONDS + $2)) out
@@ -148,6 +178,7 @@ wait_for() {
 
 started=$SECONDS
 wait_for "targets all up" 60 ask targets
+panel_traffic
 wait_for "complete boundary" $((3 * WINDOW_SECS + 60)) ask boundary
 first=$(ask boundary)
 wait_for "boundary advancing" $((3 * WINDOW_SECS)) bash -c '[[ $(python3 -c "$1" "$2" boundary) != "$3" ]] && echo advanced' _ "$PROM_QUERY" "$prom" "$first"
@@ -159,6 +190,15 @@ while ((SECONDS < healthy_until)); do
     sleep 1
 done
 echo "  TickpipePipelineStale inactive throughout"
+
+echo "== alert drill: every Grafana panel's query against this Prometheus (scripts/grafana-panels.py)"
+panels_started=$SECONDS
+requests
+sleep 2 # two scrapes of the API after the requests
+python3 scripts/grafana-panels.py "$prom" "${metrics_urls[@]}" || fail "a Grafana panel's query"
+python3 scripts/grafana-panels.py "$prom" "${metrics_urls[@]}" --controls deploy/grafana/check/broken-queries.json ||
+    fail "a broken panel query was accepted"
+echo "  Grafana panel queries checked in $((SECONDS - panels_started)) s"
 
 echo "== alert drill: stopping the aggregator (SIGTERM)"
 stopped=$SECONDS

@@ -37,6 +37,11 @@ python3 scripts/check-size.py
 echo "== promtool (scripts/promtool.sh)"
 bash scripts/promtool.sh
 
+# Grafana (issue 24): the dashboards against Grafana's published schema (@grafana/schema, tsc), in
+# seconds; their queries run against a real Prometheus in the alert drill below.
+echo "== Grafana dashboards (scripts/grafana-check.sh)"
+bash scripts/grafana-check.sh
+
 echo "== cargo test"
 cargo test --workspace --locked -- --nocapture 2>&1 | tee "${TICKPIPE_STATE_DIR:-/tmp}/cargo-test.log"
 
@@ -58,7 +63,7 @@ bash scripts/fuzz.sh
 
 
 # --- alert drill (issue 24): the staleness alert once for real: a real Prometheus scraping the
-# native services, the aggregator stopped; about 2 minutes ---
+# native services, the aggregator stopped; and every Grafana panel's query against it; about 2 minutes ---
 echo "== alert drill (scripts/alert-drill.sh)"
 bash scripts/alert-drill.sh
 # --- end of the alert drill ---

@@ -120,7 +120,8 @@ async fn aggregate(
     }
     // Served only now, so that "healthy" means "migrated and about to consume": the API's
     // container waits for it.
-    if let Some((addr, registry)) = endpoint {
+    if let Some((addr, mut registry)) = endpoint {
+        tickpipe_common::pool_metrics::register(&mut registry, "aggregator", pool.clone());
         tickpipe_common::telemetry::serve_metrics(addr, Arc::new(registry), shutdown.clone())
             .await?;
     }

@@ -38,6 +38,8 @@ pub struct AggregatorMetrics {
     pub(crate) fenced: Counter,
     pub(crate) write_latency: Histogram,
     pub(crate) consumer_lag: Family<PartitionLabel, Gauge>,
+    /// The watermark each owned partition last committed with its windows, in Unix seconds.
+    pub(crate) watermark: Family<PartitionLabel, Gauge<f64, AtomicU64>>,
     pub dead_letters: DeadLetterMetrics,
     pub(crate) consumer_errors: Family<ErrorLabel, Counter>,
     /// `AGGREGATOR_WINDOW_SECS`, so that alert rules can express "two windows" without a copy
@@ -59,6 +61,7 @@ impl AggregatorMetrics {
             fenced: Counter::default(),
             write_latency: Histogram::new(exponential_buckets(0.000_5, 2.0, 14)),
             consumer_lag: Family::default(),
+            watermark: Family::default(),
             dead_letters: DeadLetterMetrics::default(),
             consumer_errors: Family::default(),
             window_seconds: Gauge::default(),
@@ -160,6 +163,11 @@ impl AggregatorMetrics {
             "consumer_lag",
             "Records behind the end of each assigned partition",
             metrics.consumer_lag.clone(),
+        );
+        r.register(
+            "watermark_timestamp_seconds",
+            "Watermark committed with the last windows written, per partition owned here (Unix time)",
+            metrics.watermark.clone(),
         );
     }
 }

@@ -120,6 +120,7 @@ impl Processor {
                     self.metrics
                         .consumer_lag
                         .remove(&PartitionLabel { partition });
+                    self.metrics.watermark.remove(&PartitionLabel { partition });
                 }
             }
         }
@@ -254,10 +255,15 @@ impl Processor {
             Commit::Written => {
                 self.writes.wrote(partition, self.now_ms);
                 self.metrics.windows_written.inc_by(flush.rows.len() as u64);
+                self.metrics
+                    .watermark
+                    .get_or_create(&PartitionLabel { partition })
+                    .set(flush.progress.watermark_ms as f64 / 1000.0);
                 self.commit_informational_offset(consumer, partition, flush.progress.resume_offset);
             }
             Commit::Fenced => {
                 self.metrics.fenced.inc();
+                self.metrics.watermark.remove(&PartitionLabel { partition });
                 self.writes.forget(partition);
                 tracing::warn!(
                     partition,

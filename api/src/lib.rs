@@ -131,6 +131,7 @@ pub async fn serve(
     let pool = tickpipe_common::db::read_only_pool(database)?;
     let width_watch = check_width(&settings, &shutdown).await?;
     let mut registry = Registry::default();
+    tickpipe_common::pool_metrics::register(&mut registry, "api", pool.clone());
     let query_timeout = Duration::from_millis(settings.api.query_timeout_ms);
     freshness::spawn(
         &mut registry,

@@ -1,5 +1,6 @@
 //! What the aggregator's `/metrics` endpoint exports, read over HTTP from the real service as
-//! Prometheus scrapes it: the settings the alert rules derive their thresholds from.
+//! Prometheus scrapes it: the settings the alert rules derive their thresholds from, and the
+//! database pool's use.
 
 use std::time::Duration;
 
@@ -57,6 +58,17 @@ async fn the_window_width_and_grace_are_exported_for_the_alert_rules() {
         assert!(
             lines.contains(&expected),
             "no line {expected:?} in:\n{body}"
+        );
+    }
+    // The pool's use (crates/common/src/pool_metrics.rs), for the Grafana dashboard.
+    for expected in [
+        "aggregator_db_pool_connections{state=\"in_use\"} ",
+        "aggregator_db_pool_connections{state=\"idle\"} ",
+        "aggregator_db_pool_max_connections ",
+    ] {
+        assert!(
+            lines.iter().any(|line| line.starts_with(expected)),
+            "no line starting {expected:?} in:\n{body}"
         );
     }
     shutdown.cancel();

@@ -264,6 +264,13 @@ async fn metrics_are_served_on_metrics_addr_and_not_on_the_api_port() {
         metrics.contains(r#"api_http_requests_total{route="unmatched",status="404"} 1"#),
         "{metrics}"
     );
+    // The read pool's use (crates/common/src/pool_metrics.rs): the request above held a connection.
+    assert!(
+        metrics.contains(r#"api_db_pool_connections{state="idle"} "#)
+            && metrics.contains(r#"api_db_pool_connections{state="in_use"} "#)
+            && metrics.contains("\napi_db_pool_max_connections "),
+        "{metrics}"
+    );
     let health = exchange(server.metrics_addr, &get("/healthz")).await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 

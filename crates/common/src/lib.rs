@@ -19,6 +19,7 @@ pub mod kafka;
 pub mod kafka_check;
 pub mod kafka_diagnosis;
 pub mod kafka_settings;
+pub mod pool_metrics;
 pub mod secret;
 pub mod service;
 pub mod shutdown;
