@@ -76,7 +76,7 @@ aggregator_env=("${common_env[@]}" METRICS_ADDR=127.0.0.1:0 DATABASE_URL="$db_ur
     AGGREGATOR_DLQ_TOPIC="$run_id.dlq")
 api_port=$(free_port)
 api_env=(DATABASE_URL="$db_url" LOG_FORMAT=json RUST_LOG="${SOAK_RUST_LOG:-info}" METRICS_ADDR=127.0.0.1:0
-    API_BIND="127.0.0.1:$api_port")
+    API_BIND="127.0.0.1:$api_port" API_RATE_LIMIT_RPS=0) # its load comes from one address
 
 generator_pid=
 api_pid=

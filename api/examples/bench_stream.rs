@@ -51,6 +51,8 @@ fn start_api(database_url: &str, port: u16, subscribers: usize) -> anyhow::Resul
         .env("API_BIND", format!("127.0.0.1:{port}"))
         .env("METRICS_ADDR", "127.0.0.1:0")
         .env("API_MAX_STREAMS", (subscribers + 10).to_string())
+        // Every subscriber comes from this one address: measured without rate limits.
+        .env("API_RATE_LIMIT_RPS", "0")
         .env("RUST_LOG", "warn")
         .stdout(match std::env::var_os("BENCH_API_LOG") {
             Some(path) => Stdio::from(std::fs::File::create(path)?),

@@ -18,15 +18,16 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::access::{Access, AccessOptions};
 use crate::cors::Origins;
 use crate::database::Database;
-use crate::metrics::{HttpMetrics, StreamMetrics};
+use crate::metrics::{AccessMetrics, HttpMetrics, StreamMetrics};
 use crate::params::interval::Window;
 use crate::problem::{ApiError, Problem};
 use crate::state::{AppState, OpenApiJson};
 use crate::stream::{StreamOptions, Streams};
 use crate::web::Dashboard;
-use crate::{compression, http_cache, metrics, prices, stream, trace, web};
+use crate::{access, compression, http_cache, metrics, prices, stream, trace, web};
 
 /// The application's limits (the README's configuration table has their defaults).
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub(crate) struct AppOptions {
     pub(crate) compression_level: u32,
     /// `API_CORS_ORIGINS`.
     pub(crate) cors: Origins,
+    /// `API_RATE_LIMIT_RPS`, `API_RATE_LIMIT_BURST` and `API_KEYS_FILE`.
+    pub(crate) access: AccessOptions,
 }
 
 #[derive(OpenApi)]
@@ -76,10 +79,27 @@ pub(crate) struct AppOptions {
             **CORS.** Off unless `API_CORS_ORIGINS` is set (a list of origins, or `*`): then an \
             allowed origin gets `Access-Control-Allow-Origin`, a preflight (`OPTIONS` with \
             `Access-Control-Request-Method`) is answered with methods GET, HEAD and OPTIONS and \
-            request headers `If-None-Match`, `Last-Event-ID` and `X-Request-Id`, and `ETag`, \
-            `Retry-After` and `X-Request-Id` are exposed to scripts; an `EventSource` on an allowed \
-            origin can open the stream. No credentials. While CORS is off, `OPTIONS` is a 405 like \
-            any method but GET and HEAD."
+            request headers `If-None-Match`, `Last-Event-ID`, `X-Request-Id`, `Authorization` and \
+            `X-API-Key`, and `ETag`, `Retry-After`, `X-Request-Id`, `RateLimit` and \
+            `RateLimit-Policy` are exposed to scripts; an `EventSource` on an allowed origin can \
+            open the stream. No credentials (cookies). While CORS is off, `OPTIONS` is a 405 like \
+            any method but GET and HEAD.\n\n\
+            **Rate limits.** Each client (its API key, or without one its address) has a token \
+            bucket of `API_RATE_LIMIT_BURST` units (default 400) refilled at \
+            `API_RATE_LIMIT_RPS` units a second (default 100; 0 turns limits off). A request \
+            costs what it asks of the database: `GET /v1/get-prices` without parameters (the \
+            latest prices, from memory) 1, with parameters 1 + ceil(limit/100) (11 at the \
+            default limit, 101 for 10,000 rows), opening `GET /v1/stream-prices` 5; `/healthz`, \
+            `/readyz`, this document and the dashboard's files are free. A request that does not \
+            fit is a 429 with `Retry-After`; limited answers carry the `RateLimit` and \
+            `RateLimit-Policy` fields of draft-ietf-httpapi-ratelimit-headers-11 \
+            (`RateLimit-Policy: \"default\";q=400;w=4`, `RateLimit: \"default\";r=<left>;t=<seconds \
+            until full>`), whose quota units are these costs.\n\n\
+            **API keys.** Only when the server has `API_KEYS_FILE`: then every limited operation \
+            needs a key, as `Authorization: Bearer <key>`, `X-API-Key: <key>` or, for an \
+            `EventSource`, which cannot send headers, the query parameter `api_key` (which puts \
+            the key in URLs: proxy logs and browser history may keep it); without a valid one it \
+            is a 401. A key-holder is limited per key, anyone else per address."
     ),
     components(schemas(Problem))
 )]
@@ -161,8 +181,10 @@ async fn limit_body(State(limit): State<usize>, request: Request, next: Next) ->
 pub(crate) fn router(pool: PgPool, options: AppOptions, registry: &mut Registry) -> Router {
     let http_metrics = HttpMetrics::register(registry);
     let stream_metrics = StreamMetrics::register(registry);
+    let access = Access::new(options.access, AccessMetrics::register(registry));
     let (routes, mut document) = documented_routes();
     prices::document_window(&mut document, options.window);
+    access::openapi::document(&mut document, access.needs_keys(), access.limits());
     let openapi = document.to_pretty_json().expect(
         "the OpenAPI document is plain data built from this crate's route definitions and schemas, \
          which serde_json always serializes",
@@ -182,10 +204,10 @@ pub(crate) fn router(pool: PgPool, options: AppOptions, registry: &mut Registry)
         .merge(web::routes(options.dashboard))
         .fallback(not_found);
     let answers = compressed(
-        inner_layers(answers, options.max_body_bytes),
+        inner_layers(answers, options.max_body_bytes, access.clone()),
         options.compression_level,
     );
-    let routes = answers.merge(inner_layers(routes.stream, options.max_body_bytes));
+    let routes = answers.merge(inner_layers(routes.stream, options.max_body_bytes, access));
     let routes = match options.cors.layer() {
         Some(cors) => routes.layer(cors),
         None => routes,
@@ -197,12 +219,18 @@ pub(crate) fn router(pool: PgPool, options: AppOptions, registry: &mut Registry)
     trace::layer(routes).with_state(state)
 }
 
-/// What every route has innermost: the `405` fallback, the body limits, and the tag and `304` on
-/// the uncompressed answer. Around it, from the inside out: the compression (not for the stream),
+/// What every route has innermost: the `405` fallback, the body limits, the rate limit and keys
+/// ([`access::guard`]: so the answers and the stream are guarded alike, a refusal is tagged
+/// `no-store` like any error, and a `304` carries the `RateLimit` fields too), and the tag and
+/// `304` on the uncompressed answer. Around it, from the inside out: the compression (not for the stream),
 /// then CORS, then the metrics and the request logs (which so record a `304` or a preflight as
 /// such); CORS is outermost of the HTTP layers so that a preflight is answered before any route
 /// sees it and every answer, errors too, carries its headers.
-fn inner_layers(routes: Router<AppState>, max_body_bytes: usize) -> Router<AppState> {
+fn inner_layers(
+    routes: Router<AppState>,
+    max_body_bytes: usize,
+    access: Access,
+) -> Router<AppState> {
     routes
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -210,6 +238,7 @@ fn inner_layers(routes: Router<AppState>, max_body_bytes: usize) -> Router<AppSt
             limit_body,
         ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(access, access::guard))
         .layer(axum::middleware::from_fn(http_cache::revalidate))
 }
 
@@ -260,15 +289,27 @@ fn documented_routes() -> (Routes, Document) {
 
 /// A response that is a problem document, for `components.responses`.
 fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
-    RefOr::T(
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
+    problem_response_with(description, &[])
+}
+
+/// [`problem_response`] with `headers` (name, description), strings.
+pub(crate) fn problem_response_with(
+    description: &str,
+    headers: &[(&str, &str)],
+) -> RefOr<utoipa::openapi::Response> {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/problem+json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
             .build(),
-    )
+    );
+    for (name, description) in headers {
+        response = response.header(
+            *name,
+            utoipa::openapi::header::HeaderBuilder::new()
+                .description(Some(*description))
+                .build(),
+        );
+    }
+    RefOr::T(response.build())
 }

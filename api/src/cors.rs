@@ -4,9 +4,10 @@
 //!
 //! Only what the API has is allowed: the methods GET and HEAD (OPTIONS for the preflight), the
 //! request headers a client of it sends (`If-None-Match` to revalidate, `Last-Event-ID` to resume a
-//! stream, `X-Request-Id` to trace a request), and exposed the response headers a script needs to
-//! read (`ETag`, `Retry-After` of a 503, `X-Request-Id`). No credentials: the API has none, and
-//! without them `*` is safe. Preflights are cached by the browser for 10 minutes.
+//! stream, `X-Request-Id` to trace a request, `Authorization` or `X-API-Key` to send an API key),
+//! and exposed the response headers a script needs to read (`ETag`, `Retry-After` of a 503 or 429,
+//! `X-Request-Id`, `RateLimit`, `RateLimit-Policy`). No credentials mode (cookies): an API key is
+//! an explicit header the page's script sets, which CORS allows without it, so `*` stays safe. Preflights are cached by the browser for 10 minutes.
 //!
 //! An origin is compared byte for byte with the browser's `Origin` header, which is
 //! `scheme://host[:port]` in lower case without a default port or path, so a setting that could
@@ -65,8 +66,16 @@ impl Origins {
                     header::IF_NONE_MATCH,
                     HeaderName::from_static("last-event-id"),
                     crate::trace::REQUEST_ID,
+                    header::AUTHORIZATION,
+                    crate::access::keys::KEY_HEADER,
                 ])
-                .expose_headers([header::ETAG, header::RETRY_AFTER, crate::trace::REQUEST_ID])
+                .expose_headers([
+                    header::ETAG,
+                    header::RETRY_AFTER,
+                    crate::trace::REQUEST_ID,
+                    crate::access::RATELIMIT,
+                    crate::access::RATELIMIT_POLICY,
+                ])
                 .max_age(PREFLIGHT_MAX_AGE),
         )
     }

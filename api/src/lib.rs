@@ -27,10 +27,12 @@
 //!   and the window width as gauges, for the staleness alert.
 //! - `http_cache`, `compression`, `cors`: `ETag`/`304`/`Cache-Control`, gzip/br/zstd, and
 //!   cross-origin requests, as layers around every route.
+//! - `access`: rate limits per client and optional API keys, a layer inside them.
 //! - `web`: the dashboard at `/`.
 //! - `server`, `write_timeout`: the HTTP server and its slow-client protection.
 //! - `settings`: configuration; `testing`: what the integration tests reach into.
 
+mod access;
 mod app;
 mod changes;
 mod compression;
@@ -151,6 +153,7 @@ pub async fn serve(
             listen: Some(tickpipe_common::db::session_options(database)?),
             compression_level: settings.api.compression_level,
             cors: settings.api.cors()?,
+            access: settings.api.access()?,
         },
         &mut registry,
     );

@@ -148,3 +148,41 @@ impl StreamMetrics {
         metrics
     }
 }
+
+/// The rate limits and keys (`crate::access`): requests refused, and the clients the limiter holds.
+#[derive(Debug, Clone)]
+pub(crate) struct AccessMetrics {
+    /// Requests answered 429.
+    pub(crate) rate_limited: Counter,
+    /// Requests answered 401 (no key, or an invalid one).
+    pub(crate) unauthorized: Counter,
+    /// Clients whose bucket is not full, as of the last cleaning (every minute).
+    pub(crate) clients: Gauge,
+}
+
+impl AccessMetrics {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            rate_limited: Counter::default(),
+            unauthorized: Counter::default(),
+            clients: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("api");
+        r.register(
+            "rate_limited",
+            "Requests refused with a 429 because the client's rate limit was spent",
+            metrics.rate_limited.clone(),
+        );
+        r.register(
+            "unauthorized",
+            "Requests refused with a 401: API_KEYS_FILE is set and the request had no valid key",
+            metrics.unauthorized.clone(),
+        );
+        r.register(
+            "rate_limit_clients",
+            "Clients (keys or addresses) the rate limiter holds a bucket for, as of its last cleaning",
+            metrics.clients.clone(),
+        );
+        metrics
+    }
+}

@@ -13,6 +13,8 @@ use utoipa::ToSchema;
 
 /// The `Allow` header of a 405: every resource answers these methods and no others.
 const ALLOWED_METHODS: &str = "GET, HEAD";
+/// The `WWW-Authenticate` of a 401 (keys are also taken from `X-API-Key` and `api_key`).
+const WWW_AUTHENTICATE: &str = "Bearer realm=\"tickpipe\"";
 /// What a client that gets a 503 for the stream limit is told to wait, in seconds (`Retry-After`).
 const RETRY_AFTER_SECS: u32 = 5;
 
@@ -43,6 +45,13 @@ pub(crate) enum ApiError {
     StreamsBusy { max_streams: usize },
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// `API_KEYS_FILE` is set and the request has no valid key: a 401 with `WWW-Authenticate`.
+    /// The detail says which; it never contains the key.
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    /// The client's bucket cannot pay the request's `cost` now: a 429 with `Retry-After`.
+    #[error("rate limited: a request of cost {cost} fits in {retry_after} s")]
+    RateLimited { retry_after: u64, cost: u32 },
     #[error("request body of {declared} bytes exceeds the limit of {limit}")]
     PayloadTooLarge { declared: u64, limit: usize },
     #[error("database unavailable: {0}")]
@@ -72,6 +81,8 @@ impl ApiError {
             Self::Gone(_) => StatusCode::GONE,
             Self::StreamsBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -87,6 +98,10 @@ impl ApiError {
                 "{max_streams} streams are open, the most this server serves; retry after {RETRY_AFTER_SECS} seconds"
             ),
             Self::MethodNotAllowed => "this resource only answers GET (and HEAD)".to_owned(),
+            Self::Unauthorized(detail) => (*detail).to_owned(),
+            Self::RateLimited { retry_after, cost } => format!(
+                "this request costs {cost} units and the client's rate limit has fewer left; retry after {retry_after} seconds (see the RateLimit and RateLimit-Policy fields)"
+            ),
             Self::PayloadTooLarge { declared, limit } => format!(
                 "the request body has {declared} bytes; at most {limit} are accepted, and no resource reads one"
             ),
@@ -128,6 +143,18 @@ impl IntoResponse for ApiError {
                     header::HeaderValue::from(RETRY_AFTER_SECS),
                 );
             }
+            Self::RateLimited { retry_after, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(*retry_after));
+            }
+            // RFC 9110 11.6.1: a 401 names the scheme it takes.
+            Self::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static(WWW_AUTHENTICATE),
+                );
+            }
             _ => {}
         }
         // For the logging middleware: the cause of a 5xx is logged there, not here.
@@ -155,6 +182,11 @@ mod tests {
             ApiError::Gone("since 7 is older than the changes kept".to_owned()),
             ApiError::StreamsBusy { max_streams: 2 },
             ApiError::MethodNotAllowed,
+            ApiError::Unauthorized("no key"),
+            ApiError::RateLimited {
+                retry_after: 3,
+                cost: 11,
+            },
             ApiError::PayloadTooLarge {
                 declared: 2,
                 limit: 1,
@@ -176,5 +208,17 @@ mod tests {
         let busy = ApiError::StreamsBusy { max_streams: 2 }.into_response();
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(busy.headers()[header::RETRY_AFTER], "5");
+        let limited = ApiError::RateLimited {
+            retry_after: 3,
+            cost: 11,
+        }
+        .into_response();
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.headers()[header::RETRY_AFTER], "3");
+        let unauthorized = ApiError::Unauthorized("no key").into_response();
+        assert_eq!(
+            unauthorized.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"tickpipe\""
+        );
     }
 }

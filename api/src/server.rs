@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::write_timeout::WriteTimeout;
 
@@ -31,8 +33,14 @@ pub(crate) async fn serve_app(
     http.timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    while let Some(stream) = accept(&listener, &shutdown).await {
-        let service = TowerToHyperService::new(app.clone());
+    while let Some((stream, peer)) = accept(&listener, &shutdown).await {
+        // The peer's address, for the rate limit of clients without a key (`crate::access`).
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
         let connection = graceful.watch(http.serve_connection(
             TokioIo::new(WriteTimeout::new(stream, write_timeout)),
             service,
@@ -50,15 +58,15 @@ pub(crate) async fn serve_app(
     graceful.shutdown().await;
 }
 
-/// The next connection, or `None` once `shutdown` is cancelled.
+/// The next connection and its peer's address, or `None` once `shutdown` is cancelled.
 async fn accept(
     listener: &tokio::net::TcpListener,
     shutdown: &CancellationToken,
-) -> Option<tokio::net::TcpStream> {
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => return Some(stream),
+                Ok(accepted) => return Some(accepted),
                 Err(error) if is_per_connection_error(&error) => {}
                 Err(error) => {
                     // Out of file descriptors and the like: give the system a moment rather than

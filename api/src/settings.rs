@@ -7,6 +7,7 @@ use serde::Deserialize;
 use tickpipe_common::config::{ConfigError, DatabaseSettings, Layers, TelemetrySettings};
 use tickpipe_common::service::ServiceSettings;
 
+use crate::access::AccessOptions;
 use crate::cors::Origins;
 use crate::params::interval::{Window, DEFAULT_WINDOW_SECS};
 use crate::stream::StreamOptions;
@@ -105,6 +106,19 @@ pub struct ApiSettings {
     /// CORS headers at all.
     #[serde(rename = "api_cors_origins", default)]
     pub cors_origins: String,
+    /// `API_RATE_LIMIT_RPS`: units of request cost each client (API key, or address) may spend a
+    /// second, sustained; `0` turns rate limits off. See `crate::access` and the API doc for the
+    /// costs and why 100.
+    #[serde(rename = "api_rate_limit_rps", default = "default_rate_limit_rps")]
+    pub rate_limit_rps: u32,
+    /// `API_RATE_LIMIT_BURST`: units a client may spend at once (its bucket's size); at least 1.
+    #[serde(rename = "api_rate_limit_burst", default = "default_rate_limit_burst")]
+    pub rate_limit_burst: u32,
+    /// `API_KEYS_FILE`: a file of the SHA-256 hashes of the valid API keys, re-read when it
+    /// changes; when set, every limited request needs a key. Unset (the default): no keys. Only
+    /// the path is kept here (and printed); the keys are read by `crate::access`.
+    #[serde(rename = "api_keys_file", default)]
+    pub keys_file: Option<PathBuf>,
 }
 
 impl ApiSettings {
@@ -142,6 +156,12 @@ impl ApiSettings {
             ));
         }
         self.cors()?;
+        if self.rate_limit_rps > 0 && self.rate_limit_burst == 0 {
+            return Err(ConfigError::new(
+                "API_RATE_LIMIT_BURST",
+                "expected a positive number of units (the most a client may spend at once)",
+            ));
+        }
         if self.stream_queue == 0 {
             return Err(ConfigError::new(
                 "API_STREAM_QUEUE",
@@ -149,6 +169,17 @@ impl ApiSettings {
             ));
         }
         Ok(())
+    }
+
+    /// The rate limits, and the keys file read now: a missing, unreadable or invalid file is an
+    /// error (only at startup: a later bad version keeps the keys read before).
+    pub(crate) fn access(&self) -> Result<AccessOptions, ConfigError> {
+        let keys_file = self
+            .keys_file
+            .as_deref()
+            .filter(|path| !path.as_os_str().is_empty());
+        AccessOptions::new(self.rate_limit_rps, self.rate_limit_burst, keys_file)
+            .map_err(|error| ConfigError::new("API_KEYS_FILE", error.to_string()))
     }
 
     /// The origins `API_CORS_ORIGINS` allows.
@@ -209,6 +240,14 @@ fn default_stream_queue() -> usize {
 
 fn default_compression_level() -> u32 {
     crate::compression::DEFAULT_LEVEL
+}
+
+fn default_rate_limit_rps() -> u32 {
+    crate::access::DEFAULT_RPS
+}
+
+fn default_rate_limit_burst() -> u32 {
+    crate::access::DEFAULT_BURST
 }
 
 fn default_web_dir() -> PathBuf {
@@ -279,6 +318,8 @@ mod tests {
             ("API_COMPRESSION_LEVEL", "-1"),
             ("API_CORS_ORIGINS", "https://app.example.com/"),
             ("API_CORS_ORIGINS", "app.example.com"),
+            ("API_RATE_LIMIT_BURST", "0"),
+            ("API_RATE_LIMIT_RPS", "-1"),
         ] {
             let error = load(&[(name, bad)]).expect_err(name).to_string();
             assert!(error.contains(name), "{name}={bad}: {error}");
@@ -293,5 +334,22 @@ mod tests {
         let set = load(&[("API_COMPRESSION_LEVEL", "0"), ("API_CORS_ORIGINS", "*")]).expect("set");
         assert_eq!(set.api.compression_level, 0);
         assert_eq!(set.api.cors().ok(), Some(Origins::Any));
+    }
+
+    #[test]
+    fn rate_limits_have_defaults_and_zero_turns_them_off() {
+        let defaults = load(&[]).expect("defaults");
+        assert_eq!(
+            (defaults.api.rate_limit_rps, defaults.api.rate_limit_burst),
+            (100, 400)
+        );
+        assert!(defaults.api.access().expect("access").rate.is_some());
+        assert!(defaults.api.keys_file.is_none());
+        let off = load(&[("API_RATE_LIMIT_RPS", "0"), ("API_RATE_LIMIT_BURST", "0")]).expect("off");
+        let access = off.api.access().expect("access");
+        assert!(access.rate.is_none() && access.keys.is_none());
+        let missing = load(&[("API_KEYS_FILE", "/nonexistent/tickpipe-keys")]).expect("loads");
+        let error = missing.api.access().expect_err("missing file").to_string();
+        assert!(error.contains("API_KEYS_FILE"), "{error}");
     }
 }

@@ -43,15 +43,28 @@ pub fn app_with_metrics(pool: PgPool, query_timeout: Duration, registry: &mut Re
             listen: None,
             compression_level: crate::compression::DEFAULT_LEVEL,
             cors: Default::default(),
+            // No limits and no keys: the suites send many requests quickly; the rate limit tests
+            // turn them on through `app_with_settings`.
+            access: Default::default(),
         },
         registry,
     )
 }
 
 /// The application over `pool` as the binary builds it from `settings` (its query timeout, body
-/// limit, `AGGREGATOR_WINDOW_SECS` and stream settings), without the server; its streams end when
-/// the application is dropped.
+/// limit, `AGGREGATOR_WINDOW_SECS`, stream settings, rate limits and keys), without the server;
+/// its streams end when the application is dropped. Requests that do not come with a
+/// `ConnectInfo<SocketAddr>` extension share one rate-limit bucket.
 pub fn app_with_settings(pool: PgPool, settings: &ApiSettings) -> Result<Router, String> {
+    app_with_settings_and_metrics(pool, settings, &mut Registry::default())
+}
+
+/// [`app_with_settings`] with its metrics registered in `registry`.
+pub fn app_with_settings_and_metrics(
+    pool: PgPool,
+    settings: &ApiSettings,
+    registry: &mut Registry,
+) -> Result<Router, String> {
     let window = settings.window().map_err(|error| error.to_string())?;
     let stream = settings
         .stream_options(CancellationToken::new())
@@ -68,7 +81,8 @@ pub fn app_with_settings(pool: PgPool, settings: &ApiSettings) -> Result<Router,
             listen: None,
             compression_level: settings.compression_level,
             cors: settings.cors().map_err(|error| error.to_string())?,
+            access: settings.access().map_err(|error| error.to_string())?,
         },
-        &mut Registry::default(),
+        registry,
     ))
 }

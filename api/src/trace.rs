@@ -1,5 +1,8 @@
 //! One span and one log line per request, a request id, and the causes of server errors.
 //!
+//! The URI is logged with any `api_key` parameter's value as `REDACTED`; no header is logged, so
+//! no API key reaches a log line.
+//!
 //! Every request gets an `x-request-id` (the client's, if it sent one, else a new UUID), returned
 //! in the response. Its span, `request`, carries the method, the matched route, the URI, the id and,
 //! once answered, the status and the latency in milliseconds; the line `answered` is logged at info
@@ -61,11 +64,17 @@ fn make_span(request: &Request) -> Span {
         .get(&REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .map(|id| display(id.to_owned()));
+    // An API key in the query (`api_key`, for an EventSource) never reaches the log.
+    let uri = request.uri();
+    let uri = match uri.query() {
+        Some(query) => format!("{}?{}", uri.path(), crate::access::redact_query(query)),
+        None => uri.to_string(),
+    };
     tracing::info_span!(
         "request",
         method = %request.method(),
         route,
-        uri = %request.uri(),
+        uri = %uri,
         request_id,
         status = Empty,
         latency_ms = Empty,
@@ -90,6 +99,9 @@ pub(crate) async fn log_errors(request: Request, next: Next) -> Response {
             tracing::warn!(status, %cause, "answering 503");
         }
         Some(ApiError::Internal(cause)) => tracing::error!(status, %cause, "answering 500"),
+        Some(error @ ApiError::RateLimited { .. }) => {
+            tracing::info!(status, %error, "answering 429");
+        }
         Some(error) => tracing::debug!(status, %error, "answering a client error"),
         None if response.status().is_server_error() => {
             tracing::error!(status, "answering a server error without a recorded cause");

@@ -82,6 +82,8 @@ pub(crate) fn start_api(database_url: &str, port: u16) -> anyhow::Result<Child> 
         // only adds backends competing for them (4: ratio 0.67, 16: 0.59, 64: 0.42 for the latest
         // query through the database).
         .env("DATABASE_MAX_CONNECTIONS", env("BENCH_POOL", "8"))
+        // The load comes from this one address: measured without rate limits.
+        .env("API_RATE_LIMIT_RPS", "0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?)

@@ -597,8 +597,12 @@ async fn unknown_open_and_close_are_null_in_windows_and_in_their_bars() {
 /// The application as the binary builds it with `AGGREGATOR_WINDOW_SECS=secs`.
 fn app_with_window(pool: &PgPool, secs: &str) -> Router {
     crate::helpers::logs();
-    let layers = Layers::from_vars([("AGGREGATOR_WINDOW_SECS".to_owned(), secs.to_owned())])
-        .expect("layers");
+    let layers = Layers::from_vars([
+        ("AGGREGATOR_WINDOW_SECS".to_owned(), secs.to_owned()),
+        // Many requests from one client: without rate limits.
+        ("API_RATE_LIMIT_RPS".to_owned(), "0".to_owned()),
+    ])
+    .expect("layers");
     let settings = tickpipe_api::settings::Settings::load(&layers).expect("settings");
     tickpipe_api::testing::app_with_settings(pool.clone(), &settings.api).expect("app")
 }

@@ -15,8 +15,10 @@ const OTHER: &str = "http://127.0.0.1:5002";
 
 fn app_with(pool: &PgPool, vars: &[(&str, &str)]) -> Router {
     logs();
-    let layers = Layers::from_vars(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
-        .expect("layers");
+    // Without rate limits (these tests send many requests from one client), unless `vars` say.
+    let vars = [("API_RATE_LIMIT_RPS", "0")].iter().chain(vars);
+    let layers =
+        Layers::from_vars(vars.map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))).expect("layers");
     let settings = tickpipe_api::settings::Settings::load(&layers).expect("settings");
     tickpipe_api::testing::app_with_settings(pool.clone(), &settings.api).expect("app")
 }

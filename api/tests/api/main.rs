@@ -1,6 +1,7 @@
 //! The API's integration tests, one binary: against a real PostgreSQL (`scripts/services.sh up`),
 //! through the real router or over real sockets.
 
+mod access;
 mod bars;
 mod cors;
 mod helpers;

@@ -722,7 +722,8 @@ async fn the_document_describes_the_stream() {
         .iter()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert_eq!(names, ["ticker", "since", "Last-Event-ID"]);
+    // `api_key`: the key an EventSource passes, taken by the access guard before the parameters.
+    assert_eq!(names, ["ticker", "since", "Last-Event-ID", "api_key"]);
     assert!(document["components"]["schemas"]["Watermark"].is_object());
     assert_eq!(iso(T0), "2026-11-27T10:00:00Z");
 }

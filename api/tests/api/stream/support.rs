@@ -44,6 +44,8 @@ impl Server {
         let mut all = vec![
             ("DATABASE_URL".to_owned(), url.to_owned()),
             ("METRICS_ADDR".to_owned(), metrics_addr.to_string()),
+            // Hundreds of streams from one address: without rate limits, unless `vars` say.
+            ("API_RATE_LIMIT_RPS".to_owned(), "0".to_owned()),
         ];
         all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let layers = Layers::from_vars(all).expect("layers");
