@@ -14,6 +14,11 @@
 #   scripts/browser-test.sh             # all three; needs the services (started if down)
 #   scripts/browser-test.sh cors        # only those named: dashboard, 10k, cors
 #
+# The API runs with its rate limits on, at their defaults (API_RATE_LIMIT_RPS=100,
+# API_RATE_LIMIT_BURST=400) unless those variables are set: every spec fails on any HTTP error the
+# page gets, so a passing run shows the dashboard stays under them (the tests' own reads use a
+# bucket of their own, see web/tests/pipeline.mjs).
+#
 # Installs Debian's chromium and chromium-driver when /usr/bin/chromium is missing (as root, like
 # CI). Environment: BROWSER_TEST_OUT (target/browser-test), CHROMIUM (/usr/bin/chromium),
 # TICKPIPE_CARGO_LOCK (a file; when set, cargo runs under flock on it, to share a machine with

@@ -5,7 +5,13 @@
 //
 // Everything comes from the environment scripts/browser-test.sh sets: BIN_DIR (the binaries),
 // KAFKA_BROKERS, KAFKA_TOPIC, DATABASE_URL (the fresh database), AGGREGATOR_WINDOW_SECS,
-// AGGREGATOR_GRACE_MS, API_WEB_DIR, LOG_DIR.
+// AGGREGATOR_GRACE_MS, API_WEB_DIR, LOG_DIR; and, when set, the API's rate limits
+// API_RATE_LIMIT_RPS and API_RATE_LIMIT_BURST (unset: the API's defaults, 100 and 400).
+//
+// Rate limits are per client address: the page in the browser connects to 127.0.0.1, and the
+// test's own reads (`prices`) go to [::1] when this machine has an IPv6 loopback (the API then
+// listens on both), so they spend a bucket of their own and the page's requests are limited
+// exactly as a lone dashboard's would be. They also wait out a 429 as `Retry-After` says.
 
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
@@ -31,6 +37,24 @@ export function freePort() {
 }
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Whether this machine can listen on the IPv6 loopback. */
+function hasIpv6Loopback() {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(0, '::1', () => server.close(() => resolve(true)));
+  });
+}
+
+/** The API's rate limit settings from the environment, those that are set. */
+function rateLimitSettings() {
+  const settings = {};
+  for (const name of ['API_RATE_LIMIT_RPS', 'API_RATE_LIMIT_BURST']) {
+    if (process.env[name]) settings[name] = process.env[name];
+  }
+  return settings;
+}
 
 /**
  * A step runner for a spec: `step(title, body)` runs `body`, fails it if it runs longer than
@@ -123,8 +147,12 @@ export class Pipeline {
   }
 
   async startApi(extra = {}) {
+    const ipv6 = await hasIpv6Loopback();
+    // The test's own reads, from another address than the page's (see the top of this file).
+    this.checkUrl = ipv6 ? `http://[::1]:${this.apiPort}` : this.url;
     this.spawn('api', join(this.bin, 'api'), {
-      API_BIND: `127.0.0.1:${this.apiPort}`,
+      API_BIND: ipv6 ? `[::]:${this.apiPort}` : `127.0.0.1:${this.apiPort}`,
+      ...rateLimitSettings(),
       API_WEB_DIR: env('API_WEB_DIR'),
       // A shared 2-core machine under load can take longer than the default 2 s for a query; a
       // 503 then would be the machine's doing, not the page's.
@@ -155,10 +183,12 @@ export class Pipeline {
     const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== null && v !== undefined));
     const entries = [];
     for (;;) {
-      let response = await fetch(`${this.url}/v1/get-prices?${query}`);
-      for (let retry = 0; response.status === 503 && retry < 3; retry += 1) {
-        await sleep(1000); // "retry shortly", as the problem says
-        response = await fetch(`${this.url}/v1/get-prices?${query}`);
+      let response = await fetch(`${this.checkUrl}/v1/get-prices?${query}`);
+      for (let retry = 0; [429, 503].includes(response.status) && retry < 10; retry += 1) {
+        // 503: "retry shortly", as the problem says; 429: when Retry-After says.
+        const after = Number(response.headers.get('retry-after') ?? '1');
+        await sleep(Math.max(1, after) * 1000);
+        response = await fetch(`${this.checkUrl}/v1/get-prices?${query}`);
       }
       if (!response.ok) throw new Error(`get-prices ${query}: HTTP ${response.status} ${await response.text()}`);
       const body = await response.json();
