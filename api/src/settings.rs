@@ -112,6 +112,7 @@ impl ApiSettings {
     pub(crate) fn stream_options(
         &self,
         shutdown: tokio_util::sync::CancellationToken,
+        traces: tickpipe_common::otel::Tracing,
     ) -> Result<StreamOptions, ConfigError> {
         self.check_limits()?;
         Ok(StreamOptions {
@@ -119,6 +120,7 @@ impl ApiSettings {
             heartbeat: std::time::Duration::from_millis(self.stream_heartbeat_ms),
             queue: self.stream_queue,
             shutdown,
+            traces,
         })
     }
 
@@ -260,7 +262,10 @@ mod tests {
         .expect("set");
         let options = set
             .api
-            .stream_options(tokio_util::sync::CancellationToken::new())
+            .stream_options(
+                tokio_util::sync::CancellationToken::new(),
+                Default::default(),
+            )
             .expect("options");
         assert_eq!(
             (

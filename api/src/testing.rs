@@ -54,7 +54,7 @@ pub fn app_with_metrics(pool: PgPool, query_timeout: Duration, registry: &mut Re
 pub fn app_with_settings(pool: PgPool, settings: &ApiSettings) -> Result<Router, String> {
     let window = settings.window().map_err(|error| error.to_string())?;
     let stream = settings
-        .stream_options(CancellationToken::new())
+        .stream_options(CancellationToken::new(), Default::default())
         .map_err(|error| error.to_string())?;
     Ok(crate::app::router(
         pool,

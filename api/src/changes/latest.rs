@@ -176,6 +176,7 @@ mod tests {
             frame: axum::body::Bytes::new(),
             price,
             complete_before: boundary.map(at),
+            trace: None,
         })
     }
 
