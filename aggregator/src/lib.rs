@@ -128,20 +128,23 @@ async fn aggregate(
         tickpipe_common::telemetry::serve_metrics(addr, Arc::new(registry), shutdown.clone())
             .await?;
     }
+    consume_traced(settings, pool, metrics, shutdown).await
+}
+
+/// The consume loop on a blocking thread, with the service's traces exported (when on) until it
+/// ends, so that the last commits' spans are flushed before `run` returns.
+async fn consume_traced(
+    settings: Settings,
+    pool: sqlx::PgPool,
+    metrics: AggregatorMetrics,
+    shutdown: CancellationToken,
+) -> Result<(), AggregatorError> {
     let traces =
         tickpipe_common::otel::Tracing::for_service(&settings.telemetry.otel, "aggregator")?;
     let runtime = tokio::runtime::Handle::current();
-    let loop_shutdown = shutdown.clone();
     let loop_traces = traces.clone();
     let consumed = tokio::task::spawn_blocking(move || {
-        consumer::consume(
-            &settings,
-            pool,
-            metrics,
-            loop_traces,
-            runtime,
-            loop_shutdown,
-        )
+        consumer::consume(&settings, pool, metrics, loop_traces, runtime, shutdown)
     })
     .await;
     traces.shutdown().await;
