@@ -127,6 +127,11 @@ impl Streams {
     pub(crate) fn feed(&self) -> &Feed {
         &self.inner.context.feed
     }
+
+    /// The instance's tracer, which `GET /v1/get-prices` links its answers from memory with.
+    pub(crate) fn traces(&self) -> &tickpipe_common::otel::Tracing {
+        &self.inner.context.traces
+    }
 }
 
 /// Live prices as server-sent events.

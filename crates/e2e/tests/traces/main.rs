@@ -1,5 +1,6 @@
 //! Traces (issue 24): the services' real OTLP export, received by a minimal OTLP/HTTP receiver in
 //! the test. One record's trace must connect generator → aggregator commit → API stream delivery,
+//! a `get-prices` answer from memory must link the commits that wrote it,
 //! and with no endpoint set nothing may be exported while the pipeline still works.
 //!
 //! Each service starts its own tracer provider from its settings (none is global), so both cases
@@ -66,6 +67,22 @@ async fn a_record_is_followed_from_the_generator_to_the_stream_delivery() {
         .map(|commit| (hex(&commit.span.span_id), *commit))
         .collect();
     assert!(!linked.is_empty(), "no commit links a generator span");
+    // The latest prices answered from memory link the commits that wrote them.
+    let all_commits: HashMap<(String, String), &Received> = commits
+        .iter()
+        .map(|c| ((hex(&c.span.trace_id), hex(&c.span.span_id)), *c))
+        .collect();
+    let answers = named(&spans, "api.get_prices");
+    assert!(
+        answers.iter().any(|answer| {
+            answer.service == "api"
+                && !answer.span.links.is_empty()
+                && answer.span.links.iter().all(|link| {
+                    all_commits.contains_key(&(hex(&link.trace_id), hex(&link.span_id)))
+                })
+        }),
+        "no api.get_prices span linking commits: {answers:?}"
+    );
     let connected = deliveries.iter().find(|delivery| {
         linked
             .get(&hex(&delivery.span.parent_span_id))
@@ -103,7 +120,7 @@ async fn with_no_endpoint_nothing_is_exported() {
         ("OTEL_SERVICE_NAME", "unused"),
     ])
     .await;
-    assert!(!run.trace_parents.is_empty(), "the pipeline stored prices");
+    assert!(run.prices > 0, "the pipeline stored prices");
     assert!(
         run.trace_parents.iter().all(Option::is_none),
         "{:?}",

@@ -17,8 +17,10 @@ pub type Vars = Vec<(String, String)>;
 
 /// What a run left behind for the test to check.
 pub struct Run {
-    /// The `trace_parent` of every price entry of the change log.
+    /// The `trace_parent` of every entry of the change log (prices and boundary moves).
     pub trace_parents: Vec<Option<String>>,
+    /// How many of those entries are prices.
+    pub prices: i64,
 }
 
 fn load<S: ServiceSettings>(vars: &Vars) -> S {
@@ -81,6 +83,9 @@ pub async fn run(otel: &[(&str, &str)]) -> Run {
         .expect("a price over the stream within 60 s")
         .expect("stream task");
     assert!(price.contains("\"ticker\""), "{price}");
+    // The latest prices, from memory now that the stream keeps the feed live.
+    let latest = get(port, "/v1/get-prices").await;
+    assert!(latest.starts_with("HTTP/1.1 200"), "{latest}");
     stop.cancel();
     aggregator
         .await
@@ -88,13 +93,18 @@ pub async fn run(otel: &[(&str, &str)]) -> Run {
         .expect("aggregator");
     api.await.expect("API task").expect("API");
     delete_topics(&[&topic, &format!("{topic}.dlq")]).await;
-    let trace_parents = sqlx::query_scalar(
-        "SELECT trace_parent FROM window_changes WHERE ticker IS NOT NULL ORDER BY id",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("window_changes");
-    Run { trace_parents }
+    let trace_parents = sqlx::query_scalar("SELECT trace_parent FROM window_changes ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .expect("window_changes");
+    let prices = sqlx::query_scalar("SELECT count(*) FROM window_changes WHERE ticker IS NOT NULL")
+        .fetch_one(&db.pool)
+        .await
+        .expect("window_changes");
+    Run {
+        trace_parents,
+        prices,
+    }
 }
 
 /// Opens `/v1/stream-prices` (retrying until the API listens) and returns the first frame that
@@ -129,6 +139,24 @@ async fn first_price(port: u16) -> String {
             return frame.to_owned();
         }
     }
+}
+
+/// One HTTP/1.1 GET; the whole response.
+async fn get(port: u16, path: &str) -> String {
+    let mut connection = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    connection
+        .write_all(request.as_bytes())
+        .await
+        .expect("send");
+    let mut response = String::new();
+    connection
+        .read_to_string(&mut response)
+        .await
+        .expect("read");
+    response
 }
 
 /// Scratch topics are deleted: the broker is shared.
