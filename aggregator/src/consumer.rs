@@ -13,6 +13,7 @@ use rdkafka::error::KafkaError;
 use sqlx::PgPool;
 use tickpipe_common::clock::now_ms;
 use tickpipe_common::kafka::client_config;
+use tickpipe_common::otel::Tracing;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +34,7 @@ pub(crate) fn consume(
     settings: &Settings,
     pool: PgPool,
     metrics: AggregatorMetrics,
+    traces: Tracing,
     runtime: Handle,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
@@ -44,7 +46,7 @@ pub(crate) fn consume(
         metrics.clone(),
     );
     let consumer = create_consumer(settings, context)?;
-    let mut processor = Processor::new(settings, pool, metrics, runtime, shutdown.clone())?;
+    let mut processor = Processor::new(settings, pool, metrics, traces, runtime, shutdown.clone())?;
     // Before the first claim: a partition this instance claims is then known to the database.
     processor.check_partitions(&consumer);
     consumer.subscribe(&[&settings.kafka.topic])?;

@@ -32,6 +32,7 @@ mod retention;
 pub mod settings;
 mod throttle;
 mod topic_watch;
+mod traces;
 mod window;
 
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub enum AggregatorError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("the consume loop panicked")]
     Panicked,
+    #[error(transparent)]
+    Traces(#[from] tickpipe_common::otel::OtelError),
 }
 
 /// Runs the aggregator until `shutdown` is cancelled.
@@ -125,13 +128,27 @@ async fn aggregate(
         tickpipe_common::telemetry::serve_metrics(addr, Arc::new(registry), shutdown.clone())
             .await?;
     }
+    consume_traced(settings, pool, metrics, shutdown).await
+}
+
+/// The consume loop on a blocking thread, with the service's traces exported (when on) until it
+/// ends, so that the last commits' spans are flushed before `run` returns.
+async fn consume_traced(
+    settings: Settings,
+    pool: sqlx::PgPool,
+    metrics: AggregatorMetrics,
+    shutdown: CancellationToken,
+) -> Result<(), AggregatorError> {
+    let traces =
+        tickpipe_common::otel::Tracing::for_service(&settings.telemetry.otel, "aggregator")?;
     let runtime = tokio::runtime::Handle::current();
-    let loop_shutdown = shutdown.clone();
-    tokio::task::spawn_blocking(move || {
-        consumer::consume(&settings, pool, metrics, runtime, loop_shutdown)
+    let loop_traces = traces.clone();
+    let consumed = tokio::task::spawn_blocking(move || {
+        consumer::consume(&settings, pool, metrics, loop_traces, runtime, shutdown)
     })
-    .await
-    .map_err(|_| AggregatorError::Panicked)??;
+    .await;
+    traces.shutdown().await;
+    consumed.map_err(|_| AggregatorError::Panicked)??;
     Ok(())
 }
 

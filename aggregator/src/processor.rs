@@ -32,6 +32,8 @@ use crate::record;
 use crate::settings::Settings;
 use crate::throttle::Throttle;
 use crate::topic_watch::TopicWatch;
+use crate::traces::CommitTraces;
+use tickpipe_common::otel::Tracing;
 
 /// How often an instance prunes the change log of entries past their retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -50,6 +52,8 @@ pub(crate) struct Processor {
     writes: WriteSchedule,
     dead_letters: DeadLetters,
     metrics: AggregatorMetrics,
+    /// Each commit's span and its links to the records folded (nothing with export off).
+    commit_traces: CommitTraces,
     shutdown: CancellationToken,
     /// Invalid records and consumer errors can arrive by the thousand: one log line per interval.
     invalid_log: Throttle,
@@ -69,6 +73,7 @@ impl Processor {
         settings: &Settings,
         pool: PgPool,
         metrics: AggregatorMetrics,
+        traces: Tracing,
         runtime: Handle,
         shutdown: CancellationToken,
     ) -> Result<Self, KafkaError> {
@@ -88,6 +93,7 @@ impl Processor {
             writes: WriteSchedule::default(),
             dead_letters,
             metrics,
+            commit_traces: CommitTraces::new(traces),
             shutdown,
             invalid_log: Throttle::new(Duration::from_secs(1)),
             error_log: Throttle::new(Duration::from_secs(5)),
@@ -117,6 +123,7 @@ impl Processor {
                 for partition in partitions {
                     self.partitions.remove(&partition);
                     self.writes.forget(partition);
+                    self.commit_traces.forget(partition);
                     self.metrics
                         .consumer_lag
                         .remove(&PartitionLabel { partition });
@@ -143,6 +150,9 @@ impl Processor {
         match record::decode(message, self.now_ms, stored_future_verdict) {
             Ok((timestamp_ms, ticks)) => {
                 let outcome = state.apply(offset, timestamp_ms, &ticks, self.now_ms);
+                if outcome != Outcome::Late {
+                    self.commit_traces.folded(partition, message);
+                }
                 self.count(outcome, partition, offset, timestamp_ms);
             }
             Err(invalid) => {
@@ -248,9 +258,14 @@ impl Processor {
         if !self.dead_letters.settle() {
             return;
         }
-        let Some(commit) = self.commit(&flush) else {
+        let span = self.commit_traces.start_commit(partition, flush.rows.len());
+        let trace_parent = span.as_ref().map(|span| span.traceparent.as_str());
+        let Some(commit) = self.commit(&flush, trace_parent) else {
             return;
         };
+        if let Some(span) = span {
+            span.end(commit == Commit::Written);
+        }
         match commit {
             Commit::Written => {
                 self.writes.wrote(partition, self.now_ms);
@@ -294,7 +309,7 @@ impl Processor {
 
     /// Stores `flush`, retrying while it fails. `None` once the service shuts down.
     #[tracing::instrument(level = "debug", skip_all, fields(partition = flush.partition, windows = flush.rows.len(), resume_offset = flush.progress.resume_offset))]
-    fn commit(&self, flush: &Flush) -> Option<Commit> {
+    fn commit(&self, flush: &Flush, trace_parent: Option<&str>) -> Option<Commit> {
         let started = Instant::now();
         // Retried on every error: the transaction either happened whole or not at all, and until
         // it does nothing later on this partition can be stored.
@@ -303,7 +318,7 @@ impl Processor {
             Backoff::default(),
             &self.shutdown,
             |_: &sqlx::Error| true,
-            || tickpipe_store::commit(&self.pool, &self.topic, flush),
+            || tickpipe_store::commit_traced(&self.pool, &self.topic, flush, trace_parent),
         );
         let commit = self.runtime.block_on(committed).ok()?;
         self.metrics

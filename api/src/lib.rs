@@ -77,6 +77,8 @@ pub enum ApiServerError {
     Metrics(#[from] tickpipe_common::telemetry::MetricsServerError),
     #[error(transparent)]
     Refused(#[from] stored_width::StartupRefusal),
+    #[error(transparent)]
+    Traces(#[from] tickpipe_common::otel::OtelError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -130,6 +132,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ApiServerError> {
     let database = &settings.database;
+    let traces = tickpipe_common::otel::Tracing::for_service(&settings.telemetry.otel, "api")?;
     let pool = tickpipe_common::db::read_only_pool(database)?;
     let width_watch = check_width(&settings, &shutdown).await?;
     let mut registry = Registry::default();
@@ -147,7 +150,9 @@ pub async fn serve(
             query_timeout,
             max_body_bytes: settings.api.max_body_bytes,
             window: settings.api.window()?,
-            stream: settings.api.stream_options(shutdown.clone())?,
+            stream: settings
+                .api
+                .stream_options(shutdown.clone(), traces.clone())?,
             dashboard: web::Dashboard::load(&settings.api.web_dir),
             pooled: database.behind_pooler(),
             listen: Some(tickpipe_common::db::session_options(database)?),
@@ -172,6 +177,7 @@ pub async fn serve(
         shutdown,
     )
     .await;
+    traces.shutdown().await;
     if let Some(watch) = width_watch {
         // Finished already if it stopped the server; otherwise it has nothing more to say.
         watch.abort();

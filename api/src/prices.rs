@@ -289,13 +289,16 @@ pub(crate) async fn get_prices(
     State(db): State<Database>,
     State(feed): State<Feed>,
     State(window): State<Window>,
+    State(traces): State<tickpipe_common::otel::Tracing>,
     RawQuery(raw): RawQuery,
     query: PriceQuery,
 ) -> Result<Response, ApiError> {
     // Without parameters (what dashboards poll): from memory while the change feed is live. The
     // same query spelled with parameters (`?limit=1000`) always reads the database.
     if raw.is_none_or(|raw| raw.is_empty()) {
-        if let Some(body) = feed.latest_body() {
+        if let Some(latest) = feed.latest() {
+            latest.link(&traces);
+            let body = latest.body.clone();
             return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
         }
     }

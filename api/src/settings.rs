@@ -126,6 +126,7 @@ impl ApiSettings {
     pub(crate) fn stream_options(
         &self,
         shutdown: tokio_util::sync::CancellationToken,
+        traces: tickpipe_common::otel::Tracing,
     ) -> Result<StreamOptions, ConfigError> {
         self.check_limits()?;
         Ok(StreamOptions {
@@ -133,6 +134,7 @@ impl ApiSettings {
             heartbeat: std::time::Duration::from_millis(self.stream_heartbeat_ms),
             queue: self.stream_queue,
             shutdown,
+            traces,
         })
     }
 
@@ -299,7 +301,10 @@ mod tests {
         .expect("set");
         let options = set
             .api
-            .stream_options(tokio_util::sync::CancellationToken::new())
+            .stream_options(
+                tokio_util::sync::CancellationToken::new(),
+                Default::default(),
+            )
             .expect("options");
         assert_eq!(
             (

@@ -54,6 +54,12 @@ impl FromRef<AppState> for Streams {
     }
 }
 
+impl FromRef<AppState> for tickpipe_common::otel::Tracing {
+    fn from_ref(state: &AppState) -> Self {
+        state.streams.traces().clone()
+    }
+}
+
 impl FromRef<AppState> for Feed {
     fn from_ref(state: &AppState) -> Self {
         state.streams.feed().clone()

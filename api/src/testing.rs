@@ -67,7 +67,7 @@ pub fn app_with_settings_and_metrics(
 ) -> Result<Router, String> {
     let window = settings.window().map_err(|error| error.to_string())?;
     let stream = settings
-        .stream_options(CancellationToken::new())
+        .stream_options(CancellationToken::new(), Default::default())
         .map_err(|error| error.to_string())?;
     Ok(crate::app::router(
         pool,

@@ -28,6 +28,7 @@ use crate::producer::TickerProducer;
 use crate::schedule::Schedule;
 use crate::settings::{GeneratorSettings, Settings};
 use crate::stocks::MessageSource;
+use tickpipe_common::otel::Tracing;
 
 /// Most schedule-lag samples kept for the run summary (one minute at 10 msgs/s needs 600).
 const MAX_LAG_SAMPLES: usize = 1_000_000;
@@ -45,6 +46,8 @@ pub enum GeneratorError {
     Flush(#[source] rdkafka::error::KafkaError),
     #[error("{failed} of {sent} messages were not delivered")]
     Undelivered { sent: u64, failed: u64 },
+    #[error(transparent)]
+    Traces(#[from] tickpipe_common::otel::OtelError),
 }
 
 /// What a run did: counts and how closely it kept its schedule.
@@ -80,19 +83,24 @@ pub async fn run_with_metrics(
     metrics: GeneratorMetrics,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, GeneratorError> {
-    let Some(producer) = connect(&settings, &metrics, &shutdown).await? else {
+    let traces = Tracing::for_service(&settings.telemetry.otel, "generator")?;
+    let Some(producer) = connect(&settings, &metrics, traces.clone(), &shutdown).await? else {
+        traces.shutdown().await;
         return Ok(RunSummary::default());
     };
     let start = Instant::now();
     let summary = produce_on_schedule(&settings.generator, &producer, &metrics, &shutdown).await;
     let flush_timeout = Duration::from_secs(settings.generator.flush_timeout_secs);
-    finish(producer, summary, start, flush_timeout).await
+    let finished = finish(producer, summary, start, flush_timeout).await;
+    traces.shutdown().await;
+    finished
 }
 
 /// Makes sure the topic exists and creates the producer; `None` if shut down meanwhile.
 async fn connect(
     settings: &Settings,
     metrics: &GeneratorMetrics,
+    traces: Tracing,
     shutdown: &CancellationToken,
 ) -> Result<Option<TickerProducer>, GeneratorError> {
     let generator = &settings.generator;
@@ -113,6 +121,7 @@ async fn connect(
         topic,
         generator.compression,
         metrics.clone(),
+        traces,
     )
     .map_err(GeneratorError::Producer)?;
     tracing::info!(

@@ -9,13 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
-use rdkafka::message::DeliveryResult;
+use rdkafka::message::{DeliveryResult, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer,
 };
 use rdkafka::{ClientConfig, ClientContext, Message};
 use tickpipe_common::config::KafkaSettings;
 use tickpipe_common::kafka::{client_config, send_when_queue_has_room};
+use tickpipe_common::otel::opentelemetry::trace::{Span as _, SpanKind, Tracer as _};
+use tickpipe_common::otel::opentelemetry::KeyValue;
+use tickpipe_common::otel::{with_traceparent, Tracing};
 
 use crate::metrics::GeneratorMetrics;
 use crate::settings::Compression;
@@ -86,6 +89,9 @@ pub(crate) struct TickerProducer {
     producer: ThreadedProducer<TrackingContext>,
     tracker: Arc<DeliveryTracker>,
     topic: String,
+    /// With export on, each record gets a `generator.send` span whose context travels in its
+    /// `traceparent` header; off, records carry no header at all.
+    traces: Tracing,
 }
 
 impl std::fmt::Debug for TickerProducer {
@@ -102,6 +108,7 @@ impl TickerProducer {
         topic: &str,
         compression: Compression,
         metrics: GeneratorMetrics,
+        traces: Tracing,
     ) -> Result<Self, KafkaError> {
         let tracker = Arc::new(DeliveryTracker {
             metrics,
@@ -114,6 +121,7 @@ impl TickerProducer {
             producer,
             tracker,
             topic: topic.to_owned(),
+            traces,
         })
     }
 
@@ -122,10 +130,27 @@ impl TickerProducer {
     // rdkafka's `send` hands a refused record back in its error: large, and not ours to shrink.
     #[allow(clippy::result_large_err)]
     pub(crate) async fn send(&self, payload: &[u8], timestamp_ms: i64) -> bool {
-        let record = BaseRecord::<(), [u8]>::to(&self.topic)
+        let mut record = BaseRecord::<(), [u8]>::to(&self.topic)
             .payload(payload)
             .timestamp(timestamp_ms);
-        match send_when_queue_has_room(record, |r| self.producer.send(r)).await {
+        let span = self.traces.tracer().map(|tracer| {
+            tracer
+                .span_builder("generator.send")
+                .with_kind(SpanKind::Producer)
+                .with_attributes([
+                    KeyValue::new("messaging.system", "kafka"),
+                    KeyValue::new("messaging.destination.name", self.topic.clone()),
+                ])
+                .start(tracer)
+        });
+        if let Some(span) = &span {
+            record = record.headers(with_traceparent(OwnedHeaders::new(), span.span_context()));
+        }
+        let sent = send_when_queue_has_room(record, |r| self.producer.send(r)).await;
+        if let Some(mut span) = span {
+            span.end();
+        }
+        match sent {
             Ok(()) => true,
             Err(error) => {
                 self.tracker.failed.fetch_add(1, Ordering::Relaxed);

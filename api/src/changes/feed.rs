@@ -142,7 +142,7 @@ impl Feed {
 
     /// The answer to `GET /v1/get-prices` without parameters from memory, while the feed is live;
     /// `None` (ask the database) otherwise. Starts the feed if it is not running.
-    pub(crate) fn latest_body(&self) -> Option<axum::body::Bytes> {
+    pub(crate) fn latest(&self) -> Option<Arc<latest::Snapshot>> {
         self.start();
         let body = {
             let state = self.shared.state();
@@ -150,7 +150,7 @@ impl Feed {
                 .latest
                 .as_ref()
                 .filter(|_| state.live)
-                .map(|latest| latest.snapshot().body.clone())
+                .map(|latest| latest.snapshot())
         };
         let counter = if body.is_some() {
             &self.shared.metrics.latest_from_memory

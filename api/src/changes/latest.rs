@@ -25,6 +25,11 @@ use crate::problem::ApiError;
 use crate::query::PriceQuery;
 
 use super::log::Change;
+use tickpipe_common::otel::opentelemetry::trace::{
+    Link, Span as _, SpanContext, SpanKind, Tracer as _,
+};
+use tickpipe_common::otel::opentelemetry::KeyValue;
+use tickpipe_common::otel::Tracing;
 
 /// The state after the change with id `position`.
 #[derive(Debug)]
@@ -33,6 +38,9 @@ pub(crate) struct Latest {
     rows: BTreeMap<String, WindowPrice>,
     /// Every window starting before it is final on every partition (`None`: nothing is).
     boundary: Option<DateTime<Utc>>,
+    /// The span of the commit that last wrote each ticker's row, when that commit was traced
+    /// (unknown for rows read from the database at load).
+    commits: BTreeMap<String, SpanContext>,
     /// Rendered once per change, shared by every request.
     snapshot: Arc<Snapshot>,
 }
@@ -43,7 +51,37 @@ pub(crate) struct Snapshot {
     /// The page of the default limit (tickers in byte order, as the database path sorts them with
     /// `COLLATE "C"`), serialized exactly as the database path's `Json` does.
     pub(crate) body: Bytes,
+    /// The traced commits that wrote the rows shown, distinct, at most [`MAX_COMMIT_LINKS`]: what a
+    /// request answered from this snapshot links to.
+    pub(crate) commits: Vec<SpanContext>,
 }
+
+impl Snapshot {
+    /// With export on, an `api.get_prices` span for a request answered from this snapshot, linked
+    /// to the commits that wrote its rows: links, not a parent, since one answer shows the work of
+    /// many commits (and rows loaded from the database at start have none known).
+    pub(crate) fn link(&self, traces: &Tracing) {
+        let Some(tracer) = traces.tracer() else {
+            return;
+        };
+        let links = self
+            .commits
+            .iter()
+            .cloned()
+            .map(Link::with_context)
+            .collect();
+        tracer
+            .span_builder("api.get_prices")
+            .with_kind(SpanKind::Server)
+            .with_attributes([KeyValue::new("tickpipe.answered_from", "memory")])
+            .with_links(links)
+            .start(tracer)
+            .end();
+    }
+}
+
+/// Most commits a snapshot names (the bound on the links of a `get-prices` span).
+pub(crate) const MAX_COMMIT_LINKS: usize = 32;
 
 impl Latest {
     /// The state read from the database: the rows of the latest form and the boundary.
@@ -55,10 +93,12 @@ impl Latest {
             .into_iter()
             .map(|row| (row.ticker.clone(), row))
             .collect();
-        let snapshot = Arc::new(render(&rows, boundary)?);
+        let commits = BTreeMap::new();
+        let snapshot = Arc::new(render(&rows, boundary, &commits)?);
         Ok(Self {
             rows,
             boundary,
+            commits,
             snapshot,
         })
     }
@@ -77,14 +117,18 @@ impl Latest {
             match self.rows.get_mut(&price.ticker) {
                 // `latest_windows` keeps the greatest window start; the row of that window changes
                 // in place when a later commit adds to it.
-                Some(row) if row.window_start > price.window_start => {}
+                Some(row) if row.window_start > price.window_start => continue,
                 Some(row) => row.clone_from(price),
                 None => {
                     self.rows.insert(price.ticker.clone(), price.clone());
                 }
             }
+            match &change.trace {
+                Some(commit) => self.commits.insert(price.ticker.clone(), commit.clone()),
+                None => self.commits.remove(&price.ticker),
+            };
         }
-        self.snapshot = Arc::new(render(&self.rows, self.boundary)?);
+        self.snapshot = Arc::new(render(&self.rows, self.boundary, &self.commits)?);
         Ok(())
     }
 
@@ -97,6 +141,7 @@ impl Latest {
 fn render(
     rows: &BTreeMap<String, WindowPrice>,
     boundary: Option<DateTime<Utc>>,
+    commits: &BTreeMap<String, SpanContext>,
 ) -> Result<Snapshot, ApiError> {
     let prices: Vec<WindowPrice> = rows
         .values()
@@ -109,8 +154,15 @@ fn render(
     let body = serde_json::to_vec(&page).map_err(|error| {
         ApiError::Internal(format!("cannot serialize the latest prices: {error}"))
     })?;
+    let mut distinct: Vec<SpanContext> = Vec::new();
+    for commit in commits.values() {
+        if distinct.len() < MAX_COMMIT_LINKS && !distinct.contains(commit) {
+            distinct.push(commit.clone());
+        }
+    }
     Ok(Snapshot {
         body: Bytes::from(body),
+        commits: distinct,
     })
 }
 
@@ -176,6 +228,7 @@ mod tests {
             frame: axum::body::Bytes::new(),
             price,
             complete_before: boundary.map(at),
+            trace: None,
         })
     }
 
@@ -237,5 +290,40 @@ mod tests {
             .map(|p| p["ticker"].as_str().expect("ticker"))
             .collect();
         assert_eq!(tickers, ["BRK-A", "BRK.B", "BRKA"]);
+    }
+
+    fn traced(id: i64, price: WindowPrice, commit: u64) -> Arc<Change> {
+        let parent = format!("00-{:032x}-{:016x}-01", commit, commit);
+        let mut change = Arc::into_inner(change(id, Some(price), None)).expect("unique");
+        change.trace = tickpipe_common::otel::parse_traceparent(&parent);
+        assert!(change.trace.is_some());
+        Arc::new(change)
+    }
+
+    #[test]
+    fn the_snapshot_names_the_traced_commits_of_its_rows_bounded() {
+        let mut latest = Latest::new(vec![row("LOADED", 0, 1)], None).expect("new");
+        assert!(latest.snapshot().commits.is_empty(), "unknown at load");
+        latest
+            .apply(&[traced(1, row("A", 0, 1), 1), traced(2, row("B", 0, 1), 1)])
+            .expect("apply");
+        assert_eq!(latest.snapshot().commits.len(), 1, "one commit wrote both");
+        // A stale window changes nothing; an untraced commit of a row forgets its old one.
+        latest
+            .apply(&[traced(3, row("A", -30, 1), 2)])
+            .expect("apply");
+        assert_eq!(latest.snapshot().commits.len(), 1);
+        latest
+            .apply(&[change(4, Some(row("A", 30, 1)), None)])
+            .expect("apply");
+        latest
+            .apply(&[change(5, Some(row("B", 30, 1)), None)])
+            .expect("apply");
+        assert!(latest.snapshot().commits.is_empty());
+        let many: Vec<_> = (0..40)
+            .map(|i| traced(10 + i, row(&format!("T{i:02}"), 0, 1), 100 + i as u64))
+            .collect();
+        latest.apply(&many).expect("apply");
+        assert_eq!(latest.snapshot().commits.len(), MAX_COMMIT_LINKS);
     }
 }

@@ -13,6 +13,7 @@ use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, Postgres, QueryBuilder};
+use tickpipe_common::otel::opentelemetry::trace::SpanContext;
 use utoipa::ToSchema;
 
 use crate::database::Database;
@@ -47,6 +48,8 @@ pub(crate) struct Change {
     pub(crate) price: Option<WindowPrice>,
     /// The boundary of this commit: every window starting before it is final on every partition.
     pub(crate) complete_before: Option<DateTime<Utc>>,
+    /// The span of the aggregator's commit that wrote it, when that commit was traced.
+    pub(crate) trace: Option<SpanContext>,
 }
 
 /// The oldest and the newest id of the log (`None` while it is empty), from one snapshot.
@@ -97,7 +100,7 @@ pub(crate) async fn read(
 ) -> Result<Read, ApiError> {
     let mut sql = QueryBuilder::<Postgres>::new(
         "SELECT o.oldest, c.id, c.committed_at, c.ticker, c.window_start, c.window_end, c.price_sum, \
-         c.sample_count, c.min_price, c.max_price, c.open_price, c.close_price, c.complete_before \
+         c.sample_count, c.min_price, c.max_price, c.open_price, c.close_price, c.complete_before, c.trace_parent \
          FROM (SELECT min(id) AS oldest FROM window_changes) o \
          LEFT JOIN LATERAL (SELECT * FROM window_changes w WHERE w.id > ",
     );
@@ -143,6 +146,7 @@ struct LogRow {
     open_price: Option<i64>,
     close_price: Option<i64>,
     complete_before: Option<DateTime<Utc>>,
+    trace_parent: Option<String>,
 }
 
 impl LogRow {
@@ -184,6 +188,10 @@ impl LogRow {
             frame: frame::event(kind, id, &data),
             price,
             complete_before: self.complete_before,
+            trace: self
+                .trace_parent
+                .as_deref()
+                .and_then(tickpipe_common::otel::parse_traceparent),
         }))
     }
 

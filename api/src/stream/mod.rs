@@ -55,6 +55,8 @@ pub(crate) struct StreamOptions {
     pub(crate) queue: usize,
     /// Ends every stream (and the feed) when cancelled: the server's graceful shutdown.
     pub(crate) shutdown: CancellationToken,
+    /// Each delivery of a change whose commit was traced is a span in that commit's trace.
+    pub(crate) traces: tickpipe_common::otel::Tracing,
 }
 
 impl Default for StreamOptions {
@@ -64,6 +66,7 @@ impl Default for StreamOptions {
             heartbeat: Duration::from_millis(DEFAULT_HEARTBEAT_MS),
             queue: DEFAULT_QUEUE,
             shutdown: CancellationToken::new(),
+            traces: tickpipe_common::otel::Tracing::disabled(),
         }
     }
 }
@@ -109,6 +112,7 @@ impl Streams {
                     metrics,
                     shutdown: options.shutdown,
                     heartbeat: options.heartbeat,
+                    traces: options.traces,
                 },
                 permits: Arc::new(Semaphore::new(max_streams)),
                 max_streams,
@@ -122,6 +126,11 @@ impl Streams {
     /// The instance's change feed, which `GET /v1/get-prices` asks for the latest prices.
     pub(crate) fn feed(&self) -> &Feed {
         &self.inner.context.feed
+    }
+
+    /// The instance's tracer, which `GET /v1/get-prices` links its answers from memory with.
+    pub(crate) fn traces(&self) -> &tickpipe_common::otel::Tracing {
+        &self.inner.context.traces
     }
 }
 

@@ -21,6 +21,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
+use tickpipe_common::otel::opentelemetry::trace::{Span as _, SpanContext, SpanKind, Tracer as _};
+use tickpipe_common::otel::opentelemetry::KeyValue;
+use tickpipe_common::otel::Tracing;
+
 use crate::database::Database;
 use crate::metrics::StreamMetrics;
 
@@ -50,6 +54,7 @@ pub(crate) struct Context {
     pub(crate) shutdown: CancellationToken,
     /// A comment is written after this long without a frame.
     pub(crate) heartbeat: Duration,
+    pub(crate) traces: Tracing,
 }
 
 #[derive(Debug)]
@@ -230,16 +235,21 @@ impl Subscriber {
         Some(())
     }
 
-    /// Counts `changes` as written, with their lag from commit.
+    /// Counts `changes` as written, with their lag from commit; with export on, each change
+    /// whose commit was traced gets a delivery span in that trace.
     fn count_sent<'a>(&self, changes: impl ExactSizeIterator<Item = &'a Arc<Change>>) {
         let metrics = &self.context.metrics;
         metrics.events_sent.inc_by(changes.len() as u64);
         let now = Utc::now();
+        let tracer = self.context.traces.tracer();
         for change in changes {
             let lag = (now - change.committed_at).num_microseconds();
             metrics
                 .delivery_lag
                 .observe(lag.unwrap_or(i64::MAX).max(0) as f64 / 1e6);
+            if let (Some(tracer), Some(commit)) = (tracer, &change.trace) {
+                deliver_span(tracer, commit, change);
+            }
         }
     }
 
@@ -269,4 +279,20 @@ impl Subscriber {
             _ => true,
         }
     }
+}
+
+/// `api.stream.deliver`: `change` handed to a client's connection, a child of the span of the
+/// commit that wrote it (`window_changes.trace_parent`). Ended at once: what follows is the
+/// socket's write, which the server does after this returns.
+fn deliver_span(tracer: &tickpipe_common::otel::Tracer, commit: &SpanContext, change: &Change) {
+    let mut attributes = vec![KeyValue::new("tickpipe.change_id", change.id)];
+    if let Some(ticker) = &change.ticker {
+        attributes.push(KeyValue::new("tickpipe.ticker", ticker.clone()));
+    }
+    tracer
+        .span_builder("api.stream.deliver")
+        .with_kind(SpanKind::Producer)
+        .with_attributes(attributes)
+        .start_with_context(tracer, &tickpipe_common::otel::context_of(commit.clone()))
+        .end();
 }

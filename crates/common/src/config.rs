@@ -127,9 +127,12 @@ impl Layers {
     }
 }
 
-/// Settings every service has: how it logs.
+/// Settings every service has: how it logs, and where its traces go.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TelemetrySettings {
+    /// The standard `OTEL_*` variables; export is off unless an endpoint is set.
+    #[serde(flatten)]
+    pub otel: crate::otel::OtelSettings,
     /// `RUST_LOG`: a tracing filter such as `info` or `tickpipe_aggregator=debug,info`.
     #[serde(default = "default_rust_log")]
     pub rust_log: String,

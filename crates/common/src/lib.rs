@@ -1,7 +1,7 @@
 //! Code shared by the three tickpipe services, written once.
 //!
 //! What lives here: the wire schema of the `stocks` topic and its validation ([`message`]), layered
-//! configuration loading ([`config`]), logging and Prometheus metrics ([`telemetry`]), the database pools
+//! configuration loading ([`config`]), logging and Prometheus metrics ([`telemetry`]), OpenTelemetry traces ([`otel`]), the database pools
 //! ([`db`]), Kafka client settings ([`kafka_settings`], checked by [`kafka_check`]) and the clients' common
 //! configuration ([`kafka`]), topic creation or lookup ([`topics`]), secrets and `<VAR>_FILE` ([`secret`]), graceful shutdown
 //! ([`shutdown`]), retry pacing ([`backoff`]) and the container health probe ([`healthcheck`]).
@@ -19,6 +19,7 @@ pub mod kafka;
 pub mod kafka_check;
 pub mod kafka_diagnosis;
 pub mod kafka_settings;
+pub mod otel;
 pub mod pool_metrics;
 pub mod secret;
 pub mod service;

@@ -42,17 +42,26 @@ where
             ExitCode::FAILURE
         };
     }
-    if let Err(error) = crate::telemetry::init_tracing(settings.telemetry()) {
+    // Before the subscriber, so that its layer exports the service's spans; the service's `run`
+    // picks the same provider up (`Tracing::for_service`).
+    let traces = match crate::otel::Tracing::install(&settings.telemetry().otel, name) {
+        Ok(traces) => traces,
+        Err(error) => return fail(&error),
+    };
+    if let Err(error) = crate::telemetry::init_tracing(settings.telemetry(), &traces) {
         return fail(&error);
     }
     tracing::info!(?settings, "starting {name}");
-    match run(settings, crate::shutdown::on_signal()).await {
+    let code = match run(settings, crate::shutdown::on_signal()).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = %chain(&error), "{name} failed");
             fail(&error)
         }
-    }
+    };
+    // Spans still buffered are exported before the process ends.
+    traces.shutdown().await;
+    code
 }
 
 /// Prints `Error: ...` with the whole cause chain on one line; a backtrace would only hide it.

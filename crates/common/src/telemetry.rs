@@ -23,15 +23,22 @@ use crate::config::{ConfigError, LogFormat, TelemetrySettings};
 /// Content type of the Prometheus text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Installs the global tracing subscriber. Call once, from the binary.
-pub fn init_tracing(settings: &TelemetrySettings) -> Result<(), ConfigError> {
+/// Installs the global tracing subscriber. Call once, from the binary. With `traces` enabled, the
+/// `info` spans (those the filter lets through) are exported too, through `tracing-opentelemetry`.
+pub fn init_tracing(
+    settings: &TelemetrySettings,
+    traces: &crate::otel::Tracing,
+) -> Result<(), ConfigError> {
     let filter = EnvFilter::try_new(&settings.rust_log).map_err(|e| {
         ConfigError::new(
             "RUST_LOG",
             format!("expected a tracing filter such as `info`: {e}"),
         )
     })?;
-    let registry = tracing_subscriber::registry().with(filter);
+    let otel = traces
+        .tracer()
+        .map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer.clone()));
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = match settings.log_format {
         LogFormat::Text => registry
             .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))

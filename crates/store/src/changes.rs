@@ -41,10 +41,13 @@ pub struct ChangedRow {
 }
 
 /// Appends `rows` (and a watermark entry if the boundary moved) to the log and
-/// notifies listeners on commit. Call it last in the transaction.
+/// notifies listeners on commit. Call it last in the transaction. `trace_parent` is the W3C
+/// `traceparent` of the commit's span, stored with each entry so that the API's deliveries join
+/// its trace; `None` when traces are off.
 pub async fn append(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[ChangedRow],
+    trace_parent: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(LOG_LOCK)
@@ -62,10 +65,10 @@ pub async fn append(
         (Some(_), None) => true,
         (None, _) => false,
     };
-    let mut newest = log_rows(tx, rows, boundary).await?;
+    let mut newest = log_rows(tx, rows, boundary, trace_parent).await?;
     if moved {
         // After the price entries, so a client learns a window is final after its last change.
-        newest = Some(log_watermark(tx, boundary).await?);
+        newest = Some(log_watermark(tx, boundary, trace_parent).await?);
     }
     if let Some(newest) = newest {
         sqlx::query("SELECT pg_notify($1, $2)")
@@ -82,6 +85,7 @@ async fn log_rows(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[ChangedRow],
     boundary: Option<DateTime<Utc>>,
+    trace_parent: Option<&str>,
 ) -> Result<Option<i64>, sqlx::Error> {
     if rows.is_empty() {
         return Ok(None);
@@ -89,8 +93,9 @@ async fn log_rows(
     sqlx::query_scalar(
         "WITH changed AS (
              INSERT INTO window_changes (id, ticker, window_start, window_end, price_sum, sample_count,
-                                         min_price, max_price, open_price, close_price, complete_before)
-             SELECT nextval('window_changes_id'), t.*, $10
+                                         min_price, max_price, open_price, close_price, complete_before,
+                                         trace_parent)
+             SELECT nextval('window_changes_id'), t.*, $10, $11
              FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::bigint[],
                          $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[]) AS t
              RETURNING id
@@ -107,6 +112,7 @@ async fn log_rows(
     .bind(rows.iter().map(|r| r.open_price).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.close_price).collect::<Vec<_>>())
     .bind(boundary)
+    .bind(trace_parent)
     .fetch_one(&mut **tx)
     .await
 }
@@ -115,12 +121,14 @@ async fn log_rows(
 async fn log_watermark(
     tx: &mut Transaction<'_, Postgres>,
     boundary: Option<DateTime<Utc>>,
+    trace_parent: Option<&str>,
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "INSERT INTO window_changes (id, complete_before)
-         VALUES (nextval('window_changes_id'), $1) RETURNING id",
+        "INSERT INTO window_changes (id, complete_before, trace_parent)
+         VALUES (nextval('window_changes_id'), $1, $2) RETURNING id",
     )
     .bind(boundary)
+    .bind(trace_parent)
     .fetch_one(&mut **tx)
     .await
 }

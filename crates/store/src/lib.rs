@@ -32,4 +32,4 @@ pub mod shape;
 pub mod write;
 
 pub use rows::{Accumulator, Flush, KeyedPrice, PriceKey, Progress, WindowRow};
-pub use write::{claim, commit, Commit};
+pub use write::{claim, commit, commit_traced, Commit};

@@ -51,7 +51,7 @@ pub async fn record(
     .bind(checked_ms)
     .fetch_all(&mut *tx)
     .await?;
-    changes::append(&mut tx, &[]).await?;
+    changes::append(&mut tx, &[], None).await?;
     tx.commit().await?;
     Ok(added)
 }

@@ -49,7 +49,7 @@ pub async fn claim(pool: &PgPool, topic: &str, partition: i32) -> Result<Progres
     // A partition claimed for the first time may lower the boundary (one not known before
     // has closed nothing): the log (and so the API's stream and in-memory latest prices) must
     // learn it like any other move.
-    changes::append(&mut tx, &[]).await?;
+    changes::append(&mut tx, &[], None).await?;
     tx.commit().await?;
     Ok(Progress {
         resume_offset: row.try_get("resume_offset")?,
@@ -63,8 +63,19 @@ pub async fn claim(pool: &PgPool, topic: &str, partition: i32) -> Result<Progres
 }
 
 /// Adds the flushed windows to the table and stores the progress, atomically, unless fenced.
-#[tracing::instrument(level = "debug", skip_all, fields(partition = flush.partition))]
 pub async fn commit(pool: &PgPool, topic: &str, flush: &Flush) -> Result<Commit, sqlx::Error> {
+    commit_traced(pool, topic, flush, None).await
+}
+
+/// [`commit`], with the `traceparent` of the commit's span stored in the change log's entries
+/// (see [`changes::append`]).
+#[tracing::instrument(level = "debug", skip_all, fields(partition = flush.partition))]
+pub async fn commit_traced(
+    pool: &PgPool,
+    topic: &str,
+    flush: &Flush,
+    trace_parent: Option<&str>,
+) -> Result<Commit, sqlx::Error> {
     let window_ms = flush
         .rows
         .first()
@@ -101,7 +112,7 @@ pub async fn commit(pool: &PgPool, topic: &str, flush: &Flush) -> Result<Commit,
         }
     }
     // Last: it takes the log's lock, which must come after every row lock (see `changes`).
-    changes::append(&mut tx, &changed).await?;
+    changes::append(&mut tx, &changed, trace_parent).await?;
     tx.commit().await?;
     Ok(Commit::Written)
 }
