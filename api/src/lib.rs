@@ -178,7 +178,14 @@ pub async fn serve(
     )
     .await;
     traces.shutdown().await;
-    if let Some(watch) = width_watch {
+    width_verdict(width_watch).await
+}
+
+/// What the width watch found once the server has stopped: the refusal that stopped it, if any.
+async fn width_verdict(
+    watch: Option<tokio::task::JoinHandle<Option<stored_width::StartupRefusal>>>,
+) -> Result<(), ApiServerError> {
+    if let Some(watch) = watch {
         // Finished already if it stopped the server; otherwise it has nothing more to say.
         watch.abort();
         if let Ok(Some(mismatch)) = watch.await {
