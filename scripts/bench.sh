@@ -37,18 +37,24 @@ AGGREGATOR_BIN=$target/release/aggregator API_BIN=$target/release/api export AGG
 export TICKPIPE_PG_LOG="${TICKPIPE_STATE_DIR:-${TMPDIR:-/tmp}/tickpipe-services}/logs/postgres.log"
 run "generator: pacing and throughput" bench_generator generator
 run "aggregator: backfill throughput and memory" bench_aggregator aggregator
+# The aggregator binary at git revision $1, built from a worktree in target/$2-src into target/$2
+# (its own target directory: the revision's lock file may differ); prints the binary's path.
+aggregator_at() { # rev name
+    [[ -d "target/$2-src" ]] || git worktree add -q --detach -f "target/$2-src" "$1"
+    git -C "target/$2-src" checkout -q --detach "$1"
+    echo "== building the aggregator at $1" >&2
+    CARGO_TARGET_DIR="$PWD/target/$2" cargo build --release --locked -q \
+        --manifest-path "target/$2-src/Cargo.toml" -p tickpipe-aggregator --bin aggregator >&2
+    echo "target/$2/release/aggregator"
+}
 # Rollups and group commit (issue 20): this aggregator against the one before the rollups existed
 # (BENCH_BASELINE_REV, built in target/baseline from a worktree in target/baseline-src), both on
 # the same pre-filled topic in the same run: the generator's three stocks, then BENCH_ROLLUPS_TICKERS
 # (1000) tickers, whose windows hold many rows and so many bar upserts.
 if [[ ",$sections," == *",rollups,"* ]]; then
     baseline_rev="${BENCH_BASELINE_REV:-c306999}"
-    [[ -d target/baseline-src ]] || git worktree add -q --detach -f target/baseline-src "$baseline_rev"
-    git -C target/baseline-src checkout -q --detach "$baseline_rev"
-    echo "== building the baseline aggregator ($baseline_rev)"
-    CARGO_TARGET_DIR="$PWD/target/baseline" cargo build --release --locked -q \
-        --manifest-path target/baseline-src/Cargo.toml -p tickpipe-aggregator --bin aggregator
-    export BENCH_BASELINE_BIN=target/baseline/release/aggregator
+    BENCH_BASELINE_BIN=$(aggregator_at "$baseline_rev" baseline)
+    export BENCH_BASELINE_BIN
     for tickers in 0 "${BENCH_ROLLUPS_TICKERS:-1000}"; do
         BENCH_TICKERS=$tickers run "rollups: against $baseline_rev, BENCH_TICKERS=$tickers" bench_aggregator rollups
     done
@@ -60,12 +66,8 @@ run "api: latency under load, against pgbench on the same SQL" bench_api api
 # the tracing code costs when it is off. (Export on is not measured: see docs/benchmarks.md.)
 if [[ ",$sections," == *",traces,"* ]]; then
     traces_rev="${BENCH_TRACES_REV:-e3f31c7}"
-    [[ -d target/traces-src ]] || git worktree add -q --detach -f target/traces-src "$traces_rev"
-    git -C target/traces-src checkout -q --detach "$traces_rev"
-    echo "== building the aggregator before traces ($traces_rev)"
-    CARGO_TARGET_DIR="$PWD/target/traces-baseline" cargo build --release --locked -q \
-        --manifest-path target/traces-src/Cargo.toml -p tickpipe-aggregator --bin aggregator
-    export BENCH_BASELINE_BIN=target/traces-baseline/release/aggregator
+    BENCH_BASELINE_BIN=$(aggregator_at "$traces_rev" traces-baseline)
+    export BENCH_BASELINE_BIN
     traces_run() { # label
         echo "== traces: $1, against the aggregator at $traces_rev"
         "$target/release/examples/bench_aggregator" | sed "s/^bench|/bench|traces $1: /" | tee -a "$results"
