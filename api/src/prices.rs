@@ -11,14 +11,13 @@
 //! handler accepts.
 
 use axum::extract::{FromRef, FromRequestParts, RawQuery, State};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tickpipe_common::message::MAX_TICKER_LEN;
 use tickpipe_store::boundary::BOUNDARY_MS_SQL;
-use tracing::field::Empty;
-use tracing::Span;
+use tracing::{field::Empty, Span};
 use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{
     AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
@@ -291,18 +290,20 @@ pub(crate) async fn get_prices(
     State(window): State<Window>,
     State(traces): State<tickpipe_common::otel::Tracing>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
     query: PriceQuery,
 ) -> Result<Response, ApiError> {
     // Without parameters (what dashboards poll): from memory while the change feed is live. The
     // same query spelled with parameters (`?limit=1000`) always reads the database.
     if raw.is_none_or(|raw| raw.is_empty()) {
         if let Some(latest) = feed.latest() {
-            latest.link(&traces);
+            crate::trace::answer_span(&traces, &headers, "memory", || latest.commits.clone());
             let body = latest.body.clone();
             return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
         }
     }
     let (rows, boundary) = fetch_rows(&db, &query).await?;
+    crate::trace::answer_span(&traces, &headers, "database", || feed.commits_of(&rows));
     let immutable = never_changes(&query, window, boundary, &rows);
     let mut response = Json(page(&query, rows)).into_response();
     if immutable {

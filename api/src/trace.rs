@@ -9,16 +9,25 @@
 //! inside it. Anything logged while the request runs (the database calls at debug, see
 //! [`crate::database`]) is inside the same span, so a slow request can be followed by its id.
 //!
+//! With trace export on, the `request` span continues the trace of a client's W3C `traceparent`
+//! header, and [`answer_span`] records what a prices answer was built from, linked to the
+//! aggregator's commits behind it.
+//!
 //! [`ApiError`] renders without side effects and leaves itself in the response's extensions;
 //! [`log_errors`] logs the cause of a 503 (warn) or a 500 (error) from there.
 
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderName;
+use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
+use tickpipe_common::otel::opentelemetry::trace::{
+    Link, Span as _, SpanContext, SpanKind, Tracer as _,
+};
+use tickpipe_common::otel::opentelemetry::{Context, KeyValue};
+use tickpipe_common::otel::Tracing;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::field::{display, Empty};
@@ -70,7 +79,7 @@ fn make_span(request: &Request) -> Span {
         Some(query) => format!("{}?{}", uri.path(), crate::access::redact_query(query)),
         None => uri.to_string(),
     };
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         method = %request.method(),
         route,
@@ -78,7 +87,42 @@ fn make_span(request: &Request) -> Span {
         request_id,
         status = Empty,
         latency_ms = Empty,
-    )
+    );
+    if let Some(parent) = client_trace(request.headers()) {
+        tickpipe_common::otel::continue_trace(&span, parent);
+    }
+    span
+}
+
+/// The span a client's valid `traceparent` header names (one header; a malformed one is ignored,
+/// as the W3C specification asks).
+fn client_trace(headers: &HeaderMap) -> Option<SpanContext> {
+    let value = headers.get(tickpipe_common::otel::TRACEPARENT)?;
+    tickpipe_common::otel::parse_traceparent(value.to_str().ok()?)
+}
+
+/// With export on, the `api.get_prices` span of one answer: a child of the request's span (or,
+/// when no exporter is in the subscriber, of the client's `traceparent`), linked to the commits
+/// that wrote the rows it shows. Links rather than a parent, since one answer shows the work of
+/// many commits. `commits` is called only with export on.
+pub(crate) fn answer_span(
+    traces: &Tracing,
+    headers: &HeaderMap,
+    answered_from: &'static str,
+    commits: impl FnOnce() -> Vec<SpanContext>,
+) {
+    let Some(tracer) = traces.tracer() else {
+        return;
+    };
+    let parent = tickpipe_common::otel::current_span_context().or_else(|| client_trace(headers));
+    let context = parent.map_or_else(Context::new, tickpipe_common::otel::context_of);
+    tracer
+        .span_builder("api.get_prices")
+        .with_kind(SpanKind::Server)
+        .with_attributes([KeyValue::new("tickpipe.answered_from", answered_from)])
+        .with_links(commits().into_iter().map(Link::with_context).collect())
+        .start_with_context(tracer, &context)
+        .end();
 }
 
 fn on_response(response: &Response, latency: Duration, span: &Span) {

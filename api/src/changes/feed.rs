@@ -24,14 +24,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::body::Bytes;
 use sqlx::postgres::PgConnectOptions;
+use tickpipe_common::otel::opentelemetry::trace::SpanContext;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use crate::database::Database;
 use crate::metrics::StreamMetrics;
+use crate::model::WindowPrice;
 use crate::problem::ApiError;
 
+use super::commits::RecentCommits;
 use super::frame;
 use super::latest::{self, Latest};
 use super::listen;
@@ -91,6 +94,8 @@ pub(super) struct State {
     latest: Option<Latest>,
     /// Listening, and everything announced so far is published: `latest` may be served.
     pub(super) live: bool,
+    /// The traced commits of recent changes, kept only while trace export is on.
+    commits: Option<RecentCommits>,
     next_key: u64,
     pub(super) subscribers: HashMap<u64, mpsc::Sender<Arc<Batch>>>,
 }
@@ -114,14 +119,20 @@ impl Drop for Subscription {
 
 impl Feed {
     /// `connect`: how to open the listening connection; `queue`: batches a subscriber may fall
-    /// behind before it is dropped.
+    /// behind before it is dropped; `remember_commits`: whether to keep [`Feed::commits_of`]
+    /// (trace export is on).
     pub(crate) fn new(
         db: Database,
         connect: PgConnectOptions,
         queue: usize,
         metrics: StreamMetrics,
         stop: CancellationToken,
+        remember_commits: bool,
     ) -> Self {
+        let state = State {
+            commits: remember_commits.then(RecentCommits::default),
+            ..State::default()
+        };
         Self {
             shared: Arc::new(Shared {
                 db,
@@ -130,7 +141,7 @@ impl Feed {
                 metrics,
                 stop,
                 started: AtomicBool::new(false),
-                state: Mutex::default(),
+                state: Mutex::new(state),
             }),
         }
     }
@@ -159,6 +170,21 @@ impl Feed {
         };
         counter.inc();
         body
+    }
+
+    /// The traced commits that wrote the recent windows inside `rows` (see [`RecentCommits`]):
+    /// what an answer read from the database links to. Empty unless trace export is on; starts
+    /// the feed then, so that it follows the commits from the first traced request on.
+    pub(crate) fn commits_of(&self, rows: &[WindowPrice]) -> Vec<SpanContext> {
+        if self.shared.state().commits.is_none() {
+            return Vec::new();
+        }
+        self.start();
+        let state = self.shared.state();
+        state
+            .commits
+            .as_ref()
+            .map_or_else(Vec::new, |commits| commits.of(rows))
     }
 
     /// Registers a subscriber, starting the feed if it is not running.
@@ -214,6 +240,9 @@ impl Shared {
                 tracing::error!(%error, "cannot keep the latest prices in memory");
                 state.latest = None;
             }
+        }
+        if let Some(commits) = state.commits.as_mut() {
+            commits.apply(&batch.changes);
         }
         state.published = Some(batch.upto);
         state

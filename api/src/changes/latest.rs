@@ -25,11 +25,7 @@ use crate::problem::ApiError;
 use crate::query::PriceQuery;
 
 use super::log::Change;
-use tickpipe_common::otel::opentelemetry::trace::{
-    Link, Span as _, SpanContext, SpanKind, Tracer as _,
-};
-use tickpipe_common::otel::opentelemetry::KeyValue;
-use tickpipe_common::otel::Tracing;
+use tickpipe_common::otel::opentelemetry::trace::SpanContext;
 
 /// The state after the change with id `position`.
 #[derive(Debug)]
@@ -54,30 +50,6 @@ pub(crate) struct Snapshot {
     /// The traced commits that wrote the rows shown, distinct, at most [`MAX_COMMIT_LINKS`]: what a
     /// request answered from this snapshot links to.
     pub(crate) commits: Vec<SpanContext>,
-}
-
-impl Snapshot {
-    /// With export on, an `api.get_prices` span for a request answered from this snapshot, linked
-    /// to the commits that wrote its rows: links, not a parent, since one answer shows the work of
-    /// many commits (and rows loaded from the database at start have none known).
-    pub(crate) fn link(&self, traces: &Tracing) {
-        let Some(tracer) = traces.tracer() else {
-            return;
-        };
-        let links = self
-            .commits
-            .iter()
-            .cloned()
-            .map(Link::with_context)
-            .collect();
-        tracer
-            .span_builder("api.get_prices")
-            .with_kind(SpanKind::Server)
-            .with_attributes([KeyValue::new("tickpipe.answered_from", "memory")])
-            .with_links(links)
-            .start(tracer)
-            .end();
-    }
 }
 
 /// Most commits a snapshot names (the bound on the links of a `get-prices` span).

@@ -5,10 +5,12 @@
 //! as the bytes every stream writes), `feed` holds the one `LISTEN` connection of the instance (its
 //! task in `listen`) and fans new entries out to every stream, and
 //! `latest` is the latest prices the feed keeps in memory, which `GET /v1/get-prices` without
-//! parameters serves while the feed is live. Apart from the endpoints because both use it: the
+//! parameters serves while the feed is live; with trace export on, `commits` remembers which
+//! traced commit wrote each recent window, for the spans of answers read from the database. Apart from the endpoints because both use it: the
 //! stream subscribes to the feed and reads the log, the prices endpoint asks the feed for the
 //! latest prices.
 
+mod commits;
 pub(crate) mod feed;
 pub(crate) mod frame;
 pub(crate) mod latest;

@@ -101,6 +101,7 @@ impl Streams {
             options.queue,
             metrics.clone(),
             stop.clone(),
+            options.traces.is_enabled(),
         );
         let max_streams = options.max_streams.min(Semaphore::MAX_PERMITS);
         fd_limit::warn_if_too_low(max_streams);

@@ -27,7 +27,8 @@ use serde::Deserialize;
 use crate::config::ConfigError;
 
 pub use propagation::{
-    context_of, from_headers, parse_traceparent, traceparent, with_traceparent, TRACEPARENT,
+    context_of, continue_trace, current_span_context, from_headers, parse_traceparent, traceparent,
+    with_traceparent, TRACEPARENT,
 };
 
 /// Re-exported so that services build spans with the same version of the API.

@@ -69,3 +69,20 @@ pub fn from_headers<H: Headers>(headers: &H) -> Option<SpanContext> {
     let header = headers.iter().find(|header| header.key == TRACEPARENT)?;
     parse_traceparent(std::str::from_utf8(header.value?).ok()?)
 }
+
+/// The span context of the current `tracing` span as the exporter sees it; `None` when no
+/// exporter is installed in the subscriber (export off, or a test running services in process).
+pub fn current_span_context() -> Option<SpanContext> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let context = tracing::Span::current().context();
+    let span = context.span().span_context().clone();
+    span.is_valid().then_some(span)
+}
+
+/// Makes the not yet entered `span` a child of `parent` (a client's `traceparent`), so that a
+/// caller's trace continues through the request. Nothing happens without an installed exporter.
+pub fn continue_trace(span: &tracing::Span, parent: SpanContext) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    // Fails only without the exporter's layer, or once the span was entered: nothing to continue.
+    let _ = span.set_parent(context_of(parent));
+}

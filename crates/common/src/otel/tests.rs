@@ -113,3 +113,30 @@ fn kafka_headers_carry_the_context() {
     assert_eq!(from_headers(&headers), Some(context));
     assert_eq!(from_headers(&OwnedHeaders::new()), None);
 }
+
+#[test]
+fn a_request_span_continues_its_callers_trace_through_the_layer() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    // The binary's arrangement: the SDK's tracer in the subscriber through tracing-opentelemetry
+    // (no exporter: ids are assigned all the same).
+    let provider = SdkTracerProvider::builder().build();
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+    let subscriber = tracing_subscriber::registry().with(layer);
+    let caller = parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .expect("valid");
+    tracing::subscriber::with_default(subscriber, || {
+        assert_eq!(current_span_context(), None, "outside any span");
+        let span = tracing::info_span!("request");
+        continue_trace(&span, caller.clone());
+        let inside = span.in_scope(current_span_context).expect("a span context");
+        assert_eq!(inside.trace_id(), caller.trace_id(), "the caller's trace");
+        assert_ne!(inside.span_id(), caller.span_id(), "a span of its own");
+        // A span without a caller starts a trace of its own.
+        let alone = tracing::info_span!("request").in_scope(current_span_context);
+        assert_ne!(alone.expect("a span context").trace_id(), caller.trace_id());
+    });
+    // Without the layer there is nothing to continue, and nothing fails.
+    let span = tracing::info_span!("request");
+    continue_trace(&span, caller);
+    assert_eq!(span.in_scope(current_span_context), None);
+}

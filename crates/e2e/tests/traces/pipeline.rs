@@ -15,6 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 pub type Vars = Vec<(String, String)>;
 
+/// The callers' traces of the two requests answered from the database (windows, then bars): each
+/// answer's span must continue its caller's trace.
+pub const CALLER_WINDOWS: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+pub const CALLER_BARS: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 /// What a run left behind for the test to check.
 pub struct Run {
     /// The `trace_parent` of every entry of the change log (prices and boundary moves).
@@ -84,8 +89,22 @@ pub async fn run(otel: &[(&str, &str)]) -> Run {
         .expect("stream task");
     assert!(price.contains("\"ticker\""), "{price}");
     // The latest prices, from memory now that the stream keeps the feed live.
-    let latest = get(port, "/v1/get-prices").await;
+    let latest = get(port, "/v1/get-prices", None).await;
     assert!(latest.starts_with("HTTP/1.1 200"), "{latest}");
+    // The same prices and bars of the last hour through the database, each from a traced caller.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    let hour_ago = now.expect("after 1970").as_secs() - 3600;
+    for (path, caller) in [
+        ("/v1/get-prices?limit=1000".to_owned(), CALLER_WINDOWS),
+        (
+            format!("/v1/get-prices?interval=1m&startTime={hour_ago}"),
+            CALLER_BARS,
+        ),
+    ] {
+        let answer = get(port, &path, Some(caller)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("\"ticker\""), "{answer}");
+    }
     stop.cancel();
     aggregator
         .await
@@ -141,12 +160,14 @@ async fn first_price(port: u16) -> String {
     }
 }
 
-/// One HTTP/1.1 GET; the whole response.
-async fn get(port: u16, path: &str) -> String {
+/// One HTTP/1.1 GET, with a `traceparent` header if given; the whole response.
+async fn get(port: u16, path: &str, traceparent: Option<&str>) -> String {
     let mut connection = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let trace = traceparent.map_or_else(String::new, |t| format!("traceparent: {t}\r\n"));
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{trace}Connection: close\r\n\r\n");
     connection
         .write_all(request.as_bytes())
         .await
