@@ -10,7 +10,7 @@
 #   BENCH_SECTIONS=history scripts/bench.sh   # bar queries at 10 thousand and 10 million windows
 #   BENCH_HISTORY_WINDOWS=10,2880 BENCH_SECTIONS=history scripts/bench.sh   # a smaller large size
 #   BENCH_SECTIONS=rollups scripts/bench.sh   # this aggregator against the one before the rollups
-#   BENCH_SECTIONS=traces scripts/bench.sh    # the aggregator, export off, against the one before traces
+#   BENCH_SECTIONS=traces scripts/bench.sh    # the aggregator, export off and on, against the one before traces
 # Each API query prints requests/s (wrk), pgbench tps on the same SQL in the same run, their ratio,
 # the API's CPU per request and, from pg_stat_statements, what PostgreSQL did per request.
 set -euo pipefail
@@ -61,9 +61,9 @@ if [[ ",$sections," == *",rollups,"* ]]; then
     unset BENCH_BASELINE_BIN
 fi
 run "api: latency under load, against pgbench on the same SQL" bench_api api
-# Traces (issue 24): the aggregator with OTEL_EXPORTER_OTLP_ENDPOINT unset against the same
-# aggregator before traces existed (BENCH_TRACES_REV), on one pre-filled topic in one run: what
-# the tracing code costs when it is off. (Export on is not measured: see docs/benchmarks.md.)
+# Traces (issue 24): the aggregator with OTEL_EXPORTER_OTLP_ENDPOINT unset, then set to a local
+# OTLP/HTTP sink (scripts/otlp-sink.py), each against the same aggregator before traces existed
+# (BENCH_TRACES_REV) on one pre-filled topic in one run: what the tracing code costs off and on.
 if [[ ",$sections," == *",traces,"* ]]; then
     traces_rev="${BENCH_TRACES_REV:-e3f31c7}"
     BENCH_BASELINE_BIN=$(aggregator_at "$traces_rev" traces-baseline)
@@ -73,6 +73,14 @@ if [[ ",$sections," == *",traces,"* ]]; then
         "$target/release/examples/bench_aggregator" | sed "s/^bench|/bench|traces $1: /" | tee -a "$results"
     }
     traces_run "export off"
+    sink_port="${BENCH_OTLP_PORT:-14318}"
+    python3 scripts/otlp-sink.py "$sink_port" > "$results.sink" &
+    sink=$!
+    OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" traces_run "export on"
+    kill -TERM "$sink"
+    wait "$sink" || true
+    read -r requests bytes < "$results.sink"
+    echo "traces export on: the sink received $requests OTLP/HTTP requests, $bytes bytes"
     unset BENCH_BASELINE_BIN
 fi
 # History: BENCH_HISTORY_TICKERS (1000) tickers over BENCH_HISTORY_WINDOWS (10 and 10080 windows:

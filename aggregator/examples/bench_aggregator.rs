@@ -119,6 +119,7 @@ async fn fresh_database() -> TestDatabase {
 
 /// Runs `instances` aggregators in one new consumer group, with a fresh database, until every price is
 /// written; returns the time from their start and the highest peak memory (KiB) of any of them.
+/// They get the bench's own `OTEL_*` variables (the traces section turns export on) and no others.
 async fn run_aggregators(
     bin: &str,
     brokers: &str,
@@ -138,6 +139,7 @@ async fn run_aggregators(
                 .envs([("DATABASE_URL", &db.url), ("AGGREGATOR_GROUP_ID", &group)])
                 .env("AGGREGATOR_DLQ_TOPIC", format!("{topic}.dlq"))
                 .envs([("METRICS_ADDR", "127.0.0.1:0"), ("RUST_LOG", "warn")])
+                .envs(std::env::vars().filter(|(name, _)| name.starts_with("OTEL_")))
                 .stdout(Stdio::null())
                 .spawn()?,
         );
