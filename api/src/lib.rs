@@ -42,6 +42,7 @@ mod freshness;
 mod http_cache;
 mod metrics;
 mod model;
+mod page_json;
 mod params;
 mod prices;
 mod problem;

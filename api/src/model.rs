@@ -72,23 +72,8 @@ pub(crate) fn page(query: &PriceQuery, mut rows: Vec<WindowPrice>) -> PricesPage
         .expect("limit is validated to lie in 1..=MAX_LIMIT, which fits a usize");
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
-        rows.last().map(|last| {
-            let (sort, bar_secs) = (query.sort, query.bars.map(|bars| bars.secs()));
-            match query.form {
-                Form::Latest => Cursor::Latest {
-                    sort,
-                    bar_secs,
-                    ticker: last.ticker.clone(),
-                },
-                Form::Range { .. } => Cursor::Range {
-                    sort,
-                    bar_secs,
-                    window_start: last.window_start,
-                    ticker: last.ticker.clone(),
-                },
-            }
-            .encode()
-        })
+        rows.last()
+            .map(|last| next_cursor(query, &last.ticker, last.window_start))
     } else {
         None
     };
@@ -98,11 +83,31 @@ pub(crate) fn page(query: &PriceQuery, mut rows: Vec<WindowPrice>) -> PricesPage
     }
 }
 
+/// The `nextCursor` of a page of `query` whose last entry is `ticker`'s at `window_start`.
+pub(crate) fn next_cursor(query: &PriceQuery, ticker: &str, window_start: DateTime<Utc>) -> String {
+    let (sort, bar_secs) = (query.sort, query.bars.map(|bars| bars.secs()));
+    let ticker = ticker.to_owned();
+    match query.form {
+        Form::Latest => Cursor::Latest {
+            sort,
+            bar_secs,
+            ticker,
+        },
+        Form::Range { .. } => Cursor::Range {
+            sort,
+            bar_secs,
+            window_start,
+            ticker,
+        },
+    }
+    .encode()
+}
+
 /// Whether the answer to `query` can never change, so that caches may keep it
 /// ([`crate::http_cache`]): a range with both bounds, every window (bar) of which ends at or
 /// before the `complete` boundary read before its rows (`boundary`, Unix milliseconds) — so every
 /// partition had closed all of it and no entry can be added or change — and every entry
-/// `complete`. (The last check follows from the first; it is kept so that a page is never marked
+/// `complete` (`all_complete`). (The last check follows from the first; it is kept so that a page is never marked
 /// final while it shows an entry that is not.) A range without a start is not: it is answered
 /// from the oldest kept entry on, which moves when retention drops history. The page's order
 /// (`sort`) plays no part: a page of a closed range is final whichever end it is read from, and its
@@ -111,7 +116,7 @@ pub(crate) fn never_changes(
     query: &PriceQuery,
     window: Window,
     boundary: Option<i64>,
-    rows: &[WindowPrice],
+    all_complete: bool,
 ) -> bool {
     let (
         Form::Range {
@@ -131,7 +136,7 @@ pub(crate) fn never_changes(
         } else {
             width
         };
-    last_end <= boundary && rows.iter().all(|row| row.complete)
+    last_end <= boundary && all_complete
 }
 
 #[cfg(test)]

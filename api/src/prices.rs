@@ -14,7 +14,6 @@ use axum::extract::{FromRef, FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use tickpipe_common::message::MAX_TICKER_LEN;
 use tickpipe_store::boundary::BOUNDARY_MS_SQL;
 use tracing::{field::Empty, Span};
@@ -27,8 +26,8 @@ use utoipa::IntoParams;
 
 use crate::changes::feed::Feed;
 use crate::database::Database;
-use crate::http_cache::Immutable;
-use crate::model::{never_changes, page, PricesPage, WindowPrice};
+use crate::model::{never_changes, PricesPage};
+use crate::page_json;
 use crate::params::cursor::{self, Cursor};
 use crate::params::interval::Window;
 use crate::params::query_pairs;
@@ -38,6 +37,7 @@ use crate::params::time::{self, MAX_TIME_SECS, MIN_TIME_SECS, TIME_RANGE_TEXT};
 use crate::problem::{ApiError, Problem};
 use crate::query::{Form, PriceQuery, DEFAULT_LIMIT, MAX_LIMIT};
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
 
 /// Query parameters, for the OpenAPI document: every constraint the handler enforces on one
 /// parameter alone is stated here (the patterns are the ones [`crate::params`] is tested against), so
@@ -303,13 +303,12 @@ pub(crate) async fn get_prices(
         }
     }
     let (rows, boundary) = fetch_rows(&db, &query).await?;
-    crate::trace::answer_span(&traces, &headers, "database", || feed.commits_of(&rows));
-    let immutable = never_changes(&query, window, boundary, &rows);
-    let mut response = Json(page(&query, rows)).into_response();
-    if immutable {
-        response.extensions_mut().insert(Immutable);
-    }
-    Ok(response)
+    crate::trace::answer_span(&traces, &headers, "database", || {
+        feed.commits_of(&page_json::keys(&query, &rows))
+    });
+    let page = page_json::write(&query, &rows)?;
+    let immutable = never_changes(&query, window, boundary, page.all_complete);
+    Ok(page.into_response(immutable))
 }
 
 /// The rows of one page, plus one more if there is a next page.
@@ -327,7 +326,7 @@ pub(crate) async fn get_prices(
 async fn fetch_rows(
     db: &Database,
     query: &PriceQuery,
-) -> Result<(Vec<WindowPrice>, Option<i64>), ApiError> {
+) -> Result<(Vec<PgRow>, Option<i64>), ApiError> {
     let mut sql = query.to_sql();
     let table = query.table;
     let range = match query.form {
@@ -358,10 +357,8 @@ async fn fetch_rows(
                 }
             }
             // No JIT on these connections: see `tickpipe_common::db::read_only_pool`.
-            let rows = sql
-                .build_query_as::<WindowPrice>()
-                .fetch_all(&mut *connection)
-                .await?;
+            // Rows as PostgreSQL sent them: `page_json` writes them out by column position.
+            let rows = sql.build().fetch_all(&mut *connection).await?;
             Ok((None, boundary, rows))
         })
         .await?;

@@ -86,3 +86,20 @@ pub fn app_with_settings_and_metrics(
         registry,
     ))
 }
+
+/// The body of the page `GET uri` asks for, written the other way: its rows decoded into
+/// [`crate::model::WindowPrice`] and the page serialized by serde, as the answers from memory and
+/// the stream's events are. The reference the database path's own writer (`page_json`) must equal
+/// byte for byte. `uri` must be a valid prices query.
+pub async fn reference_page(pool: &PgPool, uri: &str) -> Vec<u8> {
+    let uri: axum::http::Uri = uri.parse().expect("a URI");
+    let pairs = crate::params::query_pairs(&uri).expect("a well-formed query");
+    let query = crate::query::PriceQuery::parse(&pairs, Window::default()).expect("a valid query");
+    let rows = query
+        .to_sql()
+        .build_query_as::<crate::model::WindowPrice>()
+        .fetch_all(pool)
+        .await
+        .expect("the rows");
+    serde_json::to_vec(&crate::model::page(&query, rows)).expect("a page")
+}

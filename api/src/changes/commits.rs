@@ -12,8 +12,6 @@ use std::collections::{BTreeMap, VecDeque};
 use chrono::{DateTime, Utc};
 use tickpipe_common::otel::opentelemetry::trace::SpanContext;
 
-use crate::model::WindowPrice;
-
 use super::latest::MAX_COMMIT_LINKS;
 use super::log::Change;
 
@@ -21,6 +19,9 @@ use super::log::Change;
 pub(crate) const CAPACITY: usize = 20_000;
 
 type Key = (String, DateTime<Utc>);
+
+/// An entry of an answer: its ticker, start and end.
+pub(crate) type Entry = (String, DateTime<Utc>, DateTime<Utc>);
 
 /// The traced commit of each of the last [`CAPACITY`] (ticker, window) entries changed.
 #[derive(Debug, Default)]
@@ -69,12 +70,13 @@ impl RecentCommits {
         }
     }
 
-    /// The distinct commits that wrote the windows inside `rows`, at most [`MAX_COMMIT_LINKS`].
-    pub(crate) fn of(&self, rows: &[WindowPrice]) -> Vec<SpanContext> {
+    /// The distinct commits that wrote the windows inside `rows` (each a ticker's entry from its
+    /// start to its end: a window, or a bar), at most [`MAX_COMMIT_LINKS`].
+    pub(crate) fn of(&self, rows: &[Entry]) -> Vec<SpanContext> {
         let mut commits: Vec<SpanContext> = Vec::new();
-        for row in rows {
-            let from = (row.ticker.clone(), row.window_start);
-            let until = (row.ticker.clone(), row.window_end);
+        for (ticker, start, end) in rows {
+            let from = (ticker.clone(), *start);
+            let until = (ticker.clone(), *end);
             for (_, commit) in self.by_window.range(from..until).map(|(_, entry)| entry) {
                 if commits.len() == MAX_COMMIT_LINKS {
                     return commits;
@@ -105,11 +107,15 @@ mod tests {
         Utc.timestamp_opt(seconds, 0).single().expect("time")
     }
 
-    fn row(ticker: &str, start: i64, width: i64) -> WindowPrice {
-        WindowPrice {
+    fn row(ticker: &str, start: i64, width: i64) -> Entry {
+        (ticker.to_owned(), at(start), at(start + width))
+    }
+
+    fn price(ticker: &str, start: i64) -> crate::model::WindowPrice {
+        crate::model::WindowPrice {
             ticker: ticker.to_owned(),
             window_start: at(start),
-            window_end: at(start + width),
+            window_end: at(start + 30),
             average_price: 1.0,
             samples: 1,
             min_price: 1,
@@ -126,7 +132,7 @@ mod tests {
             committed_at: at(0),
             ticker: Some(ticker.to_owned()),
             frame: axum::body::Bytes::new(),
-            price: Some(row(ticker, start, 30)),
+            price: Some(price(ticker, start)),
             complete_before: None,
             trace: commit.and_then(|c| {
                 tickpipe_common::otel::parse_traceparent(&format!("00-{c:032x}-{c:016x}-01"))

@@ -31,10 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::database::Database;
 use crate::metrics::StreamMetrics;
-use crate::model::WindowPrice;
 use crate::problem::ApiError;
 
-use super::commits::RecentCommits;
+use super::commits::{Entry, RecentCommits};
 use super::frame;
 use super::latest::{self, Latest};
 use super::listen;
@@ -175,7 +174,7 @@ impl Feed {
     /// The traced commits that wrote the recent windows inside `rows` (see [`RecentCommits`]):
     /// what an answer read from the database links to. Empty unless trace export is on; starts
     /// the feed then, so that it follows the commits from the first traced request on.
-    pub(crate) fn commits_of(&self, rows: &[WindowPrice]) -> Vec<SpanContext> {
+    pub(crate) fn commits_of(&self, rows: &[Entry]) -> Vec<SpanContext> {
         if self.shared.state().commits.is_none() {
             return Vec::new();
         }

@@ -9,6 +9,7 @@ mod history;
 mod http_cache;
 mod latest;
 mod logs;
+mod page_bytes;
 mod prices;
 mod readiness;
 mod server;
