@@ -9,8 +9,9 @@
 //! (the serializer that the answers from memory and the stream's events still use): a test compares
 //! the two over every form, interval and order (`api/tests/api/page_bytes.rs`).
 //!
-//! Every statement [`PriceQuery::to_sql`] builds selects the columns in [`COLUMNS`] order; the
-//! first row's names are checked against it, so a statement that drifted is a 500 naming the
+//! Every statement [`PriceQuery::to_sql`] builds selects the columns in [`COLUMNS`] order (a
+//! range's adds two more after them, read by `prices::fetch_rows`); the first row's names are
+//! checked against it, so a statement that drifted is a 500 naming the
 //! column, never a page with values under the wrong names.
 //!
 //! [`WindowPrice`]: crate::model::WindowPrice
@@ -28,18 +29,18 @@ use crate::model::next_cursor;
 use crate::problem::ApiError;
 use crate::query::PriceQuery;
 
-/// The columns of every prices statement, in order, and the JSON names they are written under.
-pub(crate) const COLUMNS: [(&str, &str); 10] = [
-    ("ticker", "ticker"),
-    ("window_start", "windowStart"),
-    ("window_end", "windowEnd"),
-    ("average_price", "averagePrice"),
-    ("sample_count", "samples"),
-    ("min_price", "minPrice"),
-    ("max_price", "maxPrice"),
-    ("open_price", "openPrice"),
-    ("close_price", "closePrice"),
-    ("complete", "complete"),
+/// The columns of every prices statement, in order.
+pub(crate) const COLUMNS: [&str; 10] = [
+    "ticker",
+    "window_start",
+    "window_end",
+    "average_price",
+    "sample_count",
+    "min_price",
+    "max_price",
+    "open_price",
+    "close_price",
+    "complete",
 ];
 
 /// A page written as JSON, and what the response headers need to know about it.
@@ -116,10 +117,11 @@ pub(crate) fn keys(
         .collect()
 }
 
+/// The row starts with [`COLUMNS`] (a range's statement adds two of its own after them).
 fn check_columns(row: &PgRow) -> Result<(), sqlx::Error> {
-    let names = row.columns().iter().map(Column::name);
-    let expected = COLUMNS.iter().map(|(column, _)| *column);
-    if row.columns().len() == COLUMNS.len() && names.eq(expected) {
+    let names = row.columns().iter().take(COLUMNS.len()).map(Column::name);
+    let expected = COLUMNS.iter().copied();
+    if row.columns().len() >= COLUMNS.len() && names.eq(expected) {
         return Ok(());
     }
     let got: Vec<&str> = row.columns().iter().map(Column::name).collect();

@@ -38,6 +38,7 @@ use crate::problem::{ApiError, Problem};
 use crate::query::{Form, PriceQuery, DEFAULT_LIMIT, MAX_LIMIT};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
+use sqlx::Row as _;
 
 /// Query parameters, for the OpenAPI document: every constraint the handler enforces on one
 /// parameter alone is stated here (the patterns are the ones [`crate::params`] is tested against), so
@@ -335,35 +336,36 @@ async fn fetch_rows(
     };
     let (gone_before, boundary, rows) = db
         .run("prices query", |mut connection| async move {
-            // A range asks for history, which retention may have dropped: ask how far first (a
-            // primary-key read of a five-row table), so that dropped history is refused, not
-            // answered with an empty page. The `complete` boundary is read in the same statement,
-            // before the rows: a range ending before it is final already (see `never_changes`).
-            let (gone_before, boundary): (Option<DateTime<Utc>>, Option<i64>) = match range {
-                None => (None, None),
-                Some(_) => {
-                    sqlx::query_as(&format!(
-                    "SELECT (SELECT dropped_before FROM history_tables WHERE table_name = $1), \
-                     {BOUNDARY_MS_SQL}::int8"
-                ))
-                    .bind(table)
-                    .fetch_one(&mut *connection)
-                    .await?
-                }
-            };
-            if let (Some(gone_before), Some(range)) = (gone_before, range) {
-                if reaches_before(range, gone_before) {
-                    return Ok((Some(gone_before), None, Vec::new()));
-                }
-            }
-            // No JIT on these connections: see `tickpipe_common::db::read_only_pool`.
-            // Rows as PostgreSQL sent them: `page_json` writes them out by column position.
+            // No JIT on these connections: see `tickpipe_common::db::read_only_pool`. Rows as
+            // PostgreSQL sent them: `page_json` writes them out by column position.
             let rows = sql.build().fetch_all(&mut *connection).await?;
-            Ok((None, boundary, rows))
+            // A range's rows carry how far retention has dropped its table and the `complete`
+            // boundary (read with them, in their snapshot); an empty page asks for both alone.
+            let (gone_before, boundary): (Option<DateTime<Utc>>, Option<i64>) =
+                match (range, rows.first()) {
+                    (None, _) => (None, None),
+                    (Some(_), Some(first)) => (
+                        first.try_get(page_json::COLUMNS.len())?,
+                        first.try_get(page_json::COLUMNS.len() + 1)?,
+                    ),
+                    (Some(_), None) => {
+                        sqlx::query_as(&format!(
+                            "SELECT (SELECT dropped_before FROM history_tables \
+                             WHERE table_name = $1), {BOUNDARY_MS_SQL}::int8"
+                        ))
+                        .bind(table)
+                        .fetch_one(&mut *connection)
+                        .await?
+                    }
+                };
+            Ok((gone_before, boundary, rows))
         })
         .await?;
-    if let Some(gone_before) = gone_before {
-        return Err(ApiError::Gone(history_gone(query, gone_before)));
+    // A range reaching into dropped history is refused, not answered with a shorter page.
+    if let (Some(gone_before), Some(range)) = (gone_before, range) {
+        if reaches_before(range, gone_before) {
+            return Err(ApiError::Gone(history_gone(query, gone_before)));
+        }
     }
     Span::current().record("rows", rows.len());
     Ok((rows, boundary))

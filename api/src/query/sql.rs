@@ -68,6 +68,9 @@ impl PriceQuery {
              w.min_price, w.max_price, w.open_price, w.close_price, ",
         );
         sql.push(complete("w.window_end"));
+        if let Form::Range { .. } = self.form {
+            sql.push(range_meta(self.table));
+        }
         match self.form {
             Form::Latest => {
                 // LATERAL with LIMIT cannot be flattened into a join, so whatever the statistics say
@@ -208,11 +211,12 @@ impl PriceQuery {
             .push_bind(self.limit);
         sql.push(format!(
             ") SELECT g.ticker, bars.bar_start AS window_start, bars.bar_start + {width} AS window_end, \
-             g.average_price, g.sample_count, g.min_price, g.max_price, {}, {} \
+             g.average_price, g.sample_count, g.min_price, g.max_price, {}, {}{} \
              FROM bars CROSS JOIN LATERAL (SELECT p.ticker, {BAR_AGGREGATES} FROM {table} p \
              WHERE p.window_start >= bars.bar_start AND p.window_start < bars.bar_start + {width}",
             bar_open_close(table, "g.ticker"),
             complete(&format!("bars.bar_start + {width}")),
+            range_meta(table),
         ));
         self.push_row_filter(&mut sql, &width);
         let direction = self.sort.direction();
@@ -330,6 +334,22 @@ fn bar_open_close(table: &str, ticker: &str) -> String {
          WHERE o.ticker = {ticker} AND o.window_start = g.first_window) END AS open_price, \
          CASE WHEN g.close_known THEN (SELECT c.close_price FROM {table} c \
          WHERE c.ticker = {ticker} AND c.window_start = g.last_window) END AS close_price"
+    )
+}
+
+/// A range's two trailing columns, the same on every row: how far retention has dropped `table`'s
+/// history (`dropped_before`, so that dropped history is refused rather than answered with a
+/// shorter page) and the `complete` boundary in Unix milliseconds (`boundary_ms`, for the caching
+/// headers). Scalar subqueries, evaluated once per statement from the rows' own snapshot: no
+/// statement of their own, whose round trip cost as much as a small page's query. `table` is one
+/// of the store's table names, never input.
+fn range_meta(table: &str) -> String {
+    debug_assert!(table
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+    format!(
+        ", (SELECT h.dropped_before FROM history_tables h WHERE h.table_name = '{table}') \
+         AS dropped_before, {BOUNDARY_SQL}::int8 AS boundary_ms"
     )
 }
 

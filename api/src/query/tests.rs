@@ -156,7 +156,8 @@ fn sql_uses_keyset_pagination_and_no_offset() {
         format!(
             "SELECT w.ticker, w.window_start, w.window_end, w.average_price, w.sample_count, w.min_price, w.max_price, \
              w.open_price, w.close_price, COALESCE(extract(epoch FROM w.window_end) * 1000 <= \
-             {BOUNDARY_MS_SQL}, false) AS complete \
+             {BOUNDARY_MS_SQL}, false) AS complete, (SELECT h.dropped_before FROM history_tables h \
+             WHERE h.table_name = 'window_prices') AS dropped_before, {BOUNDARY_MS_SQL}::int8 AS boundary_ms \
              FROM window_prices w WHERE TRUE AND w.ticker = $1 AND w.window_start >= $2 AND (w.window_start, w.ticker) > ($3, $4) \
              ORDER BY w.window_start, w.ticker LIMIT $5"
         )
@@ -810,7 +811,8 @@ fn desc_window_sql_reverses_the_order_and_the_keyset() {
         format!(
             "SELECT w.ticker, w.window_start, w.window_end, w.average_price, w.sample_count, w.min_price, w.max_price, \
              w.open_price, w.close_price, COALESCE(extract(epoch FROM w.window_end) * 1000 <= \
-             {BOUNDARY_MS_SQL}, false) AS complete \
+             {BOUNDARY_MS_SQL}, false) AS complete, (SELECT h.dropped_before FROM history_tables h \
+             WHERE h.table_name = 'window_prices') AS dropped_before, {BOUNDARY_MS_SQL}::int8 AS boundary_ms \
              FROM window_prices w WHERE TRUE AND w.ticker = $1 AND w.window_start >= $2 AND (w.window_start, w.ticker) < ($3, $4) \
              ORDER BY w.window_start DESC, w.ticker DESC LIMIT $5"
         )
