@@ -169,9 +169,13 @@ fn json<T: Serialize + ?Sized>(body: &mut Vec<u8>, value: &T) {
 /// of 3, 6 or 9 digits only when it is not zero), without going through `fmt`. Years outside
 /// 0–9999 and leap seconds, which no window has, take chrono's own path.
 pub(crate) fn write_rfc3339(body: &mut Vec<u8>, time: DateTime<Utc>) {
+    // The naive UTC value once: each accessor of a `DateTime` would add the (zero) offset again.
+    let time = time.naive_utc();
     let (year, nanos) = (time.year(), time.nanosecond());
     if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
-        let text = time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        let text = time
+            .and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
         body.extend_from_slice(text.as_bytes());
         return;
     }
