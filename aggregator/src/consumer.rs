@@ -15,6 +15,7 @@ use tickpipe_common::clock::now_ms;
 use tickpipe_common::kafka::client_config;
 use tickpipe_common::otel::Tracing;
 use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::AggregatorMetrics;
@@ -30,26 +31,41 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 const CLOCK_EVERY: u32 = 256;
 
 /// Consumes until `shutdown` is cancelled. Blocking: call it from `spawn_blocking`.
+///
+/// The consumer subscribes at once, so that it joins the group while the caller migrates the
+/// schema and checks the topics (a few hundred milliseconds of a short backfill otherwise spent
+/// before the join), but polls nothing until `ready` fires. Nothing is lost by that: the
+/// assignment, and with it each partition's claim in PostgreSQL, is served by `poll`, so no claim
+/// runs before the schema exists. If `ready` is dropped instead (start-up failed or stopped), the
+/// claims are called off before the consumer closes, so that closing never waits on a schema that
+/// will not come.
 pub(crate) fn consume(
     settings: &Settings,
     pool: PgPool,
     metrics: AggregatorMetrics,
     traces: Tracing,
     runtime: Handle,
+    ready: oneshot::Receiver<()>,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
+    let claims = shutdown.child_token();
     let context = AggregatorContext::new(
         runtime.clone(),
         pool.clone(),
         settings.kafka.topic.clone(),
-        shutdown.clone(),
+        claims.clone(),
         metrics.clone(),
     );
     let consumer = create_consumer(settings, context)?;
-    let mut processor = Processor::new(settings, pool, metrics, traces, runtime, shutdown.clone())?;
-    // Before the first claim: a partition this instance claims is then known to the database.
-    processor.check_partitions(&consumer);
     consumer.subscribe(&[&settings.kafka.topic])?;
+    if runtime.block_on(ready).is_err() {
+        claims.cancel();
+        return Ok(());
+    }
+    let mut processor = Processor::new(settings, pool, metrics, traces, runtime, shutdown.clone())?;
+    // Before the first poll, so before the first claim: a partition this instance claims is then
+    // known to the database.
+    processor.check_partitions(&consumer);
     poll_until_shutdown(&consumer, &mut processor, &shutdown);
     tracing::info!("aggregator stopping; open windows are rebuilt from Kafka on the next start");
     Ok(())

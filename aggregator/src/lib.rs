@@ -99,36 +99,70 @@ async fn aggregate(
             "writing through DATABASE_DIRECT_URL; DATABASE_URL (a pooler) serves the API"
         );
     }
+    // The consumer joins the group meanwhile; it polls once everything below is ready.
+    let (ready, consumer_ready) = tokio::sync::oneshot::channel();
+    let consuming = tokio::spawn(consume_traced(
+        settings.clone(),
+        pool.clone(),
+        metrics,
+        consumer_ready,
+        shutdown.clone(),
+    ));
+    let prepared = tokio::try_join!(
+        prepare_schema(&settings, &pool, &shutdown),
+        topics_ready(&settings, &shutdown)
+    );
+    let prepared = match prepared {
+        Ok((schema, topics)) => schema && topics,
+        Err(error) => {
+            drop(ready);
+            let _ = consuming.await;
+            return Err(error);
+        }
+    };
+    if prepared {
+        // Served only now, so that "healthy" means "migrated and about to consume": the API's
+        // container waits for it.
+        if let Some((addr, mut registry)) = endpoint {
+            tickpipe_common::pool_metrics::register(&mut registry, "aggregator", pool.clone());
+            tickpipe_common::telemetry::serve_metrics(addr, Arc::new(registry), shutdown.clone())
+                .await?;
+        }
+        // The consumer ended already if it could not start (its error is returned below).
+        let _ = ready.send(());
+    } else {
+        drop(ready);
+    }
+    consuming.await.map_err(|_| AggregatorError::Panicked)?
+}
+
+/// Migrates the schema, checks the stored rows' shape against the settings and starts the
+/// housekeeping; `Ok(false)` if stopped first.
+async fn prepare_schema(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    shutdown: &CancellationToken,
+) -> Result<bool, AggregatorError> {
     let variable = settings.database.session_variable();
-    match tickpipe_store::schema::migrate(&pool, variable, &shutdown).await {
+    match tickpipe_store::schema::migrate(pool, variable, shutdown).await {
         Ok(()) => {}
-        Err(tickpipe_store::schema::MigrateError::Cancelled) => return Ok(()),
+        Err(tickpipe_store::schema::MigrateError::Cancelled) => return Ok(false),
         Err(error) => return Err(error.into()),
     }
     // Before anything is read or written: settings that shape the stored rows must match them.
     tickpipe_store::shape::record_window_secs(
-        &pool,
+        pool,
         "AGGREGATOR_WINDOW_SECS",
         settings.aggregator.window_secs,
     )
     .await?;
-    tickpipe_store::shape::record_topic(&pool, "KAFKA_TOPIC", &settings.kafka.topic).await?;
+    tickpipe_store::shape::record_topic(pool, "KAFKA_TOPIC", &settings.kafka.topic).await?;
     tokio::spawn(housekeeping::run(
         pool.clone(),
         settings.retention.clone(),
         shutdown.clone(),
     ));
-    if !topics_ready(&settings, &shutdown).await? {
-        return Ok(());
-    }
-    // Served only now, so that "healthy" means "migrated and about to consume": the API's
-    // container waits for it.
-    if let Some((addr, mut registry)) = endpoint {
-        tickpipe_common::pool_metrics::register(&mut registry, "aggregator", pool.clone());
-        tickpipe_common::telemetry::serve_metrics(addr, Arc::new(registry), shutdown.clone())
-            .await?;
-    }
-    consume_traced(settings, pool, metrics, shutdown).await
+    Ok(true)
 }
 
 /// The consume loop on a blocking thread, with the service's traces exported (when on) until it
@@ -137,6 +171,7 @@ async fn consume_traced(
     settings: Settings,
     pool: sqlx::PgPool,
     metrics: AggregatorMetrics,
+    ready: tokio::sync::oneshot::Receiver<()>,
     shutdown: CancellationToken,
 ) -> Result<(), AggregatorError> {
     let traces =
@@ -144,7 +179,15 @@ async fn consume_traced(
     let runtime = tokio::runtime::Handle::current();
     let loop_traces = traces.clone();
     let consumed = tokio::task::spawn_blocking(move || {
-        consumer::consume(&settings, pool, metrics, loop_traces, runtime, shutdown)
+        consumer::consume(
+            &settings,
+            pool,
+            metrics,
+            loop_traces,
+            runtime,
+            ready,
+            shutdown,
+        )
     })
     .await;
     traces.shutdown().await;
