@@ -15,7 +15,6 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use tickpipe_common::message::MAX_TICKER_LEN;
-use tickpipe_store::boundary::BOUNDARY_MS_SQL;
 use tracing::{field::Empty, Span};
 use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{
@@ -35,7 +34,7 @@ use crate::params::sort::{self, Sort};
 use crate::params::tickers::{self, MAX_TICKERS};
 use crate::params::time::{self, MAX_TIME_SECS, MIN_TIME_SECS, TIME_RANGE_TEXT};
 use crate::problem::{ApiError, Problem};
-use crate::query::{Form, PriceQuery, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::query::{range_meta_sql, Form, PriceQuery, DEFAULT_LIMIT, MAX_LIMIT};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::Row as _;
@@ -349,13 +348,9 @@ async fn fetch_rows(
                         first.try_get(page_json::COLUMNS.len() + 1)?,
                     ),
                     (Some(_), None) => {
-                        sqlx::query_as(&format!(
-                            "SELECT (SELECT dropped_before FROM history_tables \
-                             WHERE table_name = $1), {BOUNDARY_MS_SQL}::int8"
-                        ))
-                        .bind(table)
-                        .fetch_one(&mut *connection)
-                        .await?
+                        sqlx::query_as(&range_meta_sql(table))
+                            .fetch_one(&mut *connection)
+                            .await?
                     }
                 };
             Ok((gone_before, boundary, rows))

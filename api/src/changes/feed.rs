@@ -175,15 +175,12 @@ impl Feed {
     /// what an answer read from the database links to. Empty unless trace export is on; starts
     /// the feed then, so that it follows the commits from the first traced request on.
     pub(crate) fn commits_of(&self, rows: &[Entry]) -> Vec<SpanContext> {
-        if self.shared.state().commits.is_none() {
-            return Vec::new();
-        }
+        let links = match &self.shared.state().commits {
+            Some(commits) => commits.of(rows),
+            None => return Vec::new(),
+        };
         self.start();
-        let state = self.shared.state();
-        state
-            .commits
-            .as_ref()
-            .map_or_else(Vec::new, |commits| commits.of(rows))
+        links
     }
 
     /// Registers a subscriber, starting the feed if it is not running.

@@ -16,6 +16,8 @@
 //! ceil(endTime))` (ceil to the bar): the bounds are rounded here, once.
 
 mod sql;
+
+pub(crate) use sql::range_meta_sql;
 #[cfg(test)]
 mod tests;
 

@@ -69,7 +69,7 @@ impl PriceQuery {
         );
         sql.push(complete("w.window_end"));
         if let Form::Range { .. } = self.form {
-            sql.push(range_meta(self.table));
+            sql.push(", ").push(range_meta(self.table));
         }
         match self.form {
             Form::Latest => {
@@ -211,7 +211,7 @@ impl PriceQuery {
             .push_bind(self.limit);
         sql.push(format!(
             ") SELECT g.ticker, bars.bar_start AS window_start, bars.bar_start + {width} AS window_end, \
-             g.average_price, g.sample_count, g.min_price, g.max_price, {}, {}{} \
+             g.average_price, g.sample_count, g.min_price, g.max_price, {}, {}, {} \
              FROM bars CROSS JOIN LATERAL (SELECT p.ticker, {BAR_AGGREGATES} FROM {table} p \
              WHERE p.window_start >= bars.bar_start AND p.window_start < bars.bar_start + {width}",
             bar_open_close(table, "g.ticker"),
@@ -348,9 +348,15 @@ fn range_meta(table: &str) -> String {
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
     format!(
-        ", (SELECT h.dropped_before FROM history_tables h WHERE h.table_name = '{table}') \
+        "(SELECT h.dropped_before FROM history_tables h WHERE h.table_name = '{table}') \
          AS dropped_before, {BOUNDARY_SQL}::int8 AS boundary_ms"
     )
+}
+
+/// The same two values of `table` alone, for a range whose page came back empty (no row to carry
+/// them).
+pub(crate) fn range_meta_sql(table: &str) -> String {
+    format!("SELECT {}", range_meta(table))
 }
 
 /// The `complete` column of an entry ending at `end`: whether every partition has closed every
